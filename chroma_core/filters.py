@@ -1,0 +1,151 @@
+"""``where`` filters: validated once here, compiled to parameterised queries by each store.
+
+A filter is a dict in the notation vector-store users know::
+
+    {"dataset": "cifar10"}
+    {"$and": [{"context": {"$ne": "training"}}, {"confidence": {"$lt": 0.5}}]}
+
+:func:`parse` turns it into a small tree of :class:`And`, :class:`Or` and :class:`Cmp`
+nodes whose keys and operators are known to be safe, so no store ever sees raw user text
+in a place where SQL could go.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chroma_core.errors import InvalidFilter
+
+CATALOGUE_FIELDS = ("id", "dataset", "context", "input_uri", "inference", "label")
+OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
+METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
+MAX_DEPTH = 16
+MAX_NODES = 1000
+MAX_IN_VALUES = 100_000
+
+
+@dataclass(frozen=True)
+class Cmp:
+    """``key op value``; ``catalogue`` tells a catalogue column from a metadata key."""
+
+    key: str
+    op: str
+    value: Any
+    catalogue: bool
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple
+
+
+Filter = Cmp | And | Or
+
+
+def parse(where: dict | None) -> Filter | None:
+    """Validate ``where`` and return its tree, or None for no filter."""
+    if where is None:
+        return None
+    if not isinstance(where, dict):
+        raise InvalidFilter(f"where must be a dict, got {type(where).__name__}")
+    if not where:
+        return None
+    counter = [0]
+    return _node(where, 0, counter)
+
+
+def _node(obj: Any, depth: int, counter: list[int]) -> Filter:
+    if depth > MAX_DEPTH:
+        raise InvalidFilter(f"where is nested deeper than {MAX_DEPTH} levels")
+    counter[0] += 1
+    if counter[0] > MAX_NODES:
+        raise InvalidFilter(f"where has more than {MAX_NODES} conditions")
+    if not isinstance(obj, dict) or not obj:
+        raise InvalidFilter(f"each where condition must be a non-empty dict, got {obj!r:.80}")
+    items = []
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise InvalidFilter(f"where keys must be strings, got {key!r:.80}")
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value:
+                raise InvalidFilter(f"{key} takes a non-empty list of conditions")
+            children = tuple(_node(v, depth + 1, counter) for v in value)
+            items.append(And(children) if key == "$and" else Or(children))
+        elif key.startswith("$"):
+            raise InvalidFilter(
+                f"unknown operator {key!r:.80} at the top of a condition; "
+                "use $and or $or, or a field name"
+            )
+        else:
+            items.append(_field(key, value))
+    return items[0] if len(items) == 1 else And(tuple(items))
+
+
+def _field(key: str, value: Any) -> Filter:
+    catalogue = key in CATALOGUE_FIELDS
+    if not catalogue and not METADATA_KEY.match(key):
+        raise InvalidFilter(
+            f"invalid field name {key!r:.80}: use a catalogue field "
+            f"({', '.join(CATALOGUE_FIELDS)}) or a metadata key of letters, digits, _ and -"
+        )
+    if not isinstance(value, dict):
+        return Cmp(key, "$eq", _operand(key, "$eq", value, catalogue), catalogue)
+    if not value:
+        raise InvalidFilter(f"empty condition for field {key!r}")
+    conds = []
+    for op, operand in value.items():
+        if op not in OPERATORS:
+            raise InvalidFilter(
+                f"unknown operator {op!r:.80} for field {key!r}; known: {', '.join(OPERATORS)}"
+            )
+        if op in ("$in", "$nin"):
+            if not isinstance(operand, list | tuple):
+                raise InvalidFilter(f"{op} on {key!r} takes a list")
+            if len(operand) > MAX_IN_VALUES:
+                raise InvalidFilter(f"{op} on {key!r} has more than {MAX_IN_VALUES} values")
+            operand = tuple(_operand(key, op, v, catalogue) for v in operand)
+        else:
+            operand = _operand(key, op, operand, catalogue)
+        conds.append(Cmp(key, op, operand, catalogue))
+    return conds[0] if len(conds) == 1 else And(tuple(conds))
+
+
+def _operand(key: str, op: str, value: Any, catalogue: bool) -> Any:
+    value = _scalar(key, op, value)
+    if catalogue and value is not None:
+        # catalogue fields are stored as text: class 3 is stored as "3"
+        return class_name(value)
+    return value
+
+
+def class_name(value: Any) -> str:
+    """The text a catalogue value is stored as (``3`` and ``3.0`` both become ``"3"``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _scalar(key: str, op: str, value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        if op in ("$gt", "$gte", "$lt", "$lte"):
+            raise InvalidFilter(f"{op} on {key!r} needs a number or string, got {value!r}")
+        return value
+    if isinstance(value, int | float | str):
+        if isinstance(value, float) and value != value:
+            raise InvalidFilter(f"NaN is not a valid value for {key!r}")
+        return value
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _scalar(key, op, value.item())
+    raise InvalidFilter(
+        f"value for {key!r} {op} must be a string, number, bool or null, "
+        f"got {type(value).__name__}"
+    )

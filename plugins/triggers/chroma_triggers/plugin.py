@@ -1,0 +1,1 @@
+from chroma_core.hookspecs import hookimpl  # noqa: F401
