@@ -55,7 +55,7 @@ def validate_rows(table: pa.Table, dim: int | None) -> pa.Table:
     if unknown:
         raise InvalidInput(f"unknown column(s) in the batch: {', '.join(sorted(unknown))}")
 
-    matrix = _embeddings(table.column("embedding"), n)
+    matrix = embedding_matrix(table.column("embedding"), n)
     if dim is not None and matrix.shape[1] != dim:
         raise DimensionMismatch(
             f"embeddings have dimension {matrix.shape[1]} but this space holds dimension {dim}"
@@ -74,7 +74,7 @@ def validate_rows(table: pa.Table, dim: int | None) -> pa.Table:
     )
 
 
-def _embeddings(column: pa.ChunkedArray, n: int) -> np.ndarray:
+def embedding_matrix(column: pa.ChunkedArray, n: int) -> np.ndarray:
     column = column.combine_chunks()
     t = column.type
     if column.null_count:

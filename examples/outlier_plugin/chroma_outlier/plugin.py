@@ -1,0 +1,44 @@
+"""An example third-party algorithm: how far each input lies from its space's centroid.
+
+Installed as its own package, found through the ``chroma`` entry point group, and run
+from any client with ``space.run("centroid_outliers", top=20)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from chroma_core.algorithm import Algorithm, Result
+from chroma_core.errors import InvalidInput
+from chroma_core.filters import parse
+from chroma_core.hookspecs import hookimpl
+
+
+class CentroidOutliers(Algorithm):
+    name = "centroid_outliers"
+    description = "Inputs ranked by the z-score of their distance to the space's centroid."
+
+    def run(self, chroma, space, params):
+        top = params.pop("top", 10)
+        where = params.pop("where", None)
+        if params:
+            raise InvalidInput(f"unknown parameter(s) for {self.name}: {', '.join(params)}")
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise InvalidInput("top must be a positive integer")
+        seqs, vectors = chroma.store.vectors(space.name, where=parse(where))
+        if len(seqs) == 0:
+            empty = pa.table({"id": pa.array([], pa.string()), "zscore": pa.array([], pa.float64())})
+            return Result(empty, {"rows": 0})
+        distance = np.linalg.norm(vectors - vectors.mean(axis=0), axis=1)
+        spread = distance.std() or 1.0
+        zscore = (distance - distance.mean()) / spread
+        order = np.argsort(-zscore, kind="stable")[:top]
+        ids = chroma.store.rows_by_seq(space.name, seqs[order]).to_pandas().set_index("seq")["id"]
+        table = pa.table({"id": ids.loc[seqs[order]].to_numpy(), "zscore": zscore[order]})
+        return Result(table, {"rows": int(len(seqs))})
+
+
+@hookimpl
+def chroma_algorithms():
+    return [CentroidOutliers()]

@@ -1,1 +1,108 @@
-from chroma_core.hookspecs import hookimpl  # noqa: F401
+"""The ``priority`` algorithm: score every non-training input and store the scores."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from chroma_algo_priority.scores import PriorityParams, priority_scores
+from chroma_core.algorithm import Algorithm, Result
+from chroma_core.errors import InvalidInput
+from chroma_core.filters import parse
+from chroma_core.hookspecs import hookimpl
+from chroma_core.schema import embeddings_of
+
+COMPONENTS = ("disagreement", "distance", "distance_pct", "mahalanobis", "mahalanobis_pct")
+TRAINING = {"context": "training"}
+
+
+class Priority(Algorithm):
+    name = "priority"
+    description = (
+        "Retraining priority of every non-training input: neighbour disagreement, "
+        "distance percentile and class-conditional Mahalanobis percentile, averaged."
+    )
+
+    def run(self, chroma, space, params):
+        settings = _params(params)
+        store = chroma.store
+        training = store.get(space.name, where=parse(TRAINING), include_embeddings=True)
+        labels = training.column("label").to_numpy(zero_copy_only=False)
+        labelled = np.asarray([label is not None for label in labels], dtype=bool)
+        if labelled.sum() < 2:
+            raise InvalidInput(
+                f"space {space.name!r} has {int(labelled.sum())} labelled training inputs; "
+                "priority needs at least 2 (add them with context='training' and labels)"
+            )
+        queries = store.get(
+            space.name, where=parse({"context": {"$ne": "training"}}), include_embeddings=True
+        )
+        computed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        if queries.num_rows == 0:
+            store.replace_priorities(space.name, _scores_table([], [], pd.DataFrame(), computed_at))
+            return Result(_result_table([], [], pd.DataFrame()), {"scored": 0})
+        scores = priority_scores(
+            embeddings_of(training)[labelled],
+            labels[labelled].astype(object),
+            embeddings_of(queries),
+            queries.column("inference").to_numpy(zero_copy_only=False).astype(object),
+            metric=space.metric,
+            params=settings,
+        )
+        ids = queries.column("id").to_pylist()
+        components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
+        store.replace_priorities(
+            space.name, _scores_table(ids, scores["priority"], components, computed_at)
+        )
+        meta = {
+            "scored": len(ids),
+            "training": int(labelled.sum()),
+            "k": settings.k,
+            "shrinkage": settings.shrinkage,
+            "computed_at": computed_at,
+        }
+        return Result(_result_table(ids, scores["priority"], components), meta)
+
+
+def _params(params: dict) -> PriorityParams:
+    k = params.pop("k", 10)
+    shrinkage = params.pop("shrinkage", 0.1)
+    if params:
+        raise InvalidInput(f"unknown parameter(s) for priority: {', '.join(sorted(params))}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+        raise InvalidInput(f"k must be an integer from 1 to 1000, got {k!r}")
+    if (
+        isinstance(shrinkage, bool)
+        or not isinstance(shrinkage, int | float)
+        or not 0 <= shrinkage <= 1
+    ):
+        raise InvalidInput(f"shrinkage must be a number in [0, 1], got {shrinkage!r}")
+    return PriorityParams(k=k, shrinkage=float(shrinkage))
+
+
+def _scores_table(ids, priority, components: pd.DataFrame, computed_at: str) -> pa.Table:
+    lines = components.to_json(orient="records", lines=True).splitlines() if len(ids) else []
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "priority": pa.array(np.asarray(priority, dtype=np.float64)),
+            "components": pa.array(lines, pa.string()),
+            "computed_at": pa.array([computed_at] * len(ids), pa.string()),
+        }
+    )
+
+
+def _result_table(ids, priority, components: pd.DataFrame) -> pa.Table:
+    frame = pd.DataFrame({"id": ids, "priority": np.asarray(priority, dtype=np.float64)})
+    for name in COMPONENTS:
+        frame[name] = components[name].to_numpy() if len(ids) else np.array([], np.float64)
+    frame = frame.sort_values(["priority", "id"], ascending=[False, True], kind="stable")
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+@hookimpl
+def chroma_algorithms():
+    return [Priority()]

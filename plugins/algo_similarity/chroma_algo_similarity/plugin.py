@@ -1,1 +1,128 @@
-from chroma_core.hookspecs import hookimpl  # noqa: F401
+"""Hook implementations: answer k-NN queries, keep each space's index current."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import numpy as np
+
+from chroma_algo_similarity.index import SpaceIndex, exact_search
+from chroma_core.algorithm import Neighbors
+from chroma_core.hookspecs import hookimpl
+from chroma_core.schema import embeddings_of
+
+log = logging.getLogger("chroma.similarity")
+
+STATE = "algo_similarity"
+#: filters matching at most this many rows are answered exactly from the store
+EXACT_LIMIT = 20_000
+
+
+class Indexes:
+    """The indexes of one service and the worker that keeps them caught up."""
+
+    def __init__(self, chroma):
+        self.chroma = chroma
+        self.directory = chroma.settings.path / "indexes"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.by_space: dict[str, SpaceIndex] = {}
+        self.lock = threading.Lock()
+        self.pending: queue.Queue = queue.Queue()
+        self.worker = threading.Thread(target=self._work, name="chroma-indexer", daemon=True)
+        self.worker.start()
+
+    def get(self, space: str, metric: str, dim: int) -> SpaceIndex:
+        with self.lock:
+            index = self.by_space.get(space)
+            if index is None or index.dim != dim or index.metric != metric:
+                index = self.by_space[space] = SpaceIndex(self.directory, space, metric, dim)
+            return index
+
+    def current(self, info) -> SpaceIndex:
+        index = self.get(info.name, info.metric, info.dim)
+        index.catch_up(self.chroma.store, info.name)
+        return index
+
+    def _work(self) -> None:
+        while True:
+            item = self.pending.get()
+            if item is None:
+                return
+            index, space, seqs, vectors = item
+            try:
+                index.add_new(self.chroma.store, space, seqs, vectors)
+            except Exception:  # the next query catches up from the store
+                log.exception("indexing rows of %s failed", space)
+
+    def close(self) -> None:
+        self.pending.put(None)
+        self.worker.join(timeout=60)
+        for index in list(self.by_space.values()):
+            try:
+                index.save()
+            except Exception:
+                log.exception("saving an index failed; it is rebuilt from the store on start")
+
+
+def _indexes(chroma) -> Indexes:
+    state = chroma.state(STATE)
+    with chroma._state_lock:
+        if "indexes" not in state:
+            state["indexes"] = Indexes(chroma)
+        return state["indexes"]
+
+
+@hookimpl
+def chroma_nearest_neighbors(chroma, space, queries, k, where):
+    store = chroma.store
+    if where is not None:
+        matching = store.count(space.name, where)
+        if matching <= EXACT_LIMIT:
+            seqs, vectors = store.vectors(space.name, where=where)
+            found = exact_search(queries, seqs, vectors, k, space.metric)
+            return Neighbors(*found, meta={"method": "exact", "candidates": matching})
+        allowed, _ = store.vectors(space.name, where=where, with_vectors=False)
+    else:
+        allowed = None
+    index = _indexes(chroma).current(space)
+    found = index.search(queries, k, allowed)
+    if found is None:
+        seqs, vectors = store.vectors(space.name, where=where)
+        found = exact_search(queries, seqs, vectors, k, space.metric)
+        return Neighbors(*found, meta={"method": "exact", "candidates": len(seqs)})
+    method = "hnsw" if allowed is None else "hnsw_filtered"
+    return Neighbors(*found, meta={"method": method})
+
+
+@hookimpl
+def chroma_rows_added(chroma, space, seqs, rows):
+    info = chroma.store.get_space(space)
+    indexes = _indexes(chroma)
+    index = indexes.get(space, info.metric, info.dim)
+    indexes.pending.put((index, space, np.asarray(seqs), embeddings_of(rows)))
+
+
+@hookimpl
+def chroma_rows_deleted(chroma, space, seqs):
+    index = _indexes(chroma).by_space.get(space)
+    if index is not None:
+        index.remove(np.asarray(seqs))
+
+
+@hookimpl
+def chroma_space_deleted(chroma, space):
+    indexes = _indexes(chroma)
+    with indexes.lock:
+        index = indexes.by_space.pop(space, None)
+    if index is None:
+        index = SpaceIndex(indexes.directory, space, "l2", 0)
+    index.drop()
+
+
+@hookimpl
+def chroma_shutdown(chroma):
+    state = chroma.state(STATE)
+    if "indexes" in state:
+        state.pop("indexes").close()

@@ -1,0 +1,103 @@
+"""The Starlette app: an explicit route table onto :mod:`chroma_core.api` operations."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chroma_core import api
+from chroma_core.config import Settings
+from chroma_core.errors import ChromaError, PayloadTooLarge, ProtocolMismatch, ServerError
+from chroma_core.protocol import (
+    ARROW_TYPE,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    ROUTES,
+    decode_arrow,
+    decode_json,
+    encode_arrow,
+    encode_json,
+)
+from chroma_core.service import Chroma
+
+log = logging.getLogger("chroma.server")
+
+
+
+def error_response(error: ChromaError) -> JSONResponse:
+    return JSONResponse(
+        error.to_json(), status_code=error.status, headers={PROTOCOL_HEADER: PROTOCOL_VERSION}
+    )
+
+
+def endpoint(op: str, chroma: Chroma):
+    async def handle(request: Request) -> Response:
+        try:
+            sent = request.headers.get(PROTOCOL_HEADER)
+            if sent is not None and sent != PROTOCOL_VERSION:
+                raise ProtocolMismatch(
+                    f"the client speaks protocol {sent}, this server speaks {PROTOCOL_VERSION}; "
+                    "install matching versions of chroma"
+                )
+            params, table = await _read(request, chroma.settings.max_body_bytes)
+            params.update(request.query_params)
+            params.update(request.path_params)
+            result, out = await run_in_threadpool(api.call, chroma, op, params, table)
+        except ChromaError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("operation %s failed", op)
+            return error_response(ServerError(f"internal error in {op}; see the server log"))
+        headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
+        if out is not None:
+            body = await run_in_threadpool(encode_arrow, result, out)
+            return Response(body, media_type=ARROW_TYPE, headers=headers)
+        return Response(encode_json(result), media_type="application/json", headers=headers)
+
+    return handle
+
+
+async def _read(request: Request, limit: int):
+    if request.method in ("GET", "DELETE"):
+        return {}, None
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body has {declared} bytes, more than the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-type", "").startswith(ARROW_TYPE):
+        return await run_in_threadpool(decode_arrow, body)
+    return decode_json(body), None
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -> Starlette:
+    """The web app over ``chroma`` (or a new service from ``settings``)."""
+    service = chroma or Chroma(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await run_in_threadpool(service.close)
+
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes += [
+        Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.chroma = service
+    return app

@@ -1,0 +1,92 @@
+"""The private wire format between client and server, and its version.
+
+A request or response is a dict of parameters and, for bulk data, one Arrow table. With a
+table the body is an Arrow IPC stream whose schema metadata carries the dict as JSON under
+``chroma.params``; without one the body is JSON. Both ends refuse another protocol version.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from chroma_core.errors import MalformedPayload
+
+PROTOCOL_VERSION = "1"
+PROTOCOL_HEADER = "X-Chroma-Protocol"
+ARROW_TYPE = "application/vnd.apache.arrow.stream"
+JSON_TYPE = "application/json"
+PARAMS_KEY = b"chroma.params"
+
+# (method, path, operation); path parameters and query strings become parameters
+ROUTES = [
+    ("GET", "/api/v1/version", "version"),
+    ("GET", "/-/plugins", "plugins"),
+    ("GET", "/api/v1/algorithms", "algorithms"),
+    ("GET", "/api/v1/spaces", "spaces"),
+    ("POST", "/api/v1/spaces", "space"),
+    ("GET", "/api/v1/spaces/{space}", "space_info"),
+    ("DELETE", "/api/v1/spaces/{space}", "delete_space"),
+    ("POST", "/api/v1/spaces/{space}/rows", "add"),
+    ("POST", "/api/v1/spaces/{space}/get", "get"),
+    ("POST", "/api/v1/spaces/{space}/count", "count"),
+    ("POST", "/api/v1/spaces/{space}/delete", "delete"),
+    ("POST", "/api/v1/spaces/{space}/nearest_neighbors", "nearest_neighbors"),
+    ("POST", "/api/v1/spaces/{space}/run/{algorithm}", "run"),
+    ("POST", "/api/v1/spaces/{space}/priorities", "priorities"),
+    ("POST", "/api/v1/spaces/{space}/triggers", "trigger_retraining"),
+    ("GET", "/api/v1/triggers", "triggers"),
+    ("POST", "/api/v1/triggers/{trigger_id:int}/status", "set_trigger_status"),
+    ("GET", "/api/v1/triggers/{trigger_id:int}/items", "trigger_items"),
+]
+
+
+def encode_arrow(params: dict, table: pa.Table) -> bytes:
+    """An Arrow IPC stream of ``table`` carrying ``params`` in its schema metadata."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[PARAMS_KEY] = json.dumps(params, default=_json_default).encode()
+    table = table.replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_arrow(body: bytes) -> tuple[dict, pa.Table]:
+    """The params and table of an Arrow IPC stream; ``MalformedPayload`` if it is not one."""
+    try:
+        with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
+            table = reader.read_all()
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as exc:
+        raise MalformedPayload(f"the body is not a readable Arrow IPC stream: {exc}") from None
+    metadata = dict(table.schema.metadata or {})
+    raw = metadata.pop(PARAMS_KEY, b"{}")
+    params = decode_json(raw)
+    return params, table.replace_schema_metadata(metadata or None)
+
+
+def encode_json(params: dict) -> bytes:
+    return json.dumps(params, default=_json_default).encode()
+
+
+def decode_json(body: bytes) -> dict:
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedPayload("the JSON body must be an object")
+    return value
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"cannot send {type(value).__name__} as JSON")

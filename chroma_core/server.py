@@ -1,0 +1,52 @@
+"""``chroma-server``: run the web app under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from chroma_core.app import create_app
+from chroma_core.config import Settings
+from chroma_core.errors import ChromaError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="chroma-server",
+        description="Serve Chroma over HTTP. Every flag also reads CHROMA_<FLAG> from the "
+        "environment; flags win.",
+    )
+    parser.add_argument("--store", help="store plugin name (default sqlite)")
+    parser.add_argument("--path", help="data directory (default ./chroma_data)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = Settings.from_env(**vars(args))
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        app = create_app(settings)
+    except ChromaError as exc:
+        print(f"chroma-server: {exc.detail}", file=sys.stderr)
+        raise SystemExit(2) from None
+    chroma = app.state.chroma
+    print(
+        f"Chroma {chroma.store.name} store at {settings.path.resolve()}, "
+        f"listening on http://{settings.host}:{settings.port}",
+        flush=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""The Chroma service: every operation, whatever transport calls it.
+
+The HTTP app and the embedded client both call this class; it validates input, asks the
+store, and announces changes through the hooks. It never imports a plugin.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pluggy
+
+from chroma_core import filters
+from chroma_core.algorithm import Neighbors, Result
+from chroma_core.config import Settings
+from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_core.plugins import describe_plugins, plugin_manager
+from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
+from chroma_core.store import METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+
+SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+MAX_K = 10_000
+MAX_QUERIES = 100_000
+NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
+
+
+class Chroma:
+    """One running Chroma: settings, a store, the plugins and their per-service state."""
+
+    def __init__(self, settings: Settings | None = None, pm: pluggy.PluginManager | None = None):
+        self.settings = settings or Settings.from_env()
+        self.pm = pm or plugin_manager()
+        self.hook = self.pm.hook
+        self.settings.path.mkdir(parents=True, exist_ok=True)
+        store = self.hook.chroma_open_store(name=self.settings.store, settings=self.settings)
+        if store is None:
+            raise NotFound(
+                f"no installed plugin provides the store {self.settings.store!r}; "
+                f"installed stores answer to: {', '.join(self.store_names()) or 'none'}"
+            )
+        self.store: Store = store
+        self.algorithms = {}
+        for batch in self.hook.chroma_algorithms():
+            for algorithm in batch or ():
+                self.algorithms[algorithm.name] = algorithm
+        self._state: dict[str, dict] = {}
+        self._state_lock = threading.Lock()
+        self._closed = False
+
+    # --- plugin support -----------------------------------------------------
+    def state(self, owner: str) -> dict:
+        """A dict private to plugin ``owner`` for the life of this service."""
+        with self._state_lock:
+            return self._state.setdefault(owner, {})
+
+    def store_names(self) -> list[str]:
+        return sorted(
+            name.removeprefix("store_")
+            for name, _ in self.pm.list_name_plugin()
+            if name.startswith("store_")
+        )
+
+    def plugins(self) -> list[dict]:
+        return describe_plugins(self.pm)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.hook.chroma_shutdown(chroma=self)
+        self.store.close()
+
+    # --- spaces -------------------------------------------------------------
+    def space(self, name: str, metric: str = "l2", model: dict | None = None) -> SpaceInfo:
+        """Get space ``name``, creating it if absent; a different metric is a conflict."""
+        _check_space_name(name)
+        if metric not in METRICS:
+            raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        if model is not None and not isinstance(model, dict):
+            raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
+        try:
+            info = self.store.get_space(name)
+        except NotFound:
+            try:
+                return self.store.create_space(name, metric, model or {})
+            except Conflict:
+                info = self.store.get_space(name)
+        if info.metric != metric:
+            raise Conflict(
+                f"space {name!r} exists with metric {info.metric!r}, not {metric!r}"
+            )
+        return info
+
+    def space_info(self, name: str) -> SpaceInfo:
+        _check_space_name(name)
+        return self.store.get_space(name)
+
+    def spaces(self) -> list[SpaceInfo]:
+        return self.store.list_spaces()
+
+    def delete_space(self, name: str) -> None:
+        _check_space_name(name)
+        self.store.delete_space(name)
+        self.hook.chroma_space_deleted(chroma=self, space=name)
+
+    # --- rows ---------------------------------------------------------------
+    def add(self, space: str, rows: pa.Table) -> list[str]:
+        """Validate and store a batch; returns its ids. Ids absent from ``rows`` are made."""
+        info = self.space_info(space)
+        if isinstance(rows, pa.Table) and "id" not in rows.column_names:
+            ids = pa.array([uuid.uuid4().hex for _ in range(rows.num_rows)], pa.string())
+            rows = rows.append_column("id", ids)
+        rows = validate_rows(rows, info.dim)
+        seqs = self.store.add(space, rows)
+        self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
+        return rows.column("id").to_pylist()
+
+    def get(self, space: str, *, ids=None, where=None, limit=None, offset=0,
+            include_embeddings=False) -> pa.Table:
+        self.space_info(space)
+        table = self.store.get(
+            space,
+            ids=_ids(ids),
+            where=filters.parse(where),
+            limit=_optional_int("limit", limit, 0),
+            offset=_optional_int("offset", offset, 0) or 0,
+            include_embeddings=bool(include_embeddings),
+        )
+        return table.drop_columns(["seq"])
+
+    def count(self, space: str, where=None) -> int:
+        self.space_info(space)
+        return self.store.count(space, filters.parse(where))
+
+    def delete(self, space: str, *, ids=None, where=None) -> int:
+        self.space_info(space)
+        ids = _ids(ids)
+        parsed = filters.parse(where)
+        if ids is None and parsed is None:
+            raise InvalidInput("delete needs ids or where; to drop a whole space use delete_space")
+        seqs = self.store.delete(space, ids=ids, where=parsed)
+        if len(seqs):
+            self.hook.chroma_rows_deleted(chroma=self, space=space, seqs=seqs)
+        return int(len(seqs))
+
+    # --- neighbours ---------------------------------------------------------
+    def nearest_neighbors(self, space: str, *, queries: np.ndarray | None = None, ids=None,
+                          k: int = 10, where=None) -> Result:
+        """The k nearest stored rows of each query vector, or of each stored id (itself left out)."""
+        info = self.space_info(space)
+        k = _optional_int("k", k, 1)
+        if k is None or k > MAX_K:
+            raise InvalidInput(f"k must be between 1 and {MAX_K}")
+        parsed = filters.parse(where)
+        ids = _ids(ids)
+        if (queries is None) == (ids is None):
+            raise InvalidInput("nearest_neighbors needs either queries or ids, not both")
+        self_seqs = None
+        if ids is not None:
+            found = self.store.get(space, ids=ids, include_embeddings=True)
+            if found.num_rows != len(set(ids)):
+                missing = sorted(set(ids) - set(found.column("id").to_pylist()))
+                raise NotFound(f"id(s) not in space {space!r}: {', '.join(missing[:5])}")
+            order = {v: i for i, v in enumerate(found.column("id").to_pylist())}
+            take = [order[i] for i in ids]
+            found = found.take(take)
+            queries = embeddings_of(found)
+            self_seqs = found.column("seq").to_numpy()
+            labels = list(ids)
+        else:
+            queries = _queries(queries, info)
+            labels = list(range(len(queries)))
+        if info.dim is None or info.count == 0:
+            return Result(_neighbors_table(labels[:0], [], [], [], None), {"method": "empty"})
+        ask = k + 1 if self_seqs is not None else k
+        answer: Neighbors | None = self.hook.chroma_nearest_neighbors(
+            chroma=self, space=info, queries=queries, k=ask, where=parsed
+        )
+        if answer is None:
+            raise NotFound("no installed plugin answers nearest-neighbour queries")
+        seqs, dists = answer.seqs, answer.distances
+        if self_seqs is not None:
+            seqs, dists = _drop_self(seqs, dists, self_seqs, k)
+        valid = seqs >= 0
+        q_index = np.nonzero(valid)[0]
+        ranks = np.nonzero(valid)[1]
+        flat_seqs = seqs[valid]
+        rows = self.store.rows_by_seq(space, np.unique(flat_seqs))
+        return Result(
+            _neighbors_table(np.asarray(labels)[q_index], ranks, flat_seqs, dists[valid], rows),
+            dict(answer.meta),
+        )
+
+    # --- algorithms ---------------------------------------------------------
+    def run(self, space: str, algorithm: str, params: dict | None = None) -> Result:
+        info = self.space_info(space)
+        if algorithm not in self.algorithms:
+            raise NotFound(
+                f"unknown algorithm {algorithm!r}; installed: "
+                f"{', '.join(sorted(self.algorithms)) or 'none'}"
+            )
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput("algorithm params must be a dict")
+        return self.algorithms[algorithm].run(self, info, dict(params or {}))
+
+    def algorithm_list(self) -> list[dict]:
+        return [
+            {"name": a.name, "description": a.description}
+            for a in sorted(self.algorithms.values(), key=lambda a: a.name)
+        ]
+
+    # --- priorities and triggers --------------------------------------------
+    def priorities(self, space: str, *, n=100, where=None, min_priority=None) -> pa.Table:
+        self.space_info(space)
+        return self.store.priorities(
+            space,
+            n=_optional_int("n", n, 0),
+            where=filters.parse(where),
+            min_priority=_optional_float("min_priority", min_priority),
+        )
+
+    def trigger_retraining(self, space: str, *, n=None, min_priority=None, where=None,
+                           note=None) -> dict:
+        """Record a trigger holding the top-priority inputs selected, then announce it."""
+        info = self.space_info(space)
+        n = _optional_int("n", n, 1)
+        min_priority = _optional_float("min_priority", min_priority)
+        if note is not None and (not isinstance(note, str) or len(note) > 10_000):
+            raise InvalidInput("note must be a string of at most 10,000 characters")
+        if n is None and min_priority is None:
+            raise InvalidInput("trigger_retraining needs n or min_priority to select inputs")
+        scored = self.store.priorities(
+            space, n=n, where=filters.parse(where), min_priority=min_priority
+        )
+        if scored.num_rows == 0:
+            raise InvalidInput(
+                f"no scored inputs in space {space!r} match the selection; "
+                "run compute_priorities first or widen the selection"
+            )
+        items = scored.select(["id", "input_uri", "dataset", "label", "inference", "priority"])
+        selection = {
+            "strategy": "top_priority",
+            "n": n,
+            "min_priority": min_priority,
+            "where": where,
+        }
+        trigger = self.store.create_trigger(info.name, items, note, selection)
+        self.hook.chroma_trigger_created(chroma=self, trigger=trigger, items=items)
+        return self.store.get_trigger(trigger["id"])
+
+    def triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
+        if space is not None:
+            self.space_info(space)
+        if status is not None and status not in TRIGGER_STATUSES:
+            raise InvalidInput(
+                f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
+            )
+        return self.store.list_triggers(space, status)
+
+    def set_trigger_status(self, trigger_id: int, status: str) -> dict:
+        trigger_id = _optional_int("trigger_id", trigger_id, 1)
+        if status not in TRIGGER_STATUSES:
+            raise InvalidInput(
+                f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
+            )
+        return self.store.update_trigger(trigger_id, status=status)
+
+    def trigger_items(self, trigger_id: int) -> pa.Table:
+        return self.store.trigger_items(_optional_int("trigger_id", trigger_id, 1))
+
+
+def _check_space_name(name) -> None:
+    if not isinstance(name, str) or not SPACE_NAME.match(name):
+        raise InvalidInput(
+            f"invalid space name {name!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+
+
+def _ids(ids) -> list[str] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, str):
+        ids = [ids]
+    if isinstance(ids, pa.Array | pa.ChunkedArray):
+        ids = ids.to_pylist()
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise InvalidInput(f"ids must be a list of strings, got {type(ids).__name__}") from None
+    if not all(isinstance(i, str) for i in ids):
+        raise InvalidInput("ids must be strings")
+    return ids
+
+
+def _optional_int(name: str, value, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInput(f"{name} must be an integer, got {value!r:.40}")
+    if value < minimum:
+        raise InvalidInput(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _optional_float(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise InvalidInput(f"{name} must be a number, got {value!r:.40}")
+    if not np.isfinite(value):
+        raise InvalidInput(f"{name} must be finite")
+    return float(value)
+
+
+def _queries(queries, info: SpaceInfo) -> np.ndarray:
+    if isinstance(queries, pa.Table):
+        if "embedding" not in queries.column_names:
+            raise InvalidInput("the queries table needs an 'embedding' column")
+        matrix = embedding_matrix(queries.column("embedding"), queries.num_rows)
+        if info.dim is not None and matrix.shape[1] != info.dim:
+            raise DimensionMismatch(
+                f"queries have dimension {matrix.shape[1]} but this space holds {info.dim}"
+            )
+    else:
+        matrix = np.asarray(queries, dtype=np.float32)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2 or matrix.shape[0] == 0:
+            raise InvalidInput("queries must be a non-empty (n, d) array")
+        if not np.isfinite(matrix).all():
+            raise InvalidInput("queries contain NaN or infinite values")
+        if info.dim is not None and matrix.shape[1] != info.dim:
+            raise DimensionMismatch(
+                f"queries have dimension {matrix.shape[1]} but this space holds {info.dim}"
+            )
+    if len(matrix) > MAX_QUERIES:
+        raise InvalidInput(f"at most {MAX_QUERIES} queries per call, got {len(matrix)}")
+    return np.ascontiguousarray(matrix)
+
+
+def _drop_self(seqs, dists, self_seqs, k):
+    is_self = seqs == self_seqs[:, None]
+    # drop the row itself where found, otherwise the farthest of the k + 1
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), seqs.shape[1] - 1)
+    keep = np.ones(seqs.shape, dtype=bool)
+    keep[np.arange(len(seqs)), drop] = False
+    shape = (len(seqs), seqs.shape[1] - 1)
+    return seqs[keep].reshape(shape)[:, :k], dists[keep].reshape(shape)[:, :k]
+
+
+def _neighbors_table(query, rank, seqs, distances, rows: pa.Table | None) -> pa.Table:
+    """One row per (query, neighbour); ``query`` is the query's id, or its index."""
+    frame = pd.DataFrame(
+        {
+            "query": query,
+            "rank": np.asarray(rank, dtype=np.int32),
+            "seq": np.asarray(seqs, dtype=np.int64),
+            "distance": np.asarray(distances, dtype=np.float32),
+        }
+    )
+    if rows is None:
+        looked_up = pd.DataFrame(
+            {"seq": pd.Series([], dtype=np.int64), "id": pd.Series([], dtype=object)}
+            | {c: pd.Series([], dtype=object) for c in NEIGHBOR_COLUMNS}
+        )
+    else:
+        looked_up = rows.select(["seq", "id", *NEIGHBOR_COLUMNS]).to_pandas()
+    # a row deleted between the search and this look-up drops out here
+    merged = frame.merge(looked_up, on="seq", how="inner", sort=False)
+    merged = merged[["query", "rank", "id", "distance", *NEIGHBOR_COLUMNS]]
+    return pa.Table.from_pandas(merged, preserve_index=False)

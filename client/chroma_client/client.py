@@ -1,0 +1,279 @@
+"""The public client: ``Client()`` embedded on SQLite, ``Client(url)`` against a server."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from chroma_client import convert
+from chroma_client.errors import InvalidInput
+from chroma_client.transport import Embedded, Http
+
+DEFAULT_BATCH_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class SpaceSummary:
+    name: str
+    metric: str
+    dim: int | None
+    count: int
+    model: dict = field(default_factory=dict)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A recorded retraining trigger and the outcome of each handler that delivered it."""
+
+    id: int
+    space: str
+    status: str
+    count: int
+    note: str | None
+    selection: dict
+    deliveries: dict
+    created_at: str
+    updated_at: str
+
+
+class Client:
+    """Entry point. ``Client()`` runs in this process on ``./chroma_data`` (or ``CHROMA_PATH``);
+    ``Client("http://host:8000")`` talks to a Chroma server. Both behave the same."""
+
+    def __init__(self, url: str | None = None, *, path: str | os.PathLike | None = None,
+                 token: str | None = None, timeout: float = 300.0,
+                 batch_rows: int = DEFAULT_BATCH_ROWS):
+        url = url or os.environ.get("CHROMA_URL") or None
+        if url is not None and path is not None:
+            raise InvalidInput("give either a server url or a local path, not both")
+        if url is not None:
+            self._transport = Http(url, timeout=timeout, token=token or os.environ.get("CHROMA_TOKEN"))
+        else:
+            self._transport = Embedded(path)
+        if not isinstance(batch_rows, int) or batch_rows < 1:
+            raise InvalidInput("batch_rows must be a positive integer")
+        self.batch_rows = batch_rows
+
+    @property
+    def location(self) -> str:
+        """The server URL or the local data directory."""
+        return self._transport.location
+
+    def _call(self, op: str, params: dict | None = None, table: pa.Table | None = None):
+        return self._transport.call(op, params or {}, table)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.location!r})"
+
+    # --- spaces -------------------------------------------------------------
+    def space(self, name: str, metric: str = "l2", model: dict | None = None) -> Space:
+        """Get or create the model space ``name``."""
+        info, _ = self._call("space", {"name": name, "metric": metric, "model": model})
+        return Space(self, info["space"]["name"])
+
+    def spaces(self) -> pd.DataFrame:
+        """Every space: name, dim, metric, count, model, created_at."""
+        info, _ = self._call("spaces")
+        frame = pd.DataFrame(info["spaces"], columns=list(SpaceSummary.__dataclass_fields__))
+        frame["dim"] = frame["dim"].astype("Int64")
+        return frame
+
+    def delete_space(self, name: str) -> None:
+        """Drop a space with its rows, index, priorities and triggers."""
+        self._call("delete_space", {"space": name})
+
+    # --- triggers -----------------------------------------------------------
+    def triggers(self, space: str | None = None, status: str | None = None) -> list[Trigger]:
+        info, _ = self._call("triggers", {"space": space, "status": status})
+        return [Trigger(**t) for t in info["triggers"]]
+
+    def set_trigger_status(self, trigger_id: int, status: str) -> Trigger:
+        """Move a trigger along: pending, acknowledged, done or failed."""
+        info, _ = self._call("set_trigger_status", {"trigger_id": trigger_id, "status": status})
+        return Trigger(**info["trigger"])
+
+    def trigger_items(self, trigger_id: int) -> pd.DataFrame:
+        """The inputs a trigger selected, highest priority first."""
+        _, table = self._call("trigger_items", {"trigger_id": trigger_id})
+        return table.to_pandas()
+
+    # --- introspection ------------------------------------------------------
+    def plugins(self) -> list[dict]:
+        """The loaded plugins and the hooks each implements."""
+        return self._call("plugins")[0]["plugins"]
+
+    def algorithms(self) -> pd.DataFrame:
+        return pd.DataFrame(self._call("algorithms")[0]["algorithms"], columns=["name", "description"])
+
+    def version(self) -> dict:
+        return self._call("version")[0]
+
+
+class Space:
+    """One model space: the embeddings of one model (and layer, version) in one vector space."""
+
+    def __init__(self, client: Client, name: str):
+        self.client = client
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Space({self.name!r})"
+
+    def _call(self, op: str, params: dict | None = None, table: pa.Table | None = None):
+        return self.client._call(op, {"space": self.name, **(params or {})}, table)
+
+    def info(self) -> SpaceSummary:
+        return SpaceSummary(**self._call("space_info")[0]["space"])
+
+    @property
+    def dim(self) -> int | None:
+        return self.info().dim
+
+    @property
+    def metric(self) -> str:
+        return self.info().metric
+
+    # --- rows ---------------------------------------------------------------
+    def add(self, embeddings, *, dataset: str, context: str = "training", input_uris=None,
+            inferences=None, outputs=None, labels=None, metadata=None, ids=None) -> list[str]:
+        """Store embeddings with their catalogue fields; returns their ids.
+
+        Per-row fields take a sequence (one value per row) or one value for all rows.
+        Inputs are checked whole before anything is sent; large inputs go in batches of
+        ``client.batch_rows``, each stored all or nothing.
+        """
+        rows = convert.rows_table(
+            embeddings, dataset=dataset, context=context, input_uris=input_uris,
+            inferences=inferences, outputs=outputs, labels=labels, metadata=metadata, ids=ids,
+        )
+        out: list[str] = []
+        for batch in rows.to_batches(max_chunksize=self.client.batch_rows):
+            _, table = self._call("add", {}, pa.Table.from_batches([batch]))
+            out.extend(table.column("id").to_pylist())
+        return out
+
+    def get(self, ids=None, where: dict | None = None, limit: int | None = None, offset: int = 0,
+            include_embeddings: bool = False) -> pd.DataFrame:
+        """Rows as a DataFrame: id, dataset, context, input_uri, inference, label, metadata
+        (dicts), and with ``include_embeddings`` an ``embedding`` column of float32 arrays
+        and an ``output`` column."""
+        _, table = self._call("get", {
+            "ids": _id_list(ids), "where": where, "limit": limit, "offset": offset,
+            "include_embeddings": include_embeddings,
+        })
+        return _rows_frame(table)
+
+    def embeddings(self, ids=None, where: dict | None = None) -> tuple[list[str], np.ndarray]:
+        """``(ids, matrix)``: the stored embeddings as one float32 (n, d) array."""
+        _, table = self._call("get", {"ids": _id_list(ids), "where": where,
+                                       "include_embeddings": True})
+        column = table.column("embedding").combine_chunks()
+        dim = column.type.list_size if pa.types.is_fixed_size_list(column.type) else 0
+        matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), dim)
+        return table.column("id").to_pylist(), matrix
+
+    def count(self, where: dict | None = None) -> int:
+        return self._call("count", {"where": where})[0]["count"]
+
+    def delete(self, ids=None, where: dict | None = None) -> int:
+        """Delete rows by id and/or filter; returns how many went."""
+        return self._call("delete", {"ids": _id_list(ids), "where": where})[0]["deleted"]
+
+    # --- analysis -----------------------------------------------------------
+    def nearest_neighbors(self, queries=None, ids=None, k: int = 10,
+                          where: dict | None = None) -> pd.DataFrame:
+        """The k nearest stored inputs of each query vector, or of each stored id (itself
+        excluded): query, rank, id, distance, input_uri, dataset, context, inference, label.
+        ``frame.attrs["meta"]`` says how the search was answered."""
+        table = None if queries is None else convert.queries_table(queries)
+        info, out = self._call("nearest_neighbors", {"ids": _id_list(ids), "k": k,
+                                                      "where": where}, table)
+        frame = out.to_pandas()
+        frame.attrs["meta"] = info.get("meta", {})
+        return frame
+
+    def run(self, algorithm: str, **params) -> pd.DataFrame:
+        """Run any installed algorithm plugin by name; ``frame.attrs["meta"]`` is its summary."""
+        info, out = self._call("run", {"algorithm": algorithm, "params": params})
+        frame = out.to_pandas()
+        frame.attrs["meta"] = info.get("meta", {})
+        return frame
+
+    def compute_priorities(self, **params) -> dict:
+        """Score every non-training input against the training inputs; returns a summary.
+
+        Parameters go to the ``priority`` algorithm (see docs/priority.md), e.g. ``k=10``."""
+        return self.run("priority", **params).attrs["meta"]
+
+    def priorities(self, n: int | None = 100, where: dict | None = None,
+                   min_priority: float | None = None) -> pd.DataFrame:
+        """Scored inputs, highest priority first, one column per component score."""
+        _, table = self._call("priorities", {"n": n, "where": where,
+                                             "min_priority": min_priority})
+        return _priorities_frame(table)
+
+    def trigger_retraining(self, n: int | None = None, min_priority: float | None = None,
+                           where: dict | None = None, note: str | None = None) -> Trigger:
+        """Record a retraining trigger holding the top ``n`` (and/or all above
+        ``min_priority``) scored inputs matching ``where``; handlers deliver it."""
+        info, _ = self._call("trigger_retraining", {"n": n, "min_priority": min_priority,
+                                                    "where": where, "note": note})
+        return Trigger(**info["trigger"])
+
+
+def _id_list(ids):
+    if ids is None:
+        return None
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, pd.Series | pd.Index | np.ndarray):
+        return [str(i) for i in ids.tolist()]
+    if isinstance(ids, pa.Array | pa.ChunkedArray):
+        return ids.to_pylist()
+    try:
+        return list(ids)
+    except TypeError:
+        raise InvalidInput(f"ids must be a list of strings, got {type(ids).__name__}") from None
+
+
+def _rows_frame(table: pa.Table) -> pd.DataFrame:
+    embedding = output = None
+    if "embedding" in table.column_names:
+        column = table.column("embedding").combine_chunks()
+        dim = column.type.list_size
+        embedding = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), dim)
+        output = table.column("output").to_pylist()
+        table = table.drop_columns(["embedding", "output"])
+    metadata = table.column("metadata").to_pylist()
+    frame = table.drop_columns(["metadata"]).to_pandas()
+    frame["metadata"] = [json.loads(m) if m else {} for m in metadata]
+    if embedding is not None:
+        frame["embedding"] = list(embedding)
+        frame["output"] = [None if o is None else np.asarray(o, np.float32) for o in output]
+    return frame
+
+
+def _priorities_frame(table: pa.Table) -> pd.DataFrame:
+    texts = table.column("components").to_pylist()
+    frame = table.drop_columns(["components"]).to_pandas()
+    components = pd.DataFrame.from_records(
+        [json.loads(c) if c else {} for c in texts], index=frame.index
+    )
+    columns = ["id", "priority", *components.columns]
+    rest = [c for c in frame.columns if c not in columns]
+    return pd.concat([frame, components], axis=1)[columns + rest]

@@ -1,0 +1,205 @@
+"""One hnswlib index per model space, derived from the store and persisted beside it.
+
+The store is the truth. An index remembers the largest seq it holds (``indexed_seq``)
+and how many live rows it holds; on load it is checked against the store and rebuilt
+when they disagree, then caught up with the rows stored since.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from chroma_core.distance import exact_knn
+
+log = logging.getLogger("chroma.similarity")
+
+M = 16
+EF_CONSTRUCTION = 100
+EF_SEARCH = 64
+SAVE_EVERY_SECONDS = 30.0
+
+
+class SpaceIndex:
+    """The index of one space. Every method takes the lock; hnswlib is not safe otherwise."""
+
+    def __init__(self, directory: Path, space: str, metric: str, dim: int):
+        self.path = directory / f"{space}.hnsw"
+        self.meta_path = directory / f"{space}.json"
+        self.metric = metric
+        self.dim = dim
+        self.lock = threading.RLock()
+        self.index: hnswlib.Index | None = None
+        self.indexed_seq = 0
+        self.live = 0
+        # seqs deleted before they were indexed: skipped when their add arrives
+        self.tombstones: set[int] = set()
+        self.dirty = False
+        self.last_save = time.monotonic()
+
+    # --- keeping up with the store ------------------------------------------
+    def catch_up(self, store, space: str) -> None:
+        """Load or rebuild as needed, then index every row stored after ``indexed_seq``."""
+        with self.lock:
+            if self.index is None:
+                self._open(store, space)
+            seqs, vectors = store.vectors(space, after_seq=self.indexed_seq)
+            if len(seqs):
+                self._add(seqs, vectors)
+            self._maybe_save()
+
+    def add_new(self, store, space: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        """Index rows just stored; falls back to reading the store if there is a gap."""
+        with self.lock:
+            if self.index is not None and len(seqs) and int(seqs[0]) == self.indexed_seq + 1:
+                self._add(seqs, vectors)
+                self._maybe_save()
+            else:
+                self.catch_up(store, space)
+
+    def remove(self, seqs: np.ndarray) -> None:
+        with self.lock:
+            self.tombstones.update(int(s) for s in seqs[seqs > self.indexed_seq])
+            if self.index is None:
+                return
+            for seq in seqs[seqs <= self.indexed_seq]:
+                try:
+                    self.index.mark_deleted(int(seq))
+                    self.live -= 1
+                except RuntimeError:
+                    pass  # never indexed or already deleted
+            self.dirty = True
+
+    def _open(self, store, space: str) -> None:
+        if self.path.exists() and self.meta_path.exists():
+            try:
+                self._load()
+                stored, _ = store.vectors(space, with_vectors=False)
+                if int((stored <= self.indexed_seq).sum()) == self.live:
+                    return
+                log.warning("index of %s disagrees with the store; rebuilding", space)
+            except (OSError, RuntimeError, ValueError, KeyError) as exc:
+                log.warning("index of %s unreadable (%s); rebuilding", space, exc)
+        self._new(capacity=max(1024, store.count(space)))
+
+    def _new(self, capacity: int) -> None:
+        self.index = hnswlib.Index(space=self.metric, dim=self.dim)
+        self.index.init_index(max_elements=capacity, ef_construction=EF_CONSTRUCTION, M=M,
+                              allow_replace_deleted=False)
+        self.index.set_ef(EF_SEARCH)
+        self.indexed_seq = 0
+        self.live = 0
+        self.dirty = True
+
+    def _load(self) -> None:
+        meta = json.loads(self.meta_path.read_text())
+        if meta["dim"] != self.dim or meta["metric"] != self.metric:
+            raise ValueError("index was built for another dimension or metric")
+        index = hnswlib.Index(space=self.metric, dim=self.dim)
+        index.load_index(str(self.path), max_elements=meta["capacity"])
+        index.set_ef(EF_SEARCH)
+        self.index = index
+        self.indexed_seq = int(meta["indexed_seq"])
+        self.live = int(meta["live"])
+        self.dirty = False
+
+    def _add(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        top = int(seqs.max())
+        if self.tombstones:
+            keep = ~np.isin(seqs, np.fromiter(self.tombstones, np.int64))
+            seqs, vectors = seqs[keep], vectors[keep]
+            self.tombstones = {s for s in self.tombstones if s > top}
+        self.indexed_seq = max(self.indexed_seq, top)
+        self.dirty = True
+        if not len(seqs):
+            return
+        needed = self.index.get_current_count() + len(seqs)
+        if needed > self.index.get_max_elements():
+            self.index.resize_index(max(needed, 2 * self.index.get_max_elements()))
+        self.index.add_items(vectors, seqs.astype(np.uint64), num_threads=-1)
+        self.live += len(seqs)
+
+    # --- persistence --------------------------------------------------------
+    def _maybe_save(self) -> None:
+        if self.dirty and time.monotonic() - self.last_save > SAVE_EVERY_SECONDS:
+            self.save()
+
+    def save(self) -> None:
+        """Write the index and its meta atomically (a crash leaves the old pair or none)."""
+        with self.lock:
+            if self.index is None or not self.dirty:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".hnsw.tmp")
+            self.index.save_index(str(tmp))
+            meta = {"dim": self.dim, "metric": self.metric, "indexed_seq": self.indexed_seq,
+                    "live": self.live, "capacity": self.index.get_max_elements()}
+            tmp_meta = self.meta_path.with_suffix(".json.tmp")
+            tmp_meta.write_text(json.dumps(meta))
+            # the meta names what the index holds, so it is replaced last
+            self.meta_path.unlink(missing_ok=True)
+            os.replace(tmp, self.path)
+            os.replace(tmp_meta, self.meta_path)
+            self.dirty = False
+            self.last_save = time.monotonic()
+
+    def drop(self) -> None:
+        with self.lock:
+            self.index = None
+            for path in (self.path, self.meta_path):
+                path.unlink(missing_ok=True)
+
+    # --- search -------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        """``(seqs, distances)`` (n, k), -1 padded; ``allowed`` restricts to those seqs."""
+        with self.lock:
+            n = len(queries)
+            seqs = np.full((n, k), -1, dtype=np.int64)
+            dists = np.full((n, k), np.inf, dtype=np.float32)
+            if self.live == 0:
+                return seqs, dists
+            pool = self.live if allowed is None else len(allowed)
+            want = min(k, pool)
+            fetch = want if allowed is None else min(self.live, want * 4)
+            allowed_set = None if allowed is None else allowed
+            while True:
+                self.index.set_ef(max(EF_SEARCH, 2 * fetch))
+                try:
+                    labels, found = self.index.knn_query(queries, k=fetch, num_threads=-1)
+                except RuntimeError:  # fewer reachable elements than asked for
+                    return None
+                labels = labels.astype(np.int64)
+                if allowed_set is None:
+                    seqs[:, :want], dists[:, :want] = labels[:, :want], found[:, :want]
+                    break
+                keep = np.isin(labels, allowed_set)
+                if (keep.sum(axis=1) >= want).all():
+                    order = np.argsort(~keep, axis=1, kind="stable")[:, :want]
+                    seqs[:, :want] = np.take_along_axis(labels, order, axis=1)
+                    dists[:, :want] = np.take_along_axis(found, order, axis=1)
+                    break
+                if fetch >= self.live:
+                    return None
+                fetch = min(self.live, fetch * 4)
+            if self.metric == "l2":
+                np.sqrt(np.maximum(dists, 0, out=dists), out=dists, where=np.isfinite(dists))
+            return seqs, dists
+
+
+def exact_search(queries: np.ndarray, seqs: np.ndarray, vectors: np.ndarray, k: int,
+                 metric: str):
+    """Exact k-NN over the given rows, in the same (seqs, distances) form as the index."""
+    n = len(queries)
+    out_seqs = np.full((n, k), -1, dtype=np.int64)
+    out_dists = np.full((n, k), np.inf, dtype=np.float32)
+    idx, dists = exact_knn(queries, vectors, k, metric)
+    out_seqs[:, : idx.shape[1]] = seqs[idx]
+    out_dists[:, : idx.shape[1]] = dists
+    return out_seqs, out_dists

@@ -1,0 +1,87 @@
+"""Fixtures: the same client tests run embedded and against a real server subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chroma_client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``chroma-server`` run as a subprocess on a free loopback port."""
+
+    def __init__(self, path: Path, env: dict | None = None, args: tuple = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.path = path
+        full_env = {**os.environ, "CHROMA_PATH": str(path), **(env or {})}
+        server = Path(sys.executable).with_name("chroma-server")
+        self.log = path.parent / f"server-{self.port}.log"
+        self._log_file = open(self.log, "w")  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(
+            [str(server), "--port", str(self.port), *args],
+            env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chroma-server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"chroma-server did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log_file.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("server") / "data")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["embedded", "http"])
+def client(request, tmp_path):
+    """A client in each mode; spaces are named per test so a shared server stays clean."""
+    if request.param == "embedded":
+        c = Client(path=tmp_path / "data")
+    else:
+        c = Client(request.getfixturevalue("server").url)
+    c.mode = request.param
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def space_name(request) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:80]
+    return f"{base}_{uuid.uuid4().hex[:8]}"

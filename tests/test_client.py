@@ -1,0 +1,343 @@
+"""The public client, run identically embedded and against a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from chroma_client import Space, Trigger
+from chroma_client.errors import (
+    Conflict,
+    DimensionMismatch,
+    InvalidFilter,
+    InvalidInput,
+    NotFound,
+)
+from chroma_core.distance import exact_knn
+
+
+def vectors(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def snapshot(space) -> pd.DataFrame:
+    frame = space.get(include_embeddings=True)
+    return frame.assign(embedding=[e.tobytes() for e in frame["embedding"]])
+
+
+# --- spaces -------------------------------------------------------------------
+def test_space_is_created_once_and_listed_with_dimension_and_count(client, space_name):
+    space = client.space(space_name, metric="cosine", model={"name": "resnet18", "layer": "fc"})
+    again = client.space(space_name, metric="cosine")
+    assert again.name == space.name
+    listed = client.spaces().set_index("name").loc[space_name]
+    assert listed["metric"] == "cosine" and pd.isna(listed["dim"]) and listed["count"] == 0
+    assert listed["model"] == {"name": "resnet18", "layer": "fc"}
+    space.add(vectors(5, 12), dataset="d")
+    listed = client.spaces().set_index("name").loc[space_name]
+    assert listed["dim"] == 12 and listed["count"] == 5
+    assert space.info().dim == 12
+
+
+def test_space_with_another_metric_or_bad_name_is_refused(client, space_name):
+    client.space(space_name, metric="l2")
+    with pytest.raises(Conflict, match="metric"):
+        client.space(space_name, metric="ip")
+    with pytest.raises(InvalidInput, match="unknown metric"):
+        client.space(space_name + "x", metric="manhattan")
+    with pytest.raises(InvalidInput, match="invalid space name"):
+        client.space("../etc/passwd")
+
+
+def test_delete_space_drops_rows_and_unknown_space_is_not_found(client, space_name):
+    space = client.space(space_name)
+    space.add(vectors(3), dataset="d")
+    client.delete_space(space_name)
+    assert space_name not in set(client.spaces()["name"])
+    with pytest.raises(NotFound, match=space_name):
+        space.count()
+    with pytest.raises(NotFound):
+        client.delete_space(space_name)
+    with pytest.raises(NotFound, match="never_made"):
+        Space(client, "never_made_" + space_name[:20]).count()
+    recreated = client.space(space_name)
+    assert recreated.count() == 0
+
+
+# --- adding and reading -------------------------------------------------------
+def test_add_round_trips_every_field(client, space_name):
+    space = client.space(space_name)
+    emb = vectors(4, 6)
+    outputs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0]], dtype=np.float32)
+    ids = space.add(
+        emb, dataset="cifar", context="triage", input_uris=[f"s3://b/{i}.png" for i in range(4)],
+        inferences=[0, 1, 1, 0], outputs=outputs, labels=["0", "0", None, "1"],
+        metadata=[{"conf": 0.9, "ok": True}, {}, None, {"tags": ["a", "b"], "n": 3}],
+        ids=["a", "b", "c", "d"],
+    )
+    assert ids == ["a", "b", "c", "d"]
+    got = space.get(include_embeddings=True).set_index("id").loc[ids]
+    assert got["dataset"].tolist() == ["cifar"] * 4
+    assert got["context"].tolist() == ["triage"] * 4
+    assert got["input_uri"].tolist() == [f"s3://b/{i}.png" for i in range(4)]
+    assert got["inference"].tolist() == ["0", "1", "1", "0"]
+    assert [None if pd.isna(v) else v for v in got["label"]] == ["0", "0", None, "1"]
+    assert got["metadata"].tolist() == [{"conf": 0.9, "ok": True}, {}, {}, {"tags": ["a", "b"], "n": 3}]
+    np.testing.assert_array_equal(np.stack(got["embedding"].to_numpy()), emb)
+    np.testing.assert_array_equal(np.stack(got["output"].to_numpy()), outputs)
+
+
+def test_generated_ids_are_unique_and_returned_in_order(client, space_name):
+    space = client.space(space_name)
+    ids = space.add(vectors(50), dataset="d")
+    assert len(set(ids)) == 50
+    assert space.get(ids=ids[10:13])["id"].tolist() == ids[10:13]
+
+
+@pytest.mark.parametrize("kind", ["list", "series", "arrow_table", "arrow_array", "dataframe"])
+def test_add_accepts_what_users_hold(client, space_name, kind):
+    emb = vectors(5, 4)
+    holders = {
+        "list": emb.tolist(),
+        "series": pd.Series(list(emb)),
+        "arrow_table": pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 4)}),
+        "arrow_array": pa.array(emb.tolist(), pa.list_(pa.float32())),
+        "dataframe": pd.DataFrame(emb, columns=list("abcd")),
+    }
+    space = client.space(space_name)
+    meta = pd.DataFrame({"score": [1.5, 2.5, 3.5, 4.5, 5.5], "split": ["x"] * 5})
+    ids = space.add(holders[kind], dataset="d", labels=np.arange(5), metadata=meta)
+    _, stored = space.embeddings(ids=ids)
+    np.testing.assert_allclose(stored, emb, rtol=1e-6)
+    assert space.count(where={"score": {"$gt": 3}}) == 3
+    assert space.count(where={"label": 4}) == 1
+
+
+def test_large_adds_go_in_batches(client, space_name):
+    client.batch_rows = 7
+    space = client.space(space_name)
+    ids = space.add(vectors(30), dataset="d")
+    assert space.count() == 30 and len(ids) == 30
+
+
+# --- bad input stores nothing ---------------------------------------------------
+def test_bad_input_raises_typed_errors_and_stores_nothing(client, space_name):
+    space = client.space(space_name)
+    space.add(vectors(3, 8), dataset="d", ids=["x", "y", "z"], labels=["a", "b", "c"])
+    before = snapshot(space)
+    bad = vectors(2, 8)
+    bad[1, 3] = np.nan
+    cases = [
+        (DimensionMismatch, "dimension", lambda: space.add(vectors(2, 9), dataset="d")),
+        (DimensionMismatch, "mixed", lambda: space.add([[1.0, 2.0], [1.0]], dataset="d")),
+        (InvalidInput, "NaN", lambda: space.add(bad, dataset="d")),
+        (InvalidInput, "infinite", lambda: space.add(np.full((1, 8), np.inf), dataset="d")),
+        (InvalidInput, "labels has 3 values for 2", lambda: space.add(vectors(2), dataset="d", labels=[1, 2, 3])),
+        (InvalidInput, "must hold numbers", lambda: space.add([["a"] * 8], dataset="d")),
+        (InvalidInput, "2-D", lambda: space.add(vectors(1)[0], dataset="d")),
+        (InvalidInput, "empty", lambda: space.add(np.zeros((0, 8)), dataset="d")),
+        (InvalidInput, "metadata of row 0", lambda: space.add(vectors(1), dataset="d", metadata=["no"])),
+        (InvalidInput, "duplicates", lambda: space.add(vectors(2), dataset="d", ids=["q", "q"])),
+        (Conflict, "'y'", lambda: space.add(vectors(2), dataset="d", ids=["new", "y"])),
+        (InvalidInput, "dataset", lambda: space.add(vectors(1), dataset=None)),
+        (InvalidFilter, "unknown operator", lambda: space.count(where={"label": {"$regex": "a"}})),
+        (InvalidFilter, "invalid field name", lambda: space.get(where={"x') OR 1=1 --": 1})),
+        (InvalidFilter, "unknown operator", lambda: space.delete(where={"$drop": []})),
+        (InvalidInput, "k must be", lambda: space.nearest_neighbors(vectors(1), k=0)),
+        (DimensionMismatch, "dimension", lambda: space.nearest_neighbors(vectors(1, 3))),
+        (NotFound, "nope", lambda: space.nearest_neighbors(ids=["nope"])),
+        (InvalidInput, "ids or where", lambda: space.delete()),
+        (NotFound, "unknown algorithm", lambda: space.run("no_such_algorithm")),
+    ]
+    for error, message, call in cases:
+        with pytest.raises(error, match=message):
+            call()
+    pd.testing.assert_frame_equal(snapshot(space), before)
+
+
+def test_filter_injection_in_values_matches_nothing(client, space_name):
+    space = client.space(space_name)
+    space.add(vectors(3), dataset="d", labels=["a", "b", "c"])
+    for attack in ["a' OR '1'='1", "a\"; DROP TABLE rows; --", "%", "*"]:
+        assert space.count(where={"label": attack}) == 0
+        assert space.count(where={"label": {"$in": [attack]}}) == 0
+    assert space.count() == 3
+
+
+# --- filters ----------------------------------------------------------------------
+def test_where_operators(client, space_name):
+    space = client.space(space_name)
+    space.add(
+        vectors(6), dataset=["a", "a", "b", "b", "c", "c"], context=["training"] * 3 + ["triage"] * 3,
+        labels=[0, 1, 0, 1, None, 1],
+        metadata=[{"score": s, "flag": s > 2} for s in range(5)] + [{}],
+    )
+    count = space.count
+    assert count({"dataset": "a"}) == 2
+    assert count({"dataset": {"$ne": "a"}}) == 4
+    assert count({"dataset": {"$in": ["a", "c"]}}) == 4
+    assert count({"dataset": {"$nin": ["a", "c"]}}) == 2
+    assert count({"score": {"$gte": 2}}) == 3
+    assert count({"score": {"$lt": 2}}) == 2
+    assert count({"score": {"$gt": 1, "$lte": 3}}) == 2
+    assert count({"flag": True}) == 2
+    assert count({"label": None}) == 1
+    assert count({"label": {"$ne": None}}) == 5
+    assert count({"$and": [{"context": "triage"}, {"label": 1}]}) == 2
+    assert count({"$or": [{"dataset": "a"}, {"score": 4}]}) == 3
+    assert count({"$or": [{"$and": [{"dataset": "b"}, {"label": 0}]}, {"dataset": "c"}]}) == 3
+
+
+def test_get_limit_offset_and_delete(client, space_name):
+    space = client.space(space_name)
+    ids = space.add(vectors(10), dataset="d", labels=[i % 2 for i in range(10)])
+    assert space.get(limit=3, offset=2)["id"].tolist() == ids[2:5]
+    assert space.delete(ids=ids[:2]) == 2
+    assert space.delete(where={"label": 1}) == 4
+    assert space.delete(ids=["missing"]) == 0
+    assert space.count() == 4
+    assert set(space.get()["id"]) == {ids[i] for i in (2, 4, 6, 8)}
+
+
+# --- neighbours ---------------------------------------------------------------
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_nearest_neighbors_agree_with_exact_search(client, space_name, metric):
+    space = client.space(space_name, metric=metric)
+    data = vectors(300, 16, seed=1)
+    ids = np.array(space.add(data, dataset="d"))
+    queries = vectors(5, 16, seed=2)
+    found = space.nearest_neighbors(queries, k=5)
+    assert list(found.columns) == ["query", "rank", "id", "distance", "input_uri", "dataset",
+                                   "context", "inference", "label"]
+    truth, distance = exact_knn(queries, data, 5, metric)
+    for q in range(5):
+        rows = found[found["query"] == q].sort_values("rank")
+        assert rows["id"].tolist() == ids[truth[q]].tolist()
+        np.testing.assert_allclose(rows["distance"], distance[q], rtol=1e-4, atol=1e-4)
+
+
+def test_nearest_neighbors_of_stored_ids_exclude_the_input_itself(client, space_name):
+    space = client.space(space_name)
+    data = vectors(100, 8, seed=3)
+    ids = space.add(data, dataset="d")
+    found = space.nearest_neighbors(ids=ids[:3], k=4)
+    assert len(found) == 12
+    for i in range(3):
+        rows = found[found["query"] == ids[i]]
+        assert ids[i] not in set(rows["id"])
+        truth, _ = exact_knn(data[i : i + 1], data, 5, "l2")
+        assert rows["id"].tolist() == [ids[j] for j in truth[0][1:]]
+
+
+def test_filtered_neighbours_return_k_when_k_rows_match(client, space_name):
+    space = client.space(space_name)
+    data = vectors(2000, 8, seed=4)
+    datasets = np.where(np.arange(2000) % 100 == 0, "rare", "common")
+    ids = np.array(space.add(data, dataset=datasets))
+    found = space.nearest_neighbors(vectors(2, 8, seed=5), k=20, where={"dataset": "rare"})
+    assert (found.groupby("query").size() == 20).all()
+    assert set(found["dataset"]) == {"rare"}
+    rare = np.nonzero(datasets == "rare")[0]
+    truth, _ = exact_knn(vectors(2, 8, seed=5), data[rare], 20, "l2")
+    assert found[found["query"] == 0]["id"].tolist() == ids[rare][truth[0]].tolist()
+    assert found.attrs["meta"]["method"] == "exact"
+
+
+def test_deleted_rows_are_never_neighbours(client, space_name):
+    space = client.space(space_name)
+    data = vectors(200, 8, seed=6)
+    ids = space.add(data, dataset="d")
+    space.nearest_neighbors(data[:1], k=1)  # builds the index
+    space.delete(ids=ids[:50])
+    found = space.nearest_neighbors(data[:10], k=10)
+    assert not set(found["id"]) & set(ids[:50])
+    assert (found.groupby("query").size() == 10).all()
+
+
+# --- priorities and triggers ---------------------------------------------------
+def two_class_space(client, name):
+    rng = np.random.default_rng(7)
+    space = client.space(name)
+    a = rng.normal(0, 1, size=(200, 8)) + 4
+    b = rng.normal(0, 1, size=(200, 8)) - 4
+    space.add(np.vstack([a, b]), dataset="train", labels=["a"] * 200 + ["b"] * 200,
+              input_uris=[f"img/train/{i}.png" for i in range(400)])
+    ordinary = rng.normal(0, 1, size=(40, 8)) + 4
+    wrong = rng.normal(0, 1, size=(5, 8)) + 4
+    far = rng.normal(0, 1, size=(5, 8)) + 40
+    ids = space.add(np.vstack([ordinary, wrong, far]), dataset="prod", context="triage",
+                    inferences=["a"] * 40 + ["b"] * 5 + ["a"] * 5,
+                    input_uris=[f"img/prod/{i}.png" for i in range(50)])
+    return space, ids[:40], ids[40:]
+
+
+def test_priorities_rank_wrong_and_far_inputs_first_and_trigger_records_them(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    summary = space.compute_priorities(k=10)
+    assert summary["scored"] == 50
+    top = space.priorities(n=50)
+    assert top["priority"].is_monotonic_decreasing
+    assert {"disagreement", "distance_pct", "mahalanobis_pct", "input_uri"} <= set(top.columns)
+    assert set(top["id"].head(10)) == set(planted)
+    assert space.priorities(n=5, where={"dataset": "prod"})["id"].tolist() == top["id"].head(5).tolist()
+
+    trigger = space.trigger_retraining(n=10, note="weekly relabel")
+    assert isinstance(trigger, Trigger)
+    assert trigger.count == 10 and trigger.status == "pending" and trigger.note == "weekly relabel"
+    assert trigger.deliveries["manifest"]["ok"] is True
+    items = client.trigger_items(trigger.id)
+    assert set(items["id"]) == set(planted)
+    assert items["priority"].is_monotonic_decreasing
+    assert [t.id for t in client.triggers(space=space_name)] == [trigger.id]
+    moved = client.set_trigger_status(trigger.id, "acknowledged")
+    assert moved.status == "acknowledged"
+    assert [t.id for t in client.triggers(space=space_name, status="acknowledged")] == [trigger.id]
+    assert client.triggers(space=space_name, status="pending") == []
+    with pytest.raises(InvalidInput, match="status"):
+        client.set_trigger_status(trigger.id, "shipped")
+    with pytest.raises(NotFound):
+        client.set_trigger_status(10**9, "done")
+    above = space.trigger_retraining(min_priority=float(top["priority"].iloc[2]))
+    assert above.count == 3
+
+
+def test_trigger_needs_scores_and_a_selection(client, space_name):
+    space = client.space(space_name)
+    space.add(vectors(4), dataset="d", context="triage")
+    with pytest.raises(InvalidInput, match="n or min_priority"):
+        space.trigger_retraining()
+    with pytest.raises(InvalidInput, match="compute_priorities"):
+        space.trigger_retraining(n=5)
+    with pytest.raises(InvalidInput, match="labelled training"):
+        space.compute_priorities()
+    with pytest.raises(InvalidInput, match="unknown parameter"):
+        space.compute_priorities(kk=3)
+
+
+def test_deleting_a_scored_row_removes_its_priority(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    space.compute_priorities()
+    space.delete(ids=planted[:2])
+    assert not set(space.priorities(n=None)["id"]) & set(planted[:2])
+
+
+# --- plugins ---------------------------------------------------------------------
+def test_third_party_algorithm_runs_through_the_client(client, space_name):
+    space = client.space(space_name)
+    data = vectors(50, 4, seed=8)
+    data[17] += 50
+    ids = space.add(data, dataset="d")
+    found = space.run("centroid_outliers", top=3)
+    assert found["id"].iloc[0] == ids[17]
+    assert len(found) == 3 and found.attrs["meta"]["rows"] == 50
+    assert "centroid_outliers" in set(client.algorithms()["name"])
+
+
+def test_plugins_are_listed_with_their_hooks(client):
+    plugins = {p["name"]: p for p in client.plugins()}
+    assert {"store_sqlite", "algo_similarity", "algo_priority", "triggers", "outlier"} <= set(plugins)
+    assert plugins["store_sqlite"]["hooks"] == ["chroma_open_store"]
+    assert "chroma_nearest_neighbors" in plugins["algo_similarity"]["hooks"]
+    assert plugins["outlier"]["package"] == "chroma-outlier"
