@@ -23,7 +23,7 @@ log = logging.getLogger("chroma.similarity")
 
 M = 16
 EF_CONSTRUCTION = 100
-EF_SEARCH = 64
+EF_SEARCH = 128
 SAVE_EVERY_SECONDS = 30.0
 
 
@@ -170,7 +170,7 @@ class SpaceIndex:
             fetch = want if allowed is None else min(self.live, want * 4)
             allowed_set = None if allowed is None else allowed
             while True:
-                self.index.set_ef(max(EF_SEARCH, 2 * fetch))
+                self.index.set_ef(max(EF_SEARCH, 4 * fetch))
                 try:
                     labels, found = self.index.knn_query(queries, k=fetch, num_threads=-1)
                 except RuntimeError:  # fewer reachable elements than asked for

@@ -17,6 +17,7 @@ log = logging.getLogger("chroma.similarity")
 
 STATE = "algo_similarity"
 #: filters matching at most this many rows are answered exactly from the store
+#: (CHROMA_SIMILARITY_EXACT_LIMIT overrides)
 EXACT_LIMIT = 20_000
 
 
@@ -79,7 +80,8 @@ def chroma_nearest_neighbors(chroma, space, queries, k, where):
     store = chroma.store
     if where is not None:
         matching = store.count(space.name, where)
-        if matching <= EXACT_LIMIT:
+        limit = int(chroma.settings.extra.get("similarity_exact_limit", EXACT_LIMIT))
+        if matching <= limit:
             seqs, vectors = store.vectors(space.name, where=where)
             found = exact_search(queries, seqs, vectors, k, space.metric)
             return Neighbors(*found, meta={"method": "exact", "candidates": matching})

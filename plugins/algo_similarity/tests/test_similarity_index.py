@@ -1,0 +1,147 @@
+"""The hnswlib index: persisted, checked against the store on start, never trusted blindly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chroma_core.config import Settings
+from chroma_core.distance import exact_knn
+from chroma_core.service import Chroma
+
+
+def clustered(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 10, size=(20, d))
+    return (centers[rng.integers(0, 20, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def service(path, **extra) -> Chroma:
+    env = {f"CHROMA_{k.upper()}": str(v) for k, v in extra.items()}
+    return Chroma(Settings.from_env(env, path=path))
+
+
+def add(chroma: Chroma, space: str, data: np.ndarray, **fields):
+    import pyarrow as pa
+
+    n, d = data.shape
+    table = pa.table({
+        "id": [f"r{space}{i}" for i in range(n)] if "ids" not in fields else fields["ids"],
+        "dataset": fields.get("dataset", ["d"] * n),
+        "context": ["training"] * n,
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d),
+    })
+    return chroma.add(space, table)
+
+
+def recall(found, truth) -> float:
+    return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+
+
+def neighbour_ids(chroma, space, queries, k=10, where=None):
+    table = chroma.nearest_neighbors(space, queries=queries, k=k, where=where).table.to_pandas()
+    return [table[table["query"] == q]["id"].tolist() for q in range(len(queries))], table
+
+
+def test_index_is_saved_on_close_and_loaded_on_start(tmp_path):
+    data = clustered(3000)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    ids = np.array(add(chroma, "s", data))
+    found, _ = neighbour_ids(chroma, "s", data[:20])
+    chroma.close()
+    assert (tmp_path / "indexes" / "s.hnsw").exists() and (tmp_path / "indexes" / "s.json").exists()
+
+    again = service(tmp_path)
+    index_state = again.state("algo_similarity")
+    found_again, _ = neighbour_ids(again, "s", data[:20])
+    index = index_state["indexes"].by_space["s"]
+    assert index.indexed_seq == 3000 and index.live == 3000
+    assert found_again == found
+    truth, _ = exact_knn(data[:20], data, 10, "l2")
+    assert recall(found_again, ids[truth].tolist()) >= 0.99
+    again.close()
+
+
+def test_index_behind_the_store_is_caught_up_and_one_that_disagrees_is_rebuilt(tmp_path):
+    data = clustered(2000, seed=1)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    add(chroma, "s", data[:1000])
+    neighbour_ids(chroma, "s", data[:1])
+    chroma.close()
+
+    # rows written while no index was listening: the store is the truth
+    plain = service(tmp_path)
+    plain.store.add("s", _rows(data[1000:], 1000))
+    plain.store.delete("s", ids=[f"rs{i}" for i in range(100)])
+    plain.store.close()
+
+    again = service(tmp_path)
+    found, _ = neighbour_ids(again, "s", data[1500:1510], k=1)
+    assert [f[0] for f in found] == [f"x{i}" for i in range(1500, 1510)]
+    found, _ = neighbour_ids(again, "s", data[:100], k=5)
+    assert not {i for f in found for i in f} & {f"rs{i}" for i in range(100)}
+    index = again.state("algo_similarity")["indexes"].by_space["s"]
+    assert index.live == 1900
+    again.close()
+
+
+def test_corrupt_index_file_is_rebuilt_from_the_store(tmp_path):
+    data = clustered(500, seed=2)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    ids = add(chroma, "s", data)
+    neighbour_ids(chroma, "s", data[:1])
+    chroma.close()
+    (tmp_path / "indexes" / "s.hnsw").write_bytes(b"garbage")
+    again = service(tmp_path)
+    found, _ = neighbour_ids(again, "s", data[:5], k=1)
+    assert [f[0] for f in found] == ids[:5]
+    again.close()
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_broad_filters_use_the_index_and_keep_recall(tmp_path, metric):
+    data = clustered(6000, seed=3)
+    chroma = service(tmp_path, similarity_exact_limit=100)
+    chroma.space("s", metric=metric)
+    datasets = np.where(np.arange(6000) % 3 == 0, "third", "rest").tolist()
+    ids = np.array(add(chroma, "s", data, dataset=datasets))
+    queries = data[::120] + np.random.default_rng(4).normal(0, 0.5, size=(50, 16)).astype(np.float32)
+    found, table = neighbour_ids(chroma, "s", queries, where={"dataset": "third"})
+    meta = chroma.nearest_neighbors("s", queries=queries, k=10, where={"dataset": "third"}).meta
+    assert meta["method"] == "hnsw_filtered"
+    assert set(table["dataset"]) == {"third"}
+    subset = np.nonzero(np.array(datasets) == "third")[0]
+    truth, _ = exact_knn(queries, data[subset], 10, metric)
+    assert recall(found, ids[subset][truth].tolist()) >= 0.99
+    chroma.close()
+
+
+def test_deleting_a_space_removes_its_index_files(tmp_path):
+    chroma = service(tmp_path)
+    chroma.space("s")
+    data = clustered(100)
+    add(chroma, "s", data)
+    neighbour_ids(chroma, "s", data[:1])
+    chroma.close()
+    chroma = service(tmp_path)
+    assert (tmp_path / "indexes" / "s.hnsw").exists()
+    chroma.delete_space("s")
+    assert not (tmp_path / "indexes" / "s.hnsw").exists()
+    chroma.close()
+
+
+def _rows(data: np.ndarray, start: int):
+    import pyarrow as pa
+
+    from chroma_core.schema import validate_rows
+
+    n, d = data.shape
+    return validate_rows(pa.table({
+        "id": [f"x{i}" for i in range(start, start + n)],
+        "dataset": ["d"] * n,
+        "context": ["training"] * n,
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d),
+    }), d)
