@@ -37,7 +37,7 @@ class Embedded:
 
         settings = Settings.from_env(path=Path(path) if path is not None else None, store=store)
         self.chroma = Chroma(settings)
-        self.location = str(settings.path)
+        self.location = str(settings.path.resolve())
 
     def call(self, op: str, params: dict, table: pa.Table | None = None) -> Reply:
         return api.call(self.chroma, op, params, table)
