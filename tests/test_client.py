@@ -281,6 +281,8 @@ def test_priorities_rank_wrong_and_far_inputs_first_and_trigger_records_them(cli
     assert top["priority"].is_monotonic_decreasing
     assert {"disagreement", "distance_pct", "mahalanobis_pct", "input_uri"} <= set(top.columns)
     assert set(top["id"].head(10)) == set(planted)
+    by_id = top.set_index("id")["priority"]
+    assert by_id[planted].mean() - by_id[ordinary].mean() > 0.3
     assert space.priorities(n=5, where={"dataset": "prod"})["id"].tolist() == top["id"].head(5).tolist()
 
     trigger = space.trigger_retraining(n=10, note="weekly relabel")
