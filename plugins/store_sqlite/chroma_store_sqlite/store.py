@@ -1,0 +1,668 @@
+"""The SQLite store: one database file holds every space, row, priority and trigger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_core.filters import Filter
+from chroma_core.schema import TEXT_FIELDS, embeddings_of
+from chroma_core.store import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_store_sqlite.where import compile_where
+
+# Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE spaces (
+            space_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            metric TEXT NOT NULL,
+            dim INTEGER,
+            model TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            max_seq INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE rows (
+            space INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            id TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            context TEXT NOT NULL,
+            input_uri TEXT,
+            inference TEXT,
+            label TEXT,
+            metadata TEXT CHECK (metadata IS NULL OR json_valid(metadata)),
+            embedding BLOB NOT NULL,
+            output BLOB,
+            UNIQUE (space, id),
+            UNIQUE (space, seq)
+        )""",
+        # seq last, so a filtered read comes out of the index already in seq order
+        "CREATE INDEX rows_dataset ON rows (space, dataset, seq)",
+        "CREATE INDEX rows_context ON rows (space, context, seq)",
+        "CREATE INDEX rows_label ON rows (space, label, seq)",
+        "CREATE INDEX rows_inference ON rows (space, inference, seq)",
+        """CREATE TABLE priorities (
+            space INTEGER NOT NULL,
+            id TEXT NOT NULL,
+            priority REAL NOT NULL,
+            components TEXT,
+            computed_at TEXT,
+            PRIMARY KEY (space, id)
+        )""",
+        "CREATE INDEX priorities_rank ON priorities (space, priority DESC, id)",
+        """CREATE TABLE triggers (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            space INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            note TEXT,
+            selection TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            deliveries TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX triggers_space ON triggers (space, status, id)",
+        """CREATE TABLE trigger_items (
+            trigger_id INTEGER NOT NULL,
+            id TEXT NOT NULL,
+            input_uri TEXT,
+            dataset TEXT,
+            label TEXT,
+            inference TEXT,
+            priority REAL
+        )""",
+        "CREATE INDEX trigger_items_trigger ON trigger_items (trigger_id, priority DESC)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_SPACE = """SELECT s.name, s.metric, s.dim,
+    (SELECT COUNT(*) FROM rows WHERE space = s.space_id), s.model, s.created_at
+    FROM spaces AS s"""
+_TRIGGER = """SELECT t.id, s.name, t.status, t.note, t.selection, t.count, t.created_at,
+    t.updated_at, t.deliveries FROM triggers AS t JOIN spaces AS s ON s.space_id = t.space"""
+_CATALOGUE = ", ".join(f"r.{name}" for name in CATALOGUE_COLUMNS)
+_PRIORITY_COLUMNS = ("id", "priority", "components", "computed_at")
+_PRIORITY_CATALOGUE = [c for c in CATALOGUE_COLUMNS if c not in ("id", "metadata")]
+_ITEM_COLUMNS = ("id", "input_uri", "dataset", "label", "inference", "priority")
+
+
+class SqliteStore(Store):
+    """A :class:`Store` in one SQLite file, in WAL mode, safe to share between threads."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
+        self._connections_lock = threading.Lock()
+        # SQLite allows one writer at a time; queueing writers here rather than in
+        # busy_timeout keeps them in order and off "database is locked"
+        self._write_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- connections --------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+        # and a lost commit lets max_seq go back, so a seq an index already holds as a
+        # label could be handed to another row. Writes come in batches, so the extra
+        # fsync per commit is cheap.
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._connections_lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("the SQLite store is closed")
+                for thread in [t for t in self._connections if not t.is_alive()]:
+                    self._connections.pop(thread).close()
+                conn = self._connect()
+                self._connections[threading.current_thread()] = conn
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One snapshot for the several statements of a read."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        with self._write_lock:
+            # journal_mode is stored in the file: set once, it holds for every connection
+            conn.execute("PRAGMA journal_mode = WAL")
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than the "
+                    f"{SCHEMA_VERSION} this chroma-store-sqlite knows; upgrade the plugin"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            self._closed = True
+            for conn in self._connections.values():
+                conn.close()
+            self._connections.clear()
+
+    # --- spaces -------------------------------------------------------------
+    def create_space(self, name: str, metric: str, model: dict) -> SpaceInfo:
+        if metric not in METRICS:
+            raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
+        model_json = _json(model or {}, "model")
+        created_at = _now()
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM spaces WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"space {name!r} already exists")
+            conn.execute(
+                "INSERT INTO spaces (name, metric, model, created_at) VALUES (?, ?, ?, ?)",
+                (name, metric, model_json, created_at),
+            )
+        return SpaceInfo(name, metric, None, 0, json.loads(model_json), created_at)
+
+    def get_space(self, name: str) -> SpaceInfo:
+        row = self._conn().execute(_SPACE + " WHERE s.name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"space {name!r} does not exist")
+        return _space_info(row)
+
+    def list_spaces(self) -> list[SpaceInfo]:
+        rows = self._conn().execute(_SPACE + " ORDER BY s.name").fetchall()
+        return [_space_info(row) for row in rows]
+
+    def delete_space(self, name: str) -> None:
+        with self._write() as conn:
+            space_id = _space(conn, name)[0]
+            conn.execute(
+                "DELETE FROM trigger_items WHERE trigger_id IN "
+                "(SELECT id FROM triggers WHERE space = ?)",
+                (space_id,),
+            )
+            conn.execute("DELETE FROM triggers WHERE space = ?", (space_id,))
+            conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
+            conn.execute("DELETE FROM rows WHERE space = ?", (space_id,))
+            conn.execute("DELETE FROM spaces WHERE space_id = ?", (space_id,))
+
+    # --- rows ---------------------------------------------------------------
+    def add(self, space: str, rows: pa.Table) -> np.ndarray:
+        embedding_type = rows.schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(embedding_type):
+            raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
+        dim = embedding_type.list_size
+        n = rows.num_rows
+        # little-endian float32 rows: the blob layout vectors() and get() read back
+        matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
+        columns = [_text_column(rows, name) for name in TEXT_FIELDS]
+        outputs = _output_blobs(rows, n)
+        with self._write() as conn:
+            space_id, stored_dim, max_seq = _space(conn, space)
+            if stored_dim is not None and stored_dim != dim:
+                raise DimensionMismatch(
+                    f"embeddings have dimension {dim} but space {space!r} holds "
+                    f"dimension {stored_dim}"
+                )
+            if n == 0:
+                return np.empty(0, dtype=np.int64)
+            stored = conn.execute(
+                "SELECT j.value FROM json_each(?) AS j JOIN rows AS r "
+                "ON r.space = ? AND r.id = j.value ORDER BY j.key LIMIT 1",
+                (json.dumps(columns[0]), space_id),
+            ).fetchone()
+            if stored is not None:
+                raise Conflict(f"id {stored[0]!r:.200} is already stored in space {space!r}")
+            seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
+            try:
+                conn.executemany(
+                    "INSERT INTO rows (space, seq, id, dataset, context, input_uri, inference, "
+                    "label, metadata, embedding, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    zip(repeat(space_id), seqs.tolist(), *columns, matrix, outputs, strict=False),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise InvalidInput(f"the batch breaks a constraint of the store: {exc}") from None
+            conn.execute(
+                "UPDATE spaces SET dim = ?, max_seq = ? WHERE space_id = ?",
+                (dim, max_seq + n, space_id),
+            )
+        return seqs
+
+    def get(
+        self,
+        space: str,
+        *,
+        ids: list[str] | None = None,
+        where: Filter | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include_embeddings: bool = False,
+    ) -> pa.Table:
+        columns = f"r.seq, {_CATALOGUE}" + (", r.embedding, r.output" if include_embeddings else "")
+        with self._read() as conn:
+            space_id, dim, _ = _space(conn, space)
+            condition, params = _rows_condition(space_id, ids=ids, where=where)
+            records = conn.execute(
+                f"SELECT {columns} FROM rows AS r WHERE {condition} ORDER BY r.seq"
+                + _page(limit, offset, params),
+                params,
+            ).fetchall()
+        return _rows_table(records, (dim or 0) if include_embeddings else None)
+
+    def count(self, space: str, where: Filter | None = None) -> int:
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            condition, params = _rows_condition(space_id, where=where)
+            return conn.execute(
+                f"SELECT COUNT(*) FROM rows AS r WHERE {condition}", params
+            ).fetchone()[0]
+
+    def delete(
+        self, space: str, *, ids: list[str] | None = None, where: Filter | None = None
+    ) -> np.ndarray:
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            if ids is None and where is None:
+                return np.empty(0, dtype=np.int64)
+            condition, params = _rows_condition(space_id, ids=ids, where=where)
+            found = conn.execute(
+                f"SELECT r.seq, r.id FROM rows AS r WHERE {condition} ORDER BY r.seq", params
+            ).fetchall()
+            if not found:
+                return np.empty(0, dtype=np.int64)
+            seqs, deleted_ids = zip(*found, strict=True)
+            conn.execute(
+                "DELETE FROM rows WHERE space = ? AND seq IN (SELECT value FROM json_each(?))",
+                (space_id, json.dumps(seqs)),
+            )
+            conn.execute(
+                "DELETE FROM priorities WHERE space = ? AND id IN (SELECT value FROM json_each(?))",
+                (space_id, json.dumps(deleted_ids)),
+            )
+        return np.array(seqs, dtype=np.int64)
+
+    def vectors(
+        self,
+        space: str,
+        *,
+        where: Filter | None = None,
+        seqs: np.ndarray | None = None,
+        after_seq: int | None = None,
+        with_vectors: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        columns = "r.seq, r.embedding" if with_vectors else "r.seq"
+        with self._read() as conn:
+            space_id, dim, _ = _space(conn, space)
+            condition, params = _rows_condition(
+                space_id, where=where, seqs=seqs, after_seq=after_seq
+            )
+            records = conn.execute(
+                f"SELECT {columns} FROM rows AS r WHERE {condition} ORDER BY r.seq", params
+            ).fetchall()
+        n = len(records)
+        found = np.fromiter((record[0] for record in records), dtype=np.int64, count=n)
+        if not with_vectors:
+            return found, None
+        # bytearray, so the caller gets a writable array without a second copy
+        buffer = bytearray().join(record[1] for record in records)
+        vectors = np.frombuffer(buffer, dtype="<f4").astype(np.float32, copy=False)
+        return found, vectors.reshape(n, dim or 0)
+
+    def rows_by_seq(self, space: str, seqs: np.ndarray) -> pa.Table:
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            condition, params = _rows_condition(space_id, seqs=seqs)
+            records = conn.execute(
+                f"SELECT r.seq, {_CATALOGUE} FROM rows AS r WHERE {condition} ORDER BY r.seq",
+                params,
+            ).fetchall()
+        return _rows_table(records, None)
+
+    def max_seq(self, space: str) -> int:
+        return _space(self._conn(), space)[2]
+
+    # --- priorities ---------------------------------------------------------
+    def replace_priorities(self, space: str, scores: pa.Table) -> None:
+        ids, priority, components, computed_at = _columns(
+            scores, _PRIORITY_COLUMNS, ("id", "priority")
+        )
+        values = np.asarray(priority, dtype=np.float64)
+        if np.isnan(values).any():
+            raise InvalidInput("priority is missing or NaN for some ids")
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO priorities (space, id, priority, components, computed_at) "
+                "SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS "
+                "(SELECT 1 FROM rows WHERE space = ?1 AND id = ?2)",
+                zip(repeat(space_id), ids, values.tolist(), components, computed_at, strict=False),
+            )
+
+    def priorities(
+        self,
+        space: str,
+        *,
+        n: int | None = None,
+        where: Filter | None = None,
+        min_priority: float | None = None,
+    ) -> pa.Table:
+        catalogue = ", ".join(f"r.{name}" for name in _PRIORITY_CATALOGUE)
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            condition, params = _rows_condition(space_id, where=where)
+            if min_priority is not None:
+                condition += " AND p.priority >= :min_priority"
+                params["min_priority"] = float(min_priority)
+            records = conn.execute(
+                f"SELECT p.id, p.priority, p.components, p.computed_at, {catalogue} "
+                "FROM priorities AS p JOIN rows AS r ON r.space = p.space AND r.id = p.id "
+                f"WHERE p.space = :space AND {condition} "
+                "ORDER BY p.priority DESC, p.id ASC" + _page(n, 0, params),
+                params,
+            ).fetchall()
+        names = [*_PRIORITY_COLUMNS, *_PRIORITY_CATALOGUE]
+        types = {"priority": pa.float64()}
+        return _table(records, names, types)
+
+    # --- triggers -----------------------------------------------------------
+    def create_trigger(
+        self, space: str, items: pa.Table, note: str | None, selection: dict
+    ) -> dict:
+        columns = _columns(items, _ITEM_COLUMNS, ("id",))
+        selection_json = _json(selection or {}, "selection")
+        now = _now()
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            trigger_id = conn.execute(
+                "INSERT INTO triggers (space, status, note, selection, count, created_at, "
+                "updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?)",
+                (space_id, note, selection_json, items.num_rows, now, now),
+            ).lastrowid
+            conn.executemany(
+                "INSERT INTO trigger_items (trigger_id, id, input_uri, dataset, label, "
+                "inference, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                zip(repeat(trigger_id), *columns, strict=False),
+            )
+            return _trigger(conn, trigger_id)
+
+    def get_trigger(self, trigger_id: int) -> dict:
+        return _trigger(self._conn(), trigger_id)
+
+    def list_triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
+        _check_status(status)
+        conditions, params = ["1"], []
+        with self._read() as conn:
+            if space is not None:
+                conditions.append("t.space = ?")
+                params.append(_space(conn, space)[0])
+            if status is not None:
+                conditions.append("t.status = ?")
+                params.append(status)
+            records = conn.execute(
+                f"{_TRIGGER} WHERE {' AND '.join(conditions)} ORDER BY t.id DESC", params
+            ).fetchall()
+        return [_trigger_dict(record) for record in records]
+
+    def update_trigger(
+        self,
+        trigger_id: int,
+        *,
+        status: str | None = None,
+        delivery: tuple[str, dict] | None = None,
+    ) -> dict:
+        _check_status(status)
+        if delivery is not None and not (isinstance(delivery, tuple | list) and len(delivery) == 2):
+            raise InvalidInput("delivery must be a (handler name, outcome) pair")
+        with self._write() as conn:
+            trigger = _trigger(conn, trigger_id)
+            if status is None and delivery is None:
+                return trigger
+            deliveries = trigger["deliveries"]
+            if delivery is not None:
+                deliveries[str(delivery[0])] = delivery[1]
+            conn.execute(
+                "UPDATE triggers SET status = ?, deliveries = ?, updated_at = ? WHERE id = ?",
+                (status or trigger["status"], _json(deliveries, "delivery"), _now(), trigger["id"]),
+            )
+            return _trigger(conn, trigger["id"])
+
+    def trigger_items(self, trigger_id: int) -> pa.Table:
+        with self._read() as conn:
+            trigger = _trigger(conn, trigger_id)
+            records = conn.execute(
+                f"SELECT {', '.join(_ITEM_COLUMNS)} FROM trigger_items WHERE trigger_id = ? "
+                "ORDER BY priority DESC, rowid ASC",
+                (trigger["id"],),
+            ).fetchall()
+        return _table(records, list(_ITEM_COLUMNS), {"priority": pa.float64()})
+
+
+# --- queries --------------------------------------------------------------------
+def _space(conn: sqlite3.Connection, name: str) -> tuple[int, int | None, int]:
+    row = conn.execute(
+        "SELECT space_id, dim, max_seq FROM spaces WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"space {name!r} does not exist")
+    return row
+
+
+def _rows_condition(
+    space_id: int,
+    *,
+    ids: Sequence[str] | None = None,
+    where: Filter | None = None,
+    seqs: np.ndarray | None = None,
+    after_seq: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """A condition on ``rows AS r`` with named parameters; ``:space`` is always bound."""
+    conditions = ["r.space = :space"]
+    params: dict[str, Any] = {"space": space_id}
+    # a JSON array in one parameter instead of one parameter per value, which would run
+    # into SQLite's limit on bound variables
+    if ids is not None:
+        conditions.append("r.id IN (SELECT value FROM json_each(:ids))")
+        params["ids"] = json.dumps([str(i) for i in ids])
+    if seqs is not None:
+        conditions.append("r.seq IN (SELECT value FROM json_each(:seqs))")
+        params["seqs"] = json.dumps(np.asarray(seqs, dtype=np.int64).reshape(-1).tolist())
+    if after_seq is not None:
+        conditions.append("r.seq > :after_seq")
+        params["after_seq"] = int(after_seq)
+    if where is not None:
+        condition, where_params = compile_where(where, "r")
+        conditions.append(condition)
+        params.update(where_params)
+    return " AND ".join(conditions), params
+
+
+def _page(limit: int | None, offset: int, params: dict[str, Any]) -> str:
+    if (limit is not None and limit < 0) or (offset is not None and offset < 0):
+        raise InvalidInput("limit, n and offset must not be negative")
+    if limit is None and not offset:
+        return ""
+    params["limit"] = -1 if limit is None else int(limit)
+    params["offset"] = int(offset or 0)
+    return " LIMIT :limit OFFSET :offset"
+
+
+def _trigger(conn: sqlite3.Connection, trigger_id: int) -> dict:
+    try:
+        key = int(trigger_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"trigger {trigger_id!r:.40} does not exist") from None
+    record = conn.execute(_TRIGGER + " WHERE t.id = ?", (key,)).fetchone()
+    if record is None:
+        raise NotFound(f"trigger {trigger_id!r:.40} does not exist")
+    return _trigger_dict(record)
+
+
+def _trigger_dict(record: tuple) -> dict:
+    trigger_id, space, status, note, selection, count, created, updated, deliveries = record
+    return {
+        "id": trigger_id,
+        "space": space,
+        "status": status,
+        "note": note,
+        "selection": json.loads(selection),
+        "count": count,
+        "created_at": created,
+        "updated_at": updated,
+        "deliveries": json.loads(deliveries),
+    }
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in TRIGGER_STATUSES:
+        raise InvalidInput(
+            f"unknown trigger status {status!r:.40}; use one of {', '.join(TRIGGER_STATUSES)}"
+        )
+
+
+def _space_info(row: tuple) -> SpaceInfo:
+    name, metric, dim, count, model, created_at = row
+    return SpaceInfo(name, metric, dim, count, json.loads(model), created_at)
+
+
+# --- Arrow <-> SQLite -------------------------------------------------------------
+def _text_column(table: pa.Table, name: str) -> list:
+    if name not in table.column_names:
+        return [None] * table.num_rows
+    return table.column(name).to_pylist()
+
+
+def _output_blobs(table: pa.Table, n: int) -> list:
+    """Per row a float32 view of the output (bound as a BLOB), or None."""
+    if "output" not in table.column_names:
+        return [None] * n
+    column = table.column("output").combine_chunks()
+    if column.null_count == n:
+        return [None] * n
+    column = column.cast(pa.list_(pa.float32()))
+    offsets = column.offsets.to_numpy()
+    values = np.ascontiguousarray(column.values.to_numpy(zero_copy_only=False), dtype="<f4")
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(n)]
+
+
+def _columns(table: pa.Table, names: Sequence[str], required: Sequence[str]) -> list[list]:
+    missing = [name for name in required if name not in table.column_names]
+    if missing:
+        raise InvalidInput(f"the table lacks column(s): {', '.join(missing)}")
+    return [_text_column(table, name) for name in names]
+
+
+def _rows_table(records: list[tuple], dim: int | None) -> pa.Table:
+    """``seq`` and catalogue columns, then ``embedding`` and ``output`` when ``dim`` is given
+    (0 for a space that has no rows yet)."""
+    names = ["seq", *CATALOGUE_COLUMNS]
+    if dim is None:
+        return _table(records, names, {"seq": pa.int64()})
+    columns = list(zip(*records, strict=True)) if records else [()] * (len(names) + 2)
+    table = _table(records, names, {"seq": pa.int64()}, columns[: len(names)])
+    if dim:
+        flat = np.frombuffer(b"".join(columns[-2]), dtype="<f4").astype(np.float32, copy=False)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+    else:
+        # from_arrays refuses a list size of 0
+        embedding = pa.array([], pa.list_(pa.float32(), 0))
+    return table.append_column("embedding", embedding).append_column(
+        "output", _output_array(columns[-1])
+    )
+
+
+def _output_array(blobs: Sequence[bytes | None]) -> pa.Array:
+    n = len(blobs)
+    valid = np.fromiter((blob is not None for blob in blobs), dtype=bool, count=n)
+    lengths = np.fromiter((len(blob or b"") // 4 for blob in blobs), dtype=np.int32, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.frombuffer(b"".join(blob for blob in blobs if blob), dtype="<f4")
+    return pa.ListArray.from_arrays(
+        pa.array(offsets),
+        pa.array(values.astype(np.float32, copy=False)),
+        type=pa.list_(pa.float32()),
+        mask=None if valid.all() else pa.array(~valid),
+    )
+
+
+def _table(
+    records: list[tuple],
+    names: Sequence[str],
+    types: dict[str, pa.DataType],
+    columns: Sequence[Sequence] | None = None,
+) -> pa.Table:
+    if columns is None:
+        columns = list(zip(*records, strict=True)) if records else [()] * len(names)
+    arrays = [
+        pa.array(column, type=types.get(name, pa.string()))
+        for name, column in zip(names, columns, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, names=list(names))
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, default=_plain, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,192 @@
+"""What the SQLite store does beyond the conformance suite: its file, pragmas and layout."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from chroma_store_sqlite import plugin
+from chroma_store_sqlite.store import SCHEMA_VERSION, SqliteStore
+from chroma_store_sqlite.where import compile_where
+
+from chroma_core.config import Settings
+from chroma_core.errors import InvalidInput
+from chroma_core.filters import parse
+from chroma_core.schema import embeddings_of, validate_rows
+
+DIM = 3
+
+
+def batch(ids: list[str], **columns) -> pa.Table:
+    n = len(ids)
+    embeddings = np.arange(n * DIM, dtype=np.float32).reshape(n, DIM) / 7
+    table = pa.table(
+        {
+            "id": ids,
+            "dataset": ["cifar10"] * n,
+            "context": ["training"] * n,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), DIM),
+            **columns,
+        }
+    )
+    return validate_rows(table, None)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteStore(tmp_path / "chroma.sqlite3")
+    store.create_space("space", "l2", {})
+    yield store
+    store.close()
+
+
+def raw(store: SqliteStore) -> sqlite3.Connection:
+    return sqlite3.connect(store.path)
+
+
+def test_the_hook_opens_a_file_in_the_data_directory(tmp_path):
+    settings = Settings(path=tmp_path / "not" / "yet", store="sqlite")
+    store = plugin.chroma_open_store(name="sqlite", settings=settings)
+    try:
+        assert isinstance(store, SqliteStore)
+        assert store.path == tmp_path / "not" / "yet" / "chroma.sqlite3"
+        assert store.path.is_file()
+    finally:
+        store.close()
+    assert plugin.chroma_open_store(name="clickhouse", settings=settings) is None
+
+
+def test_the_file_is_in_wal_mode_at_the_current_schema_version(store):
+    with raw(store) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_connections_sync_fully_and_wait_for_locks(store):
+    conn = store._conn()
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+
+
+def test_each_thread_gets_its_own_connection(store):
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(store._conn()))
+    thread.start()
+    thread.join()
+    assert seen[0] is not store._conn()
+
+
+def test_vectors_are_stored_as_float32_blobs(store):
+    rows = batch(["a", "b"], output=pa.array([[0.5, 1.5], None], pa.list_(pa.float32())))
+    store.add("space", rows)
+    with raw(store) as conn:
+        stored = conn.execute(
+            "SELECT typeof(embedding), embedding, typeof(output), output, typeof(metadata) "
+            "FROM rows ORDER BY seq"
+        ).fetchall()
+    matrix = embeddings_of(rows)
+    for i, (kind, blob, _, _, _) in enumerate(stored):
+        assert kind == "blob"
+        assert len(blob) == 4 * DIM
+        assert blob == matrix[i].astype("<f4").tobytes()
+    assert stored[0][2:4] == ("blob", np.array([0.5, 1.5], "<f4").tobytes())
+    assert stored[1][2:4] == ("null", None)
+    assert stored[0][4] == "null"
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "chroma.sqlite3"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        SqliteStore(path)
+
+
+def test_reopening_keeps_the_schema_and_data(tmp_path):
+    path = tmp_path / "chroma.sqlite3"
+    first = SqliteStore(path)
+    first.create_space("space", "l2", {})
+    first.add("space", batch(["a"]))
+    first.close()
+    second = SqliteStore(path)
+    try:
+        assert second.count("space") == 1
+    finally:
+        second.close()
+
+
+def test_metadata_that_is_not_json_is_refused_whole(store):
+    # the service validates batches; the CHECK constraint still keeps json_extract safe
+    rows = batch(["a", "b"])
+    broken = rows.set_column(
+        rows.schema.get_field_index("metadata"), "metadata", pa.array(['{"k": 1}', "{oops"])
+    )
+    with pytest.raises(InvalidInput):
+        store.add("space", broken)
+    assert store.count("space") == 0
+    assert store.max_seq("space") == 0
+
+
+def test_two_stores_on_one_file_write_without_lock_errors(tmp_path):
+    # two stores stand for two processes: only SQLite's own locking keeps them apart
+    stores = [SqliteStore(tmp_path / "chroma.sqlite3") for _ in range(2)]
+    stores[0].create_space("space", "l2", {})
+    errors: list[BaseException] = []
+
+    def writer(store: SqliteStore, prefix: str) -> None:
+        try:
+            for b in range(15):
+                store.add("space", batch([f"{prefix}-{b}-{r}" for r in range(4)]))
+        except BaseException as exc:  # the main thread asserts on it
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(store, f"s{i}-t{t}"))
+        for i, store in enumerate(stores)
+        for t in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert stores[1].count("space") == 4 * 15 * 4
+        seqs, _ = stores[0].vectors("space", with_vectors=False)
+        assert len(np.unique(seqs)) == 4 * 15 * 4
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_closed_store_refuses_work(store):
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.count("space")
+
+
+def test_filter_values_and_keys_travel_as_parameters():
+    where = parse({"$or": [{"label": "x' OR 1=1 --"}, {"note-key": {"$in": ["a'", 'b"']}}]})
+    sql, params = compile_where(where)
+    assert "OR 1=1" not in sql and "note-key" not in sql and "a'" not in sql
+    assert "x' OR 1=1 --" in params.values()
+    assert '$."note-key"' in params.values()
+    assert json.dumps(["a'", 'b"']) in params.values()
+
+
+def test_delete_space_leaves_no_orphans(store):
+    store.add("space", batch(["a", "b"]))
+    store.replace_priorities(
+        "space",
+        pa.table({"id": ["a"], "priority": [1.0], "components": ["{}"], "computed_at": [""]}),
+    )
+    store.create_trigger("space", pa.table({"id": ["a"], "priority": [1.0]}), None, {})
+    store.delete_space("space")
+    with raw(store) as conn:
+        for table in ("spaces", "rows", "priorities", "triggers", "trigger_items"):
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
