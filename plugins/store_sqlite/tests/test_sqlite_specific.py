@@ -190,3 +190,11 @@ def test_delete_space_leaves_no_orphans(store):
     with raw(store) as conn:
         for table in ("spaces", "rows", "priorities", "triggers", "trigger_items"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+
+
+def test_kept_row_count_matches_the_rows_table(store):
+    store.add("space", batch(["a", "b", "c", "d"]))
+    store.delete("space", ids=["b", "zz"])
+    store.delete("space", where=parse({"id": "c"}))
+    counted = raw(store).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+    assert store.count("space") == store.get_space("space").count == counted == 2
