@@ -82,7 +82,10 @@ def run(mode: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, bat
                 latencies.append(time.perf_counter() - t)
                 found.append(frame["id"].tolist())
             position = {i: n for n, i in enumerate(space.get(limit=None)["id"])}
-            hits = [len({position[i] for i in f} & set(t)) / 10 for f, t in zip(found, truth, strict=True)]
+            hits = [
+                len({position[i] for i in f} & set(t)) / 10
+                for f, t in zip(found, truth, strict=True)
+            ]
 
             filtered = []
             for q in queries[:50]:
@@ -121,15 +124,22 @@ def main() -> None:
     truth, _ = exact_knn(queries, data, 10, "l2")
     truth = [set(t) for t in truth]
 
-    print(f"{args.rows:,} embeddings of dimension {args.dim}, batches of {args.batch:,}; "
-          f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"{'mode':<10}{'ingest/s':>12}{'ingest s':>10}{'index+1st q s':>15}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}{'filt p50 ms':>13}")
+    print(
+        f"{args.rows:,} embeddings of dimension {args.dim}, batches of {args.batch:,}; "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"{'mode':<10}{'ingest/s':>12}{'ingest s':>10}{'index+1st q s':>15}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'recall@10':>11}{'filt p50 ms':>13}"
+    )
     for mode in args.modes.split(","):
         r = run(mode, data, queries, truth, args.batch)
-        print(f"{r['mode']:<10}{r['ingest_rows_per_s']:>12,.0f}{r['ingest_s']:>10.1f}"
-              f"{r['first_query_s']:>15.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['recall_at_10']:>11.3f}{r['filtered_p50_ms']:>13.1f}", flush=True)
+        print(
+            f"{r['mode']:<10}{r['ingest_rows_per_s']:>12,.0f}{r['ingest_s']:>10.1f}"
+            f"{r['first_query_s']:>15.1f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['recall_at_10']:>11.3f}{r['filtered_p50_ms']:>13.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -125,9 +125,24 @@ def trigger_items(chroma, params, table) -> Reply:
 OPERATIONS: dict[str, Operation] = {
     op.__name__: op
     for op in (
-        version, plugins, algorithms, space, space_info, spaces, delete_space, add, get,
-        count, delete, nearest_neighbors, run, priorities, trigger_retraining, triggers,
-        set_trigger_status, trigger_items,
+        version,
+        plugins,
+        algorithms,
+        space,
+        space_info,
+        spaces,
+        delete_space,
+        add,
+        get,
+        count,
+        delete,
+        nearest_neighbors,
+        run,
+        priorities,
+        trigger_retraining,
+        triggers,
+        set_trigger_status,
+        trigger_items,
     )
 }
 

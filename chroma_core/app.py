@@ -29,7 +29,6 @@ from chroma_core.service import Chroma
 log = logging.getLogger("chroma.server")
 
 
-
 def error_response(error: ChromaError) -> JSONResponse:
     return JSONResponse(
         error.to_json(), status_code=error.status, headers={PROTOCOL_HEADER: PROTOCOL_VERSION}
@@ -95,9 +94,7 @@ def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -
         await run_in_threadpool(service.close)
 
     routes = [Route("/healthz", healthz, methods=["GET"])]
-    routes += [
-        Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES
-    ]
+    routes += [Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.chroma = service
     return app

@@ -46,7 +46,11 @@ def exact_knn(queries: np.ndarray, data: np.ndarray, k: int, metric: str):
     step = max(1, CHUNK_BYTES // (4 * max(m, 1)))
     for start in range(0, n, step):
         d = pairwise(queries[start : start + step], data, metric)
-        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (len(d), 1))
+        part = (
+            np.argpartition(d, k - 1, axis=1)[:, :k]
+            if k < m
+            else np.tile(np.arange(m), (len(d), 1))
+        )
         part_d = np.take_along_axis(d, part, axis=1)
         order = np.argsort(part_d, axis=1, kind="stable")
         indices[start : start + step] = np.take_along_axis(part, order, axis=1)

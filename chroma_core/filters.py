@@ -146,6 +146,5 @@ def _scalar(key: str, op: str, value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return _scalar(key, op, value.item())
     raise InvalidFilter(
-        f"value for {key!r} {op} must be a string, number, bool or null, "
-        f"got {type(value).__name__}"
+        f"value for {key!r} {op} must be a string, number, bool or null, got {type(value).__name__}"
     )

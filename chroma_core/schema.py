@@ -69,9 +69,7 @@ def validate_rows(table: pa.Table, dim: int | None) -> pa.Table:
     outputs = _outputs(table, n)
     d = matrix.shape[1]
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), d)
-    return pa.Table.from_arrays(
-        [*columns.values(), embedding, outputs], schema=rows_schema(d)
-    )
+    return pa.Table.from_arrays([*columns.values(), embedding, outputs], schema=rows_schema(d))
 
 
 def embedding_matrix(column: pa.ChunkedArray, n: int) -> np.ndarray:

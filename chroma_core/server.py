@@ -33,7 +33,8 @@ def main(argv=None) -> None:
     try:
         settings = Settings.from_env(**vars(args))
         logging.basicConfig(
-            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
         app = create_app(settings)
     except ChromaError as exc:

@@ -12,8 +12,8 @@ import uuid
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pluggy
+import pyarrow as pa
 
 from chroma_core import filters
 from chroma_core.algorithm import Neighbors, Result
@@ -91,9 +91,7 @@ class Chroma:
             except Conflict:
                 info = self.store.get_space(name)
         if info.metric != metric:
-            raise Conflict(
-                f"space {name!r} exists with metric {info.metric!r}, not {metric!r}"
-            )
+            raise Conflict(f"space {name!r} exists with metric {info.metric!r}, not {metric!r}")
         return info
 
     def space_info(self, name: str) -> SpaceInfo:
@@ -120,8 +118,9 @@ class Chroma:
         self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
         return rows.column("id").to_pylist()
 
-    def get(self, space: str, *, ids=None, where=None, limit=None, offset=0,
-            include_embeddings=False) -> pa.Table:
+    def get(
+        self, space: str, *, ids=None, where=None, limit=None, offset=0, include_embeddings=False
+    ) -> pa.Table:
         self.space_info(space)
         table = self.store.get(
             space,
@@ -149,9 +148,10 @@ class Chroma:
         return int(len(seqs))
 
     # --- neighbours ---------------------------------------------------------
-    def nearest_neighbors(self, space: str, *, queries: np.ndarray | None = None, ids=None,
-                          k: int = 10, where=None) -> Result:
-        """The k nearest stored rows of each query vector, or of each stored id (itself left out)."""
+    def nearest_neighbors(
+        self, space: str, *, queries: np.ndarray | None = None, ids=None, k: int = 10, where=None
+    ) -> Result:
+        """The k nearest stored rows of each query vector, or of each stored id (not itself)."""
         info = self.space_info(space)
         k = _optional_int("k", k, 1)
         if k is None or k > MAX_K:
@@ -224,8 +224,9 @@ class Chroma:
             min_priority=_optional_float("min_priority", min_priority),
         )
 
-    def trigger_retraining(self, space: str, *, n=None, min_priority=None, where=None,
-                           note=None) -> dict:
+    def trigger_retraining(
+        self, space: str, *, n=None, min_priority=None, where=None, note=None
+    ) -> dict:
         """Record a trigger holding the top-priority inputs selected, then announce it."""
         info = self.space_info(space)
         n = _optional_int("n", n, 1)

@@ -132,7 +132,11 @@ class Store(ABC):
 
     @abstractmethod
     def priorities(
-        self, space: str, *, n: int | None = None, where: Filter | None = None,
+        self,
+        space: str,
+        *,
+        n: int | None = None,
+        where: Filter | None = None,
         min_priority: float | None = None,
     ) -> pa.Table:
         """Scored rows matching ``where``, highest priority first (ties by id).
@@ -143,8 +147,9 @@ class Store(ABC):
 
     # --- triggers -----------------------------------------------------------
     @abstractmethod
-    def create_trigger(self, space: str, items: pa.Table, note: str | None,
-                       selection: dict) -> dict:
+    def create_trigger(
+        self, space: str, items: pa.Table, note: str | None, selection: dict
+    ) -> dict:
         """Store a trigger (status ``pending``) with its items and return it as a dict.
 
         ``items`` columns: ``id``, ``input_uri``, ``dataset``, ``label``, ``inference``,
@@ -162,8 +167,13 @@ class Store(ABC):
         """Triggers, newest first, optionally of one space and one status."""
 
     @abstractmethod
-    def update_trigger(self, trigger_id: int, *, status: str | None = None,
-                       delivery: tuple[str, dict] | None = None) -> dict:
+    def update_trigger(
+        self,
+        trigger_id: int,
+        *,
+        status: str | None = None,
+        delivery: tuple[str, dict] | None = None,
+    ) -> dict:
         """Set the status and/or record one handler's delivery outcome; return the trigger."""
 
     @abstractmethod

@@ -32,23 +32,34 @@ def main(url: str | None = None) -> None:
 
     # 1. training inputs with their labels
     for label, center in centers.items():
-        space.add(fake_model_embeddings(rng, 300, center), dataset="pets-v1", context="training",
-                  labels=label, input_uris=[f"s3://pets/train/{label}/{i}.jpg" for i in range(300)])
+        space.add(
+            fake_model_embeddings(rng, 300, center),
+            dataset="pets-v1",
+            context="training",
+            labels=label,
+            input_uris=[f"s3://pets/train/{label}/{i}.jpg" for i in range(300)],
+        )
 
     # 2. production inputs with the model's inferences: mostly right, some wrong, some odd
     right = fake_model_embeddings(rng, 90, centers["cat"])
-    wrong = fake_model_embeddings(rng, 6, centers["dog"])         # dogs the model called cats
+    wrong = fake_model_embeddings(rng, 6, centers["dog"])  # dogs the model called cats
     odd = fake_model_embeddings(rng, 4, rng.normal(0, 6, 32) * 3)  # nothing like training
     triage_ids = space.add(
-        np.vstack([right, wrong, odd]), dataset="prod-2026-11", context="triage",
-        inferences="cat", input_uris=[f"s3://pets/prod/{i}.jpg" for i in range(100)],
+        np.vstack([right, wrong, odd]),
+        dataset="prod-2026-11",
+        context="triage",
+        inferences="cat",
+        input_uris=[f"s3://pets/prod/{i}.jpg" for i in range(100)],
     )
     print(space.info())
 
     # 3. neighbours of a suspicious input
     print("\nNearest training inputs of", triage_ids[90])
-    print(space.nearest_neighbors(ids=[triage_ids[90]], k=5,
-                                  where={"context": "training"})[["rank", "id", "distance", "label"]])
+    print(
+        space.nearest_neighbors(ids=[triage_ids[90]], k=5, where={"context": "training"})[
+            ["rank", "id", "distance", "label"]
+        ]
+    )
 
     # 4. what to relabel and retrain on
     summary = space.compute_priorities(k=10)

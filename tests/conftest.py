@@ -36,7 +36,9 @@ class Server:
         self._log_file = open(self.log, "w")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             [str(server), "--port", str(self.port), *args],
-            env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=full_env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
         )
         self.wait_ready()
 

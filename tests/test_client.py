@@ -72,8 +72,13 @@ def test_add_round_trips_every_field(client, space_name):
     emb = vectors(4, 6)
     outputs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [1.0, 0.0]], dtype=np.float32)
     ids = space.add(
-        emb, dataset="cifar", context="triage", input_uris=[f"s3://b/{i}.png" for i in range(4)],
-        inferences=[0, 1, 1, 0], outputs=outputs, labels=["0", "0", None, "1"],
+        emb,
+        dataset="cifar",
+        context="triage",
+        input_uris=[f"s3://b/{i}.png" for i in range(4)],
+        inferences=[0, 1, 1, 0],
+        outputs=outputs,
+        labels=["0", "0", None, "1"],
         metadata=[{"conf": 0.9, "ok": True}, {}, None, {"tags": ["a", "b"], "n": 3}],
         ids=["a", "b", "c", "d"],
     )
@@ -84,7 +89,12 @@ def test_add_round_trips_every_field(client, space_name):
     assert got["input_uri"].tolist() == [f"s3://b/{i}.png" for i in range(4)]
     assert got["inference"].tolist() == ["0", "1", "1", "0"]
     assert [None if pd.isna(v) else v for v in got["label"]] == ["0", "0", None, "1"]
-    assert got["metadata"].tolist() == [{"conf": 0.9, "ok": True}, {}, {}, {"tags": ["a", "b"], "n": 3}]
+    assert got["metadata"].tolist() == [
+        {"conf": 0.9, "ok": True},
+        {},
+        {},
+        {"tags": ["a", "b"], "n": 3},
+    ]
     np.testing.assert_array_equal(np.stack(got["embedding"].to_numpy()), emb)
     np.testing.assert_array_equal(np.stack(got["output"].to_numpy()), outputs)
 
@@ -102,7 +112,9 @@ def test_add_accepts_what_users_hold(client, space_name, kind):
     holders = {
         "list": emb.tolist(),
         "series": pd.Series(list(emb)),
-        "arrow_table": pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 4)}),
+        "arrow_table": pa.table(
+            {"embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 4)}
+        ),
         "arrow_array": pa.array(emb.tolist(), pa.list_(pa.float32())),
         "dataframe": pd.DataFrame(emb, columns=list("abcd")),
     }
@@ -134,11 +146,19 @@ def test_bad_input_raises_typed_errors_and_stores_nothing(client, space_name):
         (DimensionMismatch, "mixed", lambda: space.add([[1.0, 2.0], [1.0]], dataset="d")),
         (InvalidInput, "NaN", lambda: space.add(bad, dataset="d")),
         (InvalidInput, "infinite", lambda: space.add(np.full((1, 8), np.inf), dataset="d")),
-        (InvalidInput, "labels has 3 values for 2", lambda: space.add(vectors(2), dataset="d", labels=[1, 2, 3])),
+        (
+            InvalidInput,
+            "labels has 3 values for 2",
+            lambda: space.add(vectors(2), dataset="d", labels=[1, 2, 3]),
+        ),
         (InvalidInput, "must hold numbers", lambda: space.add([["a"] * 8], dataset="d")),
         (InvalidInput, "2-D", lambda: space.add(vectors(1)[0], dataset="d")),
         (InvalidInput, "empty", lambda: space.add(np.zeros((0, 8)), dataset="d")),
-        (InvalidInput, "metadata of row 0", lambda: space.add(vectors(1), dataset="d", metadata=["no"])),
+        (
+            InvalidInput,
+            "metadata of row 0",
+            lambda: space.add(vectors(1), dataset="d", metadata=["no"]),
+        ),
         (InvalidInput, "duplicates", lambda: space.add(vectors(2), dataset="d", ids=["q", "q"])),
         (Conflict, "'y'", lambda: space.add(vectors(2), dataset="d", ids=["new", "y"])),
         (InvalidInput, "dataset", lambda: space.add(vectors(1), dataset=None)),
@@ -160,7 +180,7 @@ def test_bad_input_raises_typed_errors_and_stores_nothing(client, space_name):
 def test_filter_injection_in_values_matches_nothing(client, space_name):
     space = client.space(space_name)
     space.add(vectors(3), dataset="d", labels=["a", "b", "c"])
-    for attack in ["a' OR '1'='1", "a\"; DROP TABLE rows; --", "%", "*"]:
+    for attack in ["a' OR '1'='1", 'a"; DROP TABLE rows; --', "%", "*"]:
         assert space.count(where={"label": attack}) == 0
         assert space.count(where={"label": {"$in": [attack]}}) == 0
     assert space.count() == 3
@@ -170,7 +190,9 @@ def test_filter_injection_in_values_matches_nothing(client, space_name):
 def test_where_operators(client, space_name):
     space = client.space(space_name)
     space.add(
-        vectors(6), dataset=["a", "a", "b", "b", "c", "c"], context=["training"] * 3 + ["triage"] * 3,
+        vectors(6),
+        dataset=["a", "a", "b", "b", "c", "c"],
+        context=["training"] * 3 + ["triage"] * 3,
         labels=[0, 1, 0, 1, None, 1],
         metadata=[{"score": s, "flag": s > 2} for s in range(5)] + [{}],
     )
@@ -209,8 +231,17 @@ def test_nearest_neighbors_agree_with_exact_search(client, space_name, metric):
     ids = np.array(space.add(data, dataset="d"))
     queries = vectors(5, 16, seed=2)
     found = space.nearest_neighbors(queries, k=5)
-    assert list(found.columns) == ["query", "rank", "id", "distance", "input_uri", "dataset",
-                                   "context", "inference", "label"]
+    assert list(found.columns) == [
+        "query",
+        "rank",
+        "id",
+        "distance",
+        "input_uri",
+        "dataset",
+        "context",
+        "inference",
+        "label",
+    ]
     truth, distance = exact_knn(queries, data, 5, metric)
     for q in range(5):
         rows = found[found["query"] == q].sort_values("rank")
@@ -262,14 +293,22 @@ def two_class_space(client, name):
     space = client.space(name)
     a = rng.normal(0, 1, size=(200, 8)) + 4
     b = rng.normal(0, 1, size=(200, 8)) - 4
-    space.add(np.vstack([a, b]), dataset="train", labels=["a"] * 200 + ["b"] * 200,
-              input_uris=[f"img/train/{i}.png" for i in range(400)])
+    space.add(
+        np.vstack([a, b]),
+        dataset="train",
+        labels=["a"] * 200 + ["b"] * 200,
+        input_uris=[f"img/train/{i}.png" for i in range(400)],
+    )
     ordinary = rng.normal(0, 1, size=(40, 8)) + 4
     wrong = rng.normal(0, 1, size=(5, 8)) + 4
     far = rng.normal(0, 1, size=(5, 8)) + 40
-    ids = space.add(np.vstack([ordinary, wrong, far]), dataset="prod", context="triage",
-                    inferences=["a"] * 40 + ["b"] * 5 + ["a"] * 5,
-                    input_uris=[f"img/prod/{i}.png" for i in range(50)])
+    ids = space.add(
+        np.vstack([ordinary, wrong, far]),
+        dataset="prod",
+        context="triage",
+        inferences=["a"] * 40 + ["b"] * 5 + ["a"] * 5,
+        input_uris=[f"img/prod/{i}.png" for i in range(50)],
+    )
     return space, ids[:40], ids[40:]
 
 
@@ -283,7 +322,10 @@ def test_priorities_rank_wrong_and_far_inputs_first_and_trigger_records_them(cli
     assert set(top["id"].head(10)) == set(planted)
     by_id = top.set_index("id")["priority"]
     assert by_id[planted].mean() - by_id[ordinary].mean() > 0.3
-    assert space.priorities(n=5, where={"dataset": "prod"})["id"].tolist() == top["id"].head(5).tolist()
+    assert (
+        space.priorities(n=5, where={"dataset": "prod"})["id"].tolist()
+        == top["id"].head(5).tolist()
+    )
 
     trigger = space.trigger_retraining(n=10, note="weekly relabel")
     assert isinstance(trigger, Trigger)
@@ -339,7 +381,9 @@ def test_third_party_algorithm_runs_through_the_client(client, space_name):
 
 def test_plugins_are_listed_with_their_hooks(client):
     plugins = {p["name"]: p for p in client.plugins()}
-    assert {"store_sqlite", "algo_similarity", "algo_priority", "triggers", "outlier"} <= set(plugins)
+    assert {"store_sqlite", "algo_similarity", "algo_priority", "triggers", "outlier"} <= set(
+        plugins
+    )
     assert plugins["store_sqlite"]["hooks"] == ["chroma_open_store"]
     assert "chroma_nearest_neighbors" in plugins["algo_similarity"]["hooks"]
     assert plugins["outlier"]["package"] == "chroma-outlier"

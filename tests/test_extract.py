@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from chroma_client import Client, extract
 from chroma_client.errors import InvalidInput
 

@@ -14,7 +14,11 @@ CORE = Path(chroma_core.__file__).parent
 
 def test_core_never_imports_a_plugin():
     plugin_modules = {ep.value.split(".")[0] for ep in entry_points(group="chroma")}
-    assert {"chroma_store_sqlite", "chroma_algo_similarity", "chroma_algo_priority"} <= plugin_modules
+    assert {
+        "chroma_store_sqlite",
+        "chroma_algo_similarity",
+        "chroma_algo_priority",
+    } <= plugin_modules
     for path in CORE.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from chroma_client import Client, transport
-from chroma_client.errors import ConnectionFailed, MalformedPayload, PayloadTooLarge, ProtocolMismatch
+from chroma_client.errors import (
+    ConnectionFailed,
+    PayloadTooLarge,
+    ProtocolMismatch,
+)
 from chroma_core.protocol import ARROW_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, encode_arrow
 from tests.conftest import Server, free_port
 
@@ -34,18 +38,31 @@ def test_malformed_and_truncated_arrow_bodies_are_refused(server, space_name):
     headers = {"Content-Type": ARROW_TYPE, PROTOCOL_HEADER: PROTOCOL_VERSION}
     import pyarrow as pa
 
-    good = encode_arrow({}, pa.table({"id": ["z"], "dataset": ["d"], "context": ["training"],
-                                      "embedding": pa.array([[1.0, 2.0, 3.0, 4.0]])}))
+    good = encode_arrow(
+        {},
+        pa.table(
+            {
+                "id": ["z"],
+                "dataset": ["d"],
+                "context": ["training"],
+                "embedding": pa.array([[1.0, 2.0, 3.0, 4.0]]),
+            }
+        ),
+    )
     for body in (b"not arrow at all", good[: len(good) // 2], b""):
         response = httpx.post(url, content=body, headers=headers)
         assert response.status_code == 400
         assert response.json()["error"] == "MalformedPayload"
         assert "Arrow" in response.json()["detail"]
-    response = httpx.post(f"{server.url}/api/v1/spaces/{space_name}/count", content=b"{oops",
-                          headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{server.url}/api/v1/spaces/{space_name}/count",
+        content=b"{oops",
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 400 and response.json()["error"] == "MalformedPayload"
-    response = httpx.post(f"{server.url}/api/v1/spaces/{space_name}/count",
-                          json={"where": None, "sneaky": 1})
+    response = httpx.post(
+        f"{server.url}/api/v1/spaces/{space_name}/count", json={"where": None, "sneaky": 1}
+    )
     assert response.status_code == 400 and "sneaky" in response.json()["detail"]
     assert space.count() == 2
 
@@ -74,5 +91,3 @@ def test_body_larger_than_the_limit_is_refused(tmp_path):
 def test_unreachable_server_is_a_typed_error():
     with pytest.raises(ConnectionFailed, match="cannot reach"):
         Client(f"http://127.0.0.1:{free_port()}").spaces()
-
-

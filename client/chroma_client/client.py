@@ -46,14 +46,22 @@ class Client:
     """Entry point. ``Client()`` runs in this process on ``./chroma_data`` (or ``CHROMA_PATH``);
     ``Client("http://host:8000")`` talks to a Chroma server. Both behave the same."""
 
-    def __init__(self, url: str | None = None, *, path: str | os.PathLike | None = None,
-                 token: str | None = None, timeout: float = 300.0,
-                 batch_rows: int = DEFAULT_BATCH_ROWS):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        path: str | os.PathLike | None = None,
+        token: str | None = None,
+        timeout: float = 300.0,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ):
         url = url or os.environ.get("CHROMA_URL") or None
         if url is not None and path is not None:
             raise InvalidInput("give either a server url or a local path, not both")
         if url is not None:
-            self._transport = Http(url, timeout=timeout, token=token or os.environ.get("CHROMA_TOKEN"))
+            self._transport = Http(
+                url, timeout=timeout, token=token or os.environ.get("CHROMA_TOKEN")
+            )
         else:
             self._transport = Embedded(path)
         if not isinstance(batch_rows, int) or batch_rows < 1:
@@ -118,7 +126,9 @@ class Client:
         return self._call("plugins")[0]["plugins"]
 
     def algorithms(self) -> pd.DataFrame:
-        return pd.DataFrame(self._call("algorithms")[0]["algorithms"], columns=["name", "description"])
+        return pd.DataFrame(
+            self._call("algorithms")[0]["algorithms"], columns=["name", "description"]
+        )
 
     def version(self) -> dict:
         return self._call("version")[0]
@@ -149,8 +159,19 @@ class Space:
         return self.info().metric
 
     # --- rows ---------------------------------------------------------------
-    def add(self, embeddings, *, dataset: str, context: str = "training", input_uris=None,
-            inferences=None, outputs=None, labels=None, metadata=None, ids=None) -> list[str]:
+    def add(
+        self,
+        embeddings,
+        *,
+        dataset: str,
+        context: str = "training",
+        input_uris=None,
+        inferences=None,
+        outputs=None,
+        labels=None,
+        metadata=None,
+        ids=None,
+    ) -> list[str]:
         """Store embeddings with their catalogue fields; returns their ids.
 
         Per-row fields take a sequence (one value per row) or one value for all rows.
@@ -158,8 +179,15 @@ class Space:
         ``client.batch_rows``, each stored all or nothing.
         """
         rows = convert.rows_table(
-            embeddings, dataset=dataset, context=context, input_uris=input_uris,
-            inferences=inferences, outputs=outputs, labels=labels, metadata=metadata, ids=ids,
+            embeddings,
+            dataset=dataset,
+            context=context,
+            input_uris=input_uris,
+            inferences=inferences,
+            outputs=outputs,
+            labels=labels,
+            metadata=metadata,
+            ids=ids,
         )
         out: list[str] = []
         for batch in rows.to_batches(max_chunksize=self.client.batch_rows):
@@ -167,21 +195,34 @@ class Space:
             out.extend(table.column("id").to_pylist())
         return out
 
-    def get(self, ids=None, where: dict | None = None, limit: int | None = None, offset: int = 0,
-            include_embeddings: bool = False) -> pd.DataFrame:
+    def get(
+        self,
+        ids=None,
+        where: dict | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include_embeddings: bool = False,
+    ) -> pd.DataFrame:
         """Rows as a DataFrame: id, dataset, context, input_uri, inference, label, metadata
         (dicts), and with ``include_embeddings`` an ``embedding`` column of float32 arrays
         and an ``output`` column."""
-        _, table = self._call("get", {
-            "ids": _id_list(ids), "where": where, "limit": limit, "offset": offset,
-            "include_embeddings": include_embeddings,
-        })
+        _, table = self._call(
+            "get",
+            {
+                "ids": _id_list(ids),
+                "where": where,
+                "limit": limit,
+                "offset": offset,
+                "include_embeddings": include_embeddings,
+            },
+        )
         return _rows_frame(table)
 
     def embeddings(self, ids=None, where: dict | None = None) -> tuple[list[str], np.ndarray]:
         """``(ids, matrix)``: the stored embeddings as one float32 (n, d) array."""
-        _, table = self._call("get", {"ids": _id_list(ids), "where": where,
-                                       "include_embeddings": True})
+        _, table = self._call(
+            "get", {"ids": _id_list(ids), "where": where, "include_embeddings": True}
+        )
         column = table.column("embedding").combine_chunks()
         dim = column.type.list_size if pa.types.is_fixed_size_list(column.type) else 0
         matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), dim)
@@ -195,14 +236,16 @@ class Space:
         return self._call("delete", {"ids": _id_list(ids), "where": where})[0]["deleted"]
 
     # --- analysis -----------------------------------------------------------
-    def nearest_neighbors(self, queries=None, ids=None, k: int = 10,
-                          where: dict | None = None) -> pd.DataFrame:
+    def nearest_neighbors(
+        self, queries=None, ids=None, k: int = 10, where: dict | None = None
+    ) -> pd.DataFrame:
         """The k nearest stored inputs of each query vector, or of each stored id (itself
         excluded): query, rank, id, distance, input_uri, dataset, context, inference, label.
         ``frame.attrs["meta"]`` says how the search was answered."""
         table = None if queries is None else convert.queries_table(queries)
-        info, out = self._call("nearest_neighbors", {"ids": _id_list(ids), "k": k,
-                                                      "where": where}, table)
+        info, out = self._call(
+            "nearest_neighbors", {"ids": _id_list(ids), "k": k, "where": where}, table
+        )
         frame = out.to_pandas()
         frame.attrs["meta"] = info.get("meta", {})
         return frame
@@ -220,19 +263,26 @@ class Space:
         Parameters go to the ``priority`` algorithm (see docs/priority.md), e.g. ``k=10``."""
         return self.run("priority", **params).attrs["meta"]
 
-    def priorities(self, n: int | None = 100, where: dict | None = None,
-                   min_priority: float | None = None) -> pd.DataFrame:
+    def priorities(
+        self, n: int | None = 100, where: dict | None = None, min_priority: float | None = None
+    ) -> pd.DataFrame:
         """Scored inputs, highest priority first, one column per component score."""
-        _, table = self._call("priorities", {"n": n, "where": where,
-                                             "min_priority": min_priority})
+        _, table = self._call("priorities", {"n": n, "where": where, "min_priority": min_priority})
         return _priorities_frame(table)
 
-    def trigger_retraining(self, n: int | None = None, min_priority: float | None = None,
-                           where: dict | None = None, note: str | None = None) -> Trigger:
+    def trigger_retraining(
+        self,
+        n: int | None = None,
+        min_priority: float | None = None,
+        where: dict | None = None,
+        note: str | None = None,
+    ) -> Trigger:
         """Record a retraining trigger holding the top ``n`` (and/or all above
         ``min_priority``) scored inputs matching ``where``; handlers deliver it."""
-        info, _ = self._call("trigger_retraining", {"n": n, "min_priority": min_priority,
-                                                    "where": where, "note": note})
+        info, _ = self._call(
+            "trigger_retraining",
+            {"n": n, "min_priority": min_priority, "where": where, "note": note},
+        )
         return Trigger(**info["trigger"])
 
 

@@ -25,7 +25,9 @@ def as_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
         elif value.num_columns == 1:
             value = value.column(0)
         else:
-            value = np.column_stack([_numeric(value.column(i), name) for i in range(value.num_columns)])
+            value = np.column_stack(
+                [_numeric(value.column(i), name) for i in range(value.num_columns)]
+            )
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks()
     if isinstance(value, pa.Array):
@@ -76,7 +78,9 @@ def _numeric(column, name):
 
 def _list_array(array: pa.Array, name: str) -> np.ndarray:
     if pa.types.is_fixed_size_list(array.type):
-        return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+        return (
+            array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
+        )
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
         lengths = pa.compute.list_value_length(array).to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths != lengths[0]).any():
@@ -124,8 +128,11 @@ def text_column(name: str, values, n: int) -> pa.Array:
         )
     if pa.types.is_string(array.type) or pa.types.is_null(array.type):
         return array.cast(pa.string())
-    if pa.types.is_large_string(array.type) or pa.types.is_integer(array.type) or \
-            pa.types.is_boolean(array.type):
+    if (
+        pa.types.is_large_string(array.type)
+        or pa.types.is_integer(array.type)
+        or pa.types.is_boolean(array.type)
+    ):
         return array.cast(pa.string())
     raise InvalidInput(f"{name} must hold strings or numbers, got {array.type}")
 
@@ -152,7 +159,9 @@ def metadata_column(metadata, n: int) -> pa.Array:
     if isinstance(metadata, Mapping):
         raise InvalidInput("metadata takes a list of dicts (one per row) or a DataFrame")
     if not hasattr(metadata, "__len__") or isinstance(metadata, str):
-        raise InvalidInput(f"metadata must be a list of dicts or a DataFrame, got {type(metadata).__name__}")
+        raise InvalidInput(
+            f"metadata must be a list of dicts or a DataFrame, got {type(metadata).__name__}"
+        )
     if len(metadata) != n:
         raise InvalidInput(f"metadata has {len(metadata)} entries for {n} embeddings")
     texts = []
@@ -183,9 +192,9 @@ def outputs_column(outputs, n: int) -> pa.Array:
     matrix = as_matrix(outputs, "outputs")
     if len(matrix) != n:
         raise InvalidInput(f"outputs has {len(matrix)} rows for {n} embeddings")
-    return pa.FixedSizeListArray.from_arrays(
-        pa.array(matrix.reshape(-1)), matrix.shape[1]
-    ).cast(pa.list_(pa.float32()))
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1]).cast(
+        pa.list_(pa.float32())
+    )
 
 
 def id_column(ids, n: int) -> pa.Array:
@@ -202,8 +211,9 @@ def id_column(ids, n: int) -> pa.Array:
     return column
 
 
-def rows_table(embeddings, *, dataset, context, input_uris, inferences, outputs, labels,
-               metadata, ids) -> pa.Table:
+def rows_table(
+    embeddings, *, dataset, context, input_uris, inferences, outputs, labels, metadata, ids
+) -> pa.Table:
     """The batch :meth:`Space.add` sends, checked here so nothing is sent when input is bad."""
     matrix = as_matrix(embeddings)
     n, d = matrix.shape
@@ -229,5 +239,9 @@ def rows_table(embeddings, *, dataset, context, input_uris, inferences, outputs,
 def queries_table(queries) -> pa.Table:
     matrix = as_matrix(queries, "queries")
     return pa.table(
-        {"embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])}
+        {
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(matrix.reshape(-1)), matrix.shape[1]
+            )
+        }
     )

@@ -79,15 +79,15 @@ class Http:
     def _send(self, op: str, params: dict, table: pa.Table | None) -> Reply:
         method, template = self._routes[op]
         params = dict(params)
-        path = re.sub(
-            r"\{(\w+)(:\w+)?\}", lambda m: _path_part(params.pop(m.group(1))), template
-        )
+        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: _path_part(params.pop(m.group(1))), template)
         if method == "GET" or method == "DELETE":
             query = {k: v for k, v in params.items() if v is not None}
             request = self._http.build_request(method, path, params=query)
         elif table is not None:
             request = self._http.build_request(
-                method, path, content=encode_arrow(params, table),
+                method,
+                path,
+                content=encode_arrow(params, table),
                 headers={"Content-Type": ARROW_TYPE},
             )
         else:
@@ -99,8 +99,9 @@ class Http:
         except httpx.TimeoutException as exc:
             raise ConnectionFailed(f"{self.location} did not answer {op} in time: {exc}") from None
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"cannot reach the Chroma server at {self.location}: {exc}") \
-                from None
+            raise ConnectionFailed(
+                f"cannot reach the Chroma server at {self.location}: {exc}"
+            ) from None
         return _reply(response, op)
 
     def close(self) -> None:

@@ -28,7 +28,9 @@ class CentroidOutliers(Algorithm):
             raise InvalidInput("top must be a positive integer")
         seqs, vectors = chroma.store.vectors(space.name, where=parse(where))
         if len(seqs) == 0:
-            empty = pa.table({"id": pa.array([], pa.string()), "zscore": pa.array([], pa.float64())})
+            empty = pa.table(
+                {"id": pa.array([], pa.string()), "zscore": pa.array([], pa.float64())}
+            )
             return Result(empty, {"rows": 0})
         distance = np.linalg.norm(vectors - vectors.mean(axis=0), axis=1)
         spread = distance.std() or 1.0

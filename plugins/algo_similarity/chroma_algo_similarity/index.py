@@ -91,8 +91,9 @@ class SpaceIndex:
 
     def _new(self, capacity: int) -> None:
         self.index = hnswlib.Index(space=self.metric, dim=self.dim)
-        self.index.init_index(max_elements=capacity, ef_construction=EF_CONSTRUCTION, M=M,
-                              allow_replace_deleted=False)
+        self.index.init_index(
+            max_elements=capacity, ef_construction=EF_CONSTRUCTION, M=M, allow_replace_deleted=False
+        )
         self.index.set_ef(EF_SEARCH)
         self.indexed_seq = 0
         self.live = 0
@@ -139,8 +140,13 @@ class SpaceIndex:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".hnsw.tmp")
             self.index.save_index(str(tmp))
-            meta = {"dim": self.dim, "metric": self.metric, "indexed_seq": self.indexed_seq,
-                    "live": self.live, "capacity": self.index.get_max_elements()}
+            meta = {
+                "dim": self.dim,
+                "metric": self.metric,
+                "indexed_seq": self.indexed_seq,
+                "live": self.live,
+                "capacity": self.index.get_max_elements(),
+            }
             tmp_meta = self.meta_path.with_suffix(".json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             # the meta names what the index holds, so it is replaced last
@@ -193,8 +199,7 @@ class SpaceIndex:
             return seqs, dists
 
 
-def exact_search(queries: np.ndarray, seqs: np.ndarray, vectors: np.ndarray, k: int,
-                 metric: str):
+def exact_search(queries: np.ndarray, seqs: np.ndarray, vectors: np.ndarray, k: int, metric: str):
     """Exact k-NN over the given rows, in the same (seqs, distances) form as the index."""
     n = len(queries)
     out_seqs = np.full((n, k), -1, dtype=np.int64)

@@ -25,12 +25,14 @@ def add(chroma: Chroma, space: str, data: np.ndarray, **fields):
     import pyarrow as pa
 
     n, d = data.shape
-    table = pa.table({
-        "id": [f"r{space}{i}" for i in range(n)] if "ids" not in fields else fields["ids"],
-        "dataset": fields.get("dataset", ["d"] * n),
-        "context": ["training"] * n,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d),
-    })
+    table = pa.table(
+        {
+            "id": [f"r{space}{i}" for i in range(n)] if "ids" not in fields else fields["ids"],
+            "dataset": fields.get("dataset", ["d"] * n),
+            "context": ["training"] * n,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d),
+        }
+    )
     return chroma.add(space, table)
 
 
@@ -108,7 +110,9 @@ def test_broad_filters_use_the_index_and_keep_recall(tmp_path, metric):
     chroma.space("s", metric=metric)
     datasets = np.where(np.arange(6000) % 3 == 0, "third", "rest").tolist()
     ids = np.array(add(chroma, "s", data, dataset=datasets))
-    queries = data[::120] + np.random.default_rng(4).normal(0, 0.5, size=(50, 16)).astype(np.float32)
+    queries = data[::120] + np.random.default_rng(4).normal(0, 0.5, size=(50, 16)).astype(
+        np.float32
+    )
     found, table = neighbour_ids(chroma, "s", queries, where={"dataset": "third"})
     meta = chroma.nearest_neighbors("s", queries=queries, k=10, where={"dataset": "third"}).meta
     assert meta["method"] == "hnsw_filtered"
@@ -139,9 +143,14 @@ def _rows(data: np.ndarray, start: int):
     from chroma_core.schema import validate_rows
 
     n, d = data.shape
-    return validate_rows(pa.table({
-        "id": [f"x{i}" for i in range(start, start + n)],
-        "dataset": ["d"] * n,
-        "context": ["training"] * n,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d),
-    }), d)
+    return validate_rows(
+        pa.table(
+            {
+                "id": [f"x{i}" for i in range(start, start + n)],
+                "dataset": ["d"] * n,
+                "context": ["training"] * n,
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), d),
+            }
+        ),
+        d,
+    )

@@ -301,8 +301,10 @@ class SqliteStore(Store):
     def count(self, space: str, where: Filter | None = None) -> int:
         with self._read() as conn:
             if where is None:
-                return _space_info(conn.execute(_SPACE + " WHERE s.name = ?", (space,)).fetchone()
-                                   or _missing(space)).count
+                return _space_info(
+                    conn.execute(_SPACE + " WHERE s.name = ?", (space,)).fetchone()
+                    or _missing(space)
+                ).count
             space_id = _space(conn, space)[0]
             condition, params = _rows_condition(space_id, where=where)
             return conn.execute(

@@ -9,14 +9,14 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pytest
-from chroma_store_sqlite import plugin
-from chroma_store_sqlite.store import SCHEMA_VERSION, SqliteStore
-from chroma_store_sqlite.where import compile_where
 
 from chroma_core.config import Settings
 from chroma_core.errors import InvalidInput
 from chroma_core.filters import parse
 from chroma_core.schema import embeddings_of, validate_rows
+from chroma_store_sqlite import plugin
+from chroma_store_sqlite.store import SCHEMA_VERSION, SqliteStore
+from chroma_store_sqlite.where import compile_where
 
 DIM = 3
 

@@ -20,13 +20,25 @@ def chroma_trigger_created(chroma, trigger, items):
     settings = chroma.settings
     handlers = settings.trigger_handlers
     if "manifest" in handlers:
-        _deliver(chroma, trigger, "manifest",
-                 lambda: write_manifest(settings.path / "triggers", trigger, items))
+        _deliver(
+            chroma,
+            trigger,
+            "manifest",
+            lambda: write_manifest(settings.path / "triggers", trigger, items),
+        )
     if "webhook" in handlers and settings.webhook_url:
-        _deliver(chroma, trigger, "webhook", lambda: post_trigger(
-            settings.webhook_url, trigger, items,
-            timeout=settings.webhook_timeout, retries=settings.webhook_retries,
-        ))
+        _deliver(
+            chroma,
+            trigger,
+            "webhook",
+            lambda: post_trigger(
+                settings.webhook_url,
+                trigger,
+                items,
+                timeout=settings.webhook_timeout,
+                retries=settings.webhook_retries,
+            ),
+        )
 
 
 def _deliver(chroma, trigger, name, send) -> None:

@@ -10,8 +10,7 @@ import pyarrow as pa
 BACKOFF_SECONDS = 0.5
 
 
-def post_trigger(url: str, trigger: dict, items: pa.Table, *, timeout: float,
-                 retries: int) -> dict:
+def post_trigger(url: str, trigger: dict, items: pa.Table, *, timeout: float, retries: int) -> dict:
     """Deliver the trigger; returns the delivery record (never raises for network faults).
 
     A 2xx answer is success. 4xx answers other than 408/429 are not retried: the receiver

@@ -46,10 +46,19 @@ class Receiver:
 def scored_space(client):
     rng = np.random.default_rng(0)
     space = client.space("s")
-    space.add(rng.normal(size=(40, 4)), dataset="train", labels=["a", "b"] * 20,
-              input_uris=[f"t/{i}" for i in range(40)])
-    space.add(rng.normal(size=(10, 4)), dataset="prod", context="triage", inferences="a",
-              input_uris=[f"p/{i}" for i in range(10)])
+    space.add(
+        rng.normal(size=(40, 4)),
+        dataset="train",
+        labels=["a", "b"] * 20,
+        input_uris=[f"t/{i}" for i in range(40)],
+    )
+    space.add(
+        rng.normal(size=(10, 4)),
+        dataset="prod",
+        context="triage",
+        inferences="a",
+        input_uris=[f"p/{i}" for i in range(10)],
+    )
     space.compute_priorities(k=5)
     return space
 
