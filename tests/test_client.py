@@ -134,6 +134,17 @@ def test_large_adds_go_in_batches(client, space_name):
     assert space.count() == 30 and len(ids) == 30
 
 
+def test_long_loads_show_progress_when_asked_and_stay_quiet_in_scripts(client, space_name, capsys):
+    client.batch_rows = 10
+    space = client.space(space_name)
+    space.add(vectors(30), dataset="d", progress=True)
+    err = capsys.readouterr().err
+    assert f"add to {space_name}" in err and "100%" in err
+    space.add(vectors(30), dataset="d")
+    assert capsys.readouterr().err == ""
+    assert space.count() == 60
+
+
 # --- bad input stores nothing ---------------------------------------------------
 def test_bad_input_raises_typed_errors_and_stores_nothing(client, space_name):
     space = client.space(space_name)

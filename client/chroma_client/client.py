@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from chroma_client import convert
 from chroma_client.errors import InvalidInput
@@ -171,12 +173,14 @@ class Space:
         labels=None,
         metadata=None,
         ids=None,
+        progress: bool | None = None,
     ) -> list[str]:
         """Store embeddings with their catalogue fields; returns their ids.
 
         Per-row fields take a sequence (one value per row) or one value for all rows.
         Inputs are checked whole before anything is sent; large inputs go in batches of
-        ``client.batch_rows``, each stored all or nothing.
+        ``client.batch_rows``, each stored all or nothing. ``progress`` shows a progress bar
+        (default: on a terminal, when there is more than one batch).
         """
         rows = convert.rows_table(
             embeddings,
@@ -189,10 +193,21 @@ class Space:
             metadata=metadata,
             ids=ids,
         )
+        batches = rows.to_batches(max_chunksize=self.client.batch_rows)
+        if progress is None:
+            progress = len(batches) > 1 and sys.stderr.isatty()
         out: list[str] = []
-        for batch in rows.to_batches(max_chunksize=self.client.batch_rows):
-            _, table = self._call("add", {}, pa.Table.from_batches([batch]))
-            out.extend(table.column("id").to_pylist())
+        with tqdm(
+            total=rows.num_rows,
+            unit=" rows",
+            unit_scale=True,
+            disable=not progress,
+            desc=f"add to {self.name}",
+        ) as bar:
+            for batch in batches:
+                _, table = self._call("add", {}, pa.Table.from_batches([batch]))
+                out.extend(table.column("id").to_pylist())
+                bar.update(batch.num_rows)
         return out
 
     def get(
