@@ -69,7 +69,7 @@ def _node(obj: Any, depth: int, counter: list[int]) -> Filter:
         raise InvalidFilter(f"where has more than {MAX_NODES} conditions")
     if not isinstance(obj, dict) or not obj:
         raise InvalidFilter(f"each where condition must be a non-empty dict, got {obj!r:.80}")
-    items = []
+    items: list[Filter] = []
     for key, value in obj.items():
         if not isinstance(key, str):
             raise InvalidFilter(f"where keys must be strings, got {key!r:.80}")

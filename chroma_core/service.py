@@ -153,8 +153,8 @@ class Chroma:
     ) -> Result:
         """The k nearest stored rows of each query vector, or of each stored id (not itself)."""
         info = self.space_info(space)
-        k = _optional_int("k", k, 1)
-        if k is None or k > MAX_K:
+        k = _required_int("k", k, 1)
+        if k > MAX_K:
             raise InvalidInput(f"k must be between 1 and {MAX_K}")
         parsed = filters.parse(where)
         ids = _ids(ids)
@@ -264,7 +264,7 @@ class Chroma:
         return self.store.list_triggers(space, status)
 
     def set_trigger_status(self, trigger_id: int, status: str) -> dict:
-        trigger_id = _optional_int("trigger_id", trigger_id, 1)
+        trigger_id = _required_int("trigger_id", trigger_id, 1)
         if status not in TRIGGER_STATUSES:
             raise InvalidInput(
                 f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
@@ -272,7 +272,7 @@ class Chroma:
         return self.store.update_trigger(trigger_id, status=status)
 
     def trigger_items(self, trigger_id: int) -> pa.Table:
-        return self.store.trigger_items(_optional_int("trigger_id", trigger_id, 1))
+        return self.store.trigger_items(_required_int("trigger_id", trigger_id, 1))
 
 
 def _check_space_name(name) -> None:
@@ -307,6 +307,12 @@ def _optional_int(name: str, value, minimum: int) -> int | None:
     if value < minimum:
         raise InvalidInput(f"{name} must be at least {minimum}, got {value}")
     return int(value)
+
+
+def _required_int(name: str, value, minimum: int) -> int:
+    if value is None:
+        raise InvalidInput(f"{name} is required")
+    return _optional_int(name, value, minimum) or 0
 
 
 def _optional_float(name: str, value) -> float | None:

@@ -58,6 +58,7 @@ class Client:
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ):
         url = url or os.environ.get("CHROMA_URL") or None
+        self._transport: Embedded | Http
         if url is not None and path is not None:
             raise InvalidInput("give either a server url or a local path, not both")
         if url is not None:
@@ -317,7 +318,8 @@ def _id_list(ids):
 
 
 def _rows_frame(table: pa.Table) -> pd.DataFrame:
-    embedding = output = None
+    embedding: np.ndarray | None = None
+    output: list = []
     if "embedding" in table.column_names:
         column = table.column("embedding").combine_chunks()
         dim = column.type.list_size

@@ -164,7 +164,7 @@ def metadata_column(metadata, n: int) -> pa.Array:
         )
     if len(metadata) != n:
         raise InvalidInput(f"metadata has {len(metadata)} entries for {n} embeddings")
-    texts = []
+    texts: list[str | None] = []
     for i, entry in enumerate(metadata):
         if entry is None:
             texts.append(None)
