@@ -91,3 +91,32 @@ def test_body_larger_than_the_limit_is_refused(tmp_path):
 def test_unreachable_server_is_a_typed_error():
     with pytest.raises(ConnectionFailed, match="cannot reach"):
         Client(f"http://127.0.0.1:{free_port()}").spaces()
+
+
+def test_unknown_store_is_a_clear_start_up_error(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = Path(sys.executable).with_name("chroma-server")
+    done = subprocess.run(
+        [str(server), "--store", "nope", "--path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "'nope'" in done.stderr and "sqlite" in done.stderr
+
+
+def test_settings_come_from_flags_over_environment():
+    from chroma_core.config import Settings
+
+    env = {"CHROMA_PORT": "9001", "CHROMA_HOST": "0.0.0.0", "CHROMA_TRIGGER_HANDLERS": "manifest"}
+    settings = Settings.from_env(env, port=9002)
+    assert settings.port == 9002 and settings.host == "0.0.0.0"
+    assert settings.trigger_handlers == ("manifest",)
+    from chroma_core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="CHROMA_PORT"):
+        Settings.from_env({"CHROMA_PORT": "eighty"})
