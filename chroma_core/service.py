@@ -11,7 +11,6 @@ import threading
 import uuid
 
 import numpy as np
-import pandas as pd
 import pluggy
 import pyarrow as pa
 
@@ -171,10 +170,10 @@ class Chroma:
             found = found.take(take)
             queries = embeddings_of(found)
             self_seqs = found.column("seq").to_numpy()
-            labels = list(ids)
+            labels = pa.array(ids, pa.string())
         else:
             queries = _queries(queries, info)
-            labels = list(range(len(queries)))
+            labels = pa.array(np.arange(len(queries)))
         if info.dim is None or info.count == 0:
             return Result(_neighbors_table(labels[:0], [], [], [], None), {"method": "empty"})
         ask = k + 1 if self_seqs is not None else k
@@ -192,7 +191,7 @@ class Chroma:
         flat_seqs = seqs[valid]
         rows = self.store.rows_by_seq(space, np.unique(flat_seqs))
         return Result(
-            _neighbors_table(np.asarray(labels)[q_index], ranks, flat_seqs, dists[valid], rows),
+            _neighbors_table(labels.take(pa.array(q_index)), ranks, flat_seqs, dists[valid], rows),
             dict(answer.meta),
         )
 
@@ -361,24 +360,33 @@ def _drop_self(seqs, dists, self_seqs, k):
     return seqs[keep].reshape(shape)[:, :k], dists[keep].reshape(shape)[:, :k]
 
 
-def _neighbors_table(query, rank, seqs, distances, rows: pa.Table | None) -> pa.Table:
+def _neighbors_table(query: pa.Array, rank, seqs, distances, rows: pa.Table | None) -> pa.Table:
     """One row per (query, neighbour); ``query`` is the query's id, or its index."""
-    frame = pd.DataFrame(
+    seqs = np.asarray(seqs, dtype=np.int64)
+    if rows is None or rows.num_rows == 0:
+        rows = pa.table(
+            {"seq": pa.array([], pa.int64()), "id": pa.array([], pa.string())}
+            | {c: pa.array([], pa.string()) for c in NEIGHBOR_COLUMNS}
+        )
+    stored = rows.column("seq").to_numpy()
+    order = np.argsort(stored)
+    at = np.searchsorted(stored[order], seqs).clip(max=max(len(stored) - 1, 0))
+    # a row deleted between the search and this look-up drops out here
+    found = stored[order][at] == seqs if len(stored) else np.zeros(len(seqs), dtype=bool)
+    looked_up = rows.take(pa.array(order[at[found]])).select(["id", *NEIGHBOR_COLUMNS])
+    front = pa.table(
         {
-            "query": query,
-            "rank": np.asarray(rank, dtype=np.int32),
-            "seq": np.asarray(seqs, dtype=np.int64),
-            "distance": np.asarray(distances, dtype=np.float32),
+            "query": query.filter(pa.array(found)),
+            "rank": pa.array(np.asarray(rank, dtype=np.int32)[found]),
         }
     )
-    if rows is None:
-        looked_up = pd.DataFrame(
-            {"seq": pd.Series([], dtype=np.int64), "id": pd.Series([], dtype=object)}
-            | {c: pd.Series([], dtype=object) for c in NEIGHBOR_COLUMNS}
-        )
-    else:
-        looked_up = rows.select(["seq", "id", *NEIGHBOR_COLUMNS]).to_pandas()
-    # a row deleted between the search and this look-up drops out here
-    merged = frame.merge(looked_up, on="seq", how="inner", sort=False)
-    merged = merged[["query", "rank", "id", "distance", *NEIGHBOR_COLUMNS]]
-    return pa.Table.from_pandas(merged, preserve_index=False)
+    return pa.Table.from_arrays(
+        [
+            front.column("query"),
+            front.column("rank"),
+            looked_up.column("id"),
+            pa.array(np.asarray(distances, dtype=np.float32)[found]),
+            *[looked_up.column(c) for c in NEIGHBOR_COLUMNS],
+        ],
+        names=["query", "rank", "id", "distance", *NEIGHBOR_COLUMNS],
+    )

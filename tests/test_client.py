@@ -287,6 +287,11 @@ def test_filtered_neighbours_return_k_when_k_rows_match(client, space_name):
     assert found.attrs["meta"]["method"] == "exact"
 
 
+def test_neighbours_in_an_empty_space_are_an_empty_frame(client, space_name):
+    found = client.space(space_name).nearest_neighbors(vectors(2), k=3)
+    assert found.empty and "distance" in found.columns
+
+
 def test_deleted_rows_are_never_neighbours(client, space_name):
     space = client.space(space_name)
     data = vectors(200, 8, seed=6)
