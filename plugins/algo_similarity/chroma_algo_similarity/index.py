@@ -30,11 +30,12 @@ SAVE_EVERY_SECONDS = 30.0
 class SpaceIndex:
     """The index of one space. Every method takes the lock; hnswlib is not safe otherwise."""
 
-    def __init__(self, directory: Path, space: str, metric: str, dim: int):
+    def __init__(self, directory: Path, space: str, metric: str, dim: int, ef: int = EF_SEARCH):
         self.path = directory / f"{space}.hnsw"
         self.meta_path = directory / f"{space}.json"
         self.metric = metric
         self.dim = dim
+        self.ef = ef
         self.lock = threading.RLock()
         self.index: hnswlib.Index | None = None
         self.indexed_seq = 0
@@ -94,7 +95,7 @@ class SpaceIndex:
         self.index.init_index(
             max_elements=capacity, ef_construction=EF_CONSTRUCTION, M=M, allow_replace_deleted=False
         )
-        self.index.set_ef(EF_SEARCH)
+        self.index.set_ef(self.ef)
         self.indexed_seq = 0
         self.live = 0
         self.dirty = True
@@ -105,7 +106,7 @@ class SpaceIndex:
             raise ValueError("index was built for another dimension or metric")
         index = hnswlib.Index(space=self.metric, dim=self.dim)
         index.load_index(str(self.path), max_elements=meta["capacity"])
-        index.set_ef(EF_SEARCH)
+        index.set_ef(self.ef)
         self.index = index
         self.indexed_seq = int(meta["indexed_seq"])
         self.live = int(meta["live"])
@@ -176,7 +177,7 @@ class SpaceIndex:
             fetch = want if allowed is None else min(self.live, want * 4)
             allowed_set = None if allowed is None else allowed
             while True:
-                self.index.set_ef(max(EF_SEARCH, 4 * fetch))
+                self.index.set_ef(max(self.ef, 4 * fetch))
                 try:
                     labels, found = self.index.knn_query(queries, k=fetch, num_threads=-1)
                 except RuntimeError:  # fewer reachable elements than asked for

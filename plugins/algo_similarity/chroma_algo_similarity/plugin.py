@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from chroma_algo_similarity.index import SpaceIndex, exact_search
+from chroma_algo_similarity.index import EF_SEARCH, SpaceIndex, exact_search
 from chroma_core.algorithm import Neighbors
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
@@ -29,6 +29,8 @@ class Indexes:
         self.directory = chroma.settings.path / "indexes"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.by_space: dict[str, SpaceIndex] = {}
+        # search breadth: higher finds more true neighbours and answers slower
+        self.ef = int(chroma.settings.extra.get("similarity_ef", EF_SEARCH))
         self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
         self.worker = threading.Thread(target=self._work, name="chroma-indexer", daemon=True)
@@ -38,7 +40,8 @@ class Indexes:
         with self.lock:
             index = self.by_space.get(space)
             if index is None or index.dim != dim or index.metric != metric:
-                index = self.by_space[space] = SpaceIndex(self.directory, space, metric, dim)
+                index = SpaceIndex(self.directory, space, metric, dim, ef=self.ef)
+                self.by_space[space] = index
             return index
 
     def current(self, info) -> SpaceIndex:
