@@ -1,0 +1,426 @@
+import numpy as np
+import pytest
+
+from chroma_algo_priority.scores import PriorityParams, knn, priority_scores
+
+METRICS = ["l2", "cosine", "ip"]
+KEYS = {
+    "priority",
+    "disagreement",
+    "distance",
+    "distance_pct",
+    "mahalanobis",
+    "mahalanobis_pct",
+    "neighbors",
+}
+
+
+def brute_force(train, queries, metric):
+    train = train.astype(np.float64)
+    queries = queries.astype(np.float64)
+    if metric == "l2":
+        return np.linalg.norm(queries[:, None, :] - train[None, :, :], axis=2)
+    if metric == "cosine":
+        train = train / np.linalg.norm(train, axis=1, keepdims=True)
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    return 1.0 - queries @ train.T
+
+
+def clustered(rng, n, dim, n_clusters=20, spread=0.3):
+    centres = rng.standard_normal((n_clusters, dim)) * 3
+    return centres[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exact_knn_matches_brute_force(metric):
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((400, 12))
+    queries = rng.standard_normal((150, 12))
+    full = brute_force(train, queries, metric)
+    expected = np.argsort(full, axis=1)[:, :7]
+
+    indices, distances = knn(train, queries, 7, metric)
+
+    assert indices.shape == distances.shape == (150, 7)
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(distances, np.take_along_axis(full, expected, axis=1), atol=1e-10)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exact_knn_exclude_self_matches_brute_force(metric):
+    rng = np.random.default_rng(1)
+    train = rng.standard_normal((300, 8))
+    full = brute_force(train, train, metric)
+    np.fill_diagonal(full, np.inf)
+    expected = np.argsort(full, axis=1)[:, :5]
+
+    indices, distances = knn(train, train, 5, metric, exclude_self=True)
+
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(distances, np.take_along_axis(full, expected, axis=1), atol=1e-10)
+    assert not (indices == np.arange(300)[:, None]).any()
+
+
+def test_exact_knn_float32_distances_are_accurate():
+    rng = np.random.default_rng(2)
+    train = (rng.standard_normal((200, 16)) + 50).astype(np.float32)
+    queries = train[:20].copy()
+
+    _, distances = knn(train, queries, 3, "l2")
+
+    # Each query is a training row: the expanded-product form would leave rounding noise here.
+    np.testing.assert_array_equal(distances[:, 0], 0.0)
+    assert distances.dtype == np.float64
+
+
+def test_knn_clips_k_to_available_rows():
+    train = np.arange(6, dtype=np.float32).reshape(3, 2)
+
+    indices, distances = knn(train, train[:2], 10, "l2")
+    assert indices.shape == distances.shape == (2, 3)
+
+    indices, _ = knn(train, train, 10, "l2", exclude_self=True)
+    assert indices.shape == (3, 2)
+    np.testing.assert_array_equal(indices, [[1, 2], [0, 2], [1, 0]])
+
+
+def test_knn_exclude_self_with_duplicates_finds_the_twin():
+    train = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [9.0, 9.0]])
+
+    indices, distances = knn(train, train, 1, "l2", exclude_self=True)
+
+    np.testing.assert_array_equal(indices[:2, 0], [1, 0])
+    np.testing.assert_array_equal(distances[:2, 0], 0.0)
+
+
+def test_knn_without_queries_returns_empty_arrays():
+    indices, distances = knn(np.ones((5, 3)), np.empty((0, 3)), 4, "cosine")
+    assert indices.shape == distances.shape == (0, 4)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_hnsw_path_recall_against_exact(metric):
+    rng = np.random.default_rng(3)
+    points = clustered(rng, 5_000, 24).astype(np.float32)
+    train, queries = points[:4_000], points[4_000:]
+
+    exact, exact_distances = knn(train, queries, 10, metric)
+    approximate, approximate_distances = knn(train, queries, 10, metric, exact_limit=1)
+
+    hits = (approximate[:, :, None] == exact[:, None, :]).any(axis=2)
+    assert hits.mean() >= 0.95
+    # Same distance definition on both paths, e.g. true rather than squared Euclidean.
+    found = approximate == exact
+    np.testing.assert_allclose(
+        approximate_distances[found], exact_distances[found], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_hnsw_path_exclude_self():
+    rng = np.random.default_rng(4)
+    train = clustered(rng, 2_000, 16).astype(np.float32)
+
+    exact, _ = knn(train, train, 10, "l2", exclude_self=True)
+    approximate, _ = knn(train, train, 10, "l2", exclude_self=True, exact_limit=1)
+
+    assert approximate.shape == (2_000, 10)
+    assert not (approximate == np.arange(2_000)[:, None]).any()
+    assert (approximate[:, :, None] == exact[:, None, :]).any(axis=2).mean() >= 0.95
+
+
+def two_blobs(rng, per_class=500, dim=16, separation=8.0):
+    offset = np.zeros(dim)
+    offset[0] = separation
+    a = rng.standard_normal((per_class, dim))
+    b = rng.standard_normal((per_class, dim)) + offset
+    train_x = np.vstack([a, b]).astype(np.float32)
+    train_labels = np.array(["A"] * per_class + ["B"] * per_class, dtype=object)
+    return train_x, train_labels, offset
+
+
+def auc(positive, negative):
+    greater = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return greater + 0.5 * ties
+
+
+def test_planted_wrong_and_out_of_distribution_points_rank_first():
+    rng = np.random.default_rng(5)
+    train_x, train_labels, offset = two_blobs(rng)
+    dim = train_x.shape[1]
+
+    ordinary_a = rng.standard_normal((100, dim))
+    ordinary_b = rng.standard_normal((100, dim)) + offset
+    wrong = rng.standard_normal((50, dim))
+    far = np.zeros(dim)
+    far[1:4] = 12.0
+    out_of_distribution = rng.standard_normal((50, dim)) + far
+    query_x = np.vstack([ordinary_a, ordinary_b, wrong, out_of_distribution])
+    inferences = np.array(
+        ["A"] * 100 + ["B"] * 100 + ["B"] * 50 + list(rng.choice(["A", "B"], 50)), dtype=object
+    )
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences)
+
+    priority = scores["priority"]
+    ordinary, wrong_p, ood_p = priority[:200], priority[200:250], priority[250:]
+    assert wrong_p.mean() >= ordinary.mean() + 0.25
+    assert ood_p.mean() >= ordinary.mean() + 0.25
+    assert auc(priority[200:], ordinary) >= 0.95
+    # Each component sees what it is meant to see.
+    assert scores["disagreement"][200:250].mean() > 0.9
+    assert scores["distance_pct"][250:].min() == 1.0
+    assert scores["mahalanobis_pct"][200:].mean() > 0.95
+
+
+def test_disagreement_is_exactly_zero_or_one():
+    rng = np.random.default_rng(6)
+    train_x, train_labels, offset = two_blobs(rng)
+    query_x = np.vstack([np.zeros(16), np.zeros(16), offset])
+    inferences = np.array(["A", "B", "B"], dtype=object)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences)
+
+    assert scores["disagreement"].tolist() == [0.0, 1.0, 0.0]
+
+
+def line_data():
+    # Ten points on a line, six "a" then four "b", and two far away so k=10 is the ten.
+    train_x = np.array([[i] for i in range(10)] + [[100.0], [101.0]])
+    train_labels = np.array(list("aaaaaabbbb") + ["c", "c"], dtype=object)
+    return train_x, train_labels
+
+
+def test_disagreement_counts_neighbour_labels():
+    train_x, train_labels = line_data()
+    query_x = np.full((3, 1), 4.5)
+    inferences = np.array(["a", "b", None], dtype=object)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences)
+
+    np.testing.assert_allclose(scores["disagreement"], [0.4, 0.6, 0.4])
+    assert set(scores["neighbors"][0].tolist()) == set(range(10))
+
+
+def test_neighbour_uncertainty_when_inference_is_missing():
+    train_x, train_labels = line_data()
+    query_x = np.array([[100.5], [5.5]])
+
+    scores = priority_scores(
+        train_x, train_labels, query_x, np.array([None, None]), params=PriorityParams(k=2)
+    )
+
+    # Both neighbours of 100.5 are "c": no uncertainty. Around 5.5, a split vote.
+    np.testing.assert_allclose(scores["disagreement"], [0.0, 0.5])
+
+
+def test_components_match_their_definitions():
+    rng = np.random.default_rng(7)
+    train_x = rng.standard_normal((120, 5))
+    train_labels = rng.choice(np.array(["x", "y", "z"], dtype=object), 120)
+    query_x = rng.standard_normal((30, 5)) * 2
+    inferences = rng.choice(np.array(["x", "y", "z", None], dtype=object), 30)
+    params = PriorityParams(k=4, shrinkage=0.3)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences, params=params)
+
+    _, own = knn(train_x, train_x, 4, "l2", exclude_self=True)
+    _, theirs = knn(train_x, query_x, 4, "l2")
+    expected_pct = (own.mean(1)[None, :] <= theirs.mean(1)[:, None]).mean(axis=1)
+    np.testing.assert_allclose(scores["distance"], theirs.mean(1))
+    np.testing.assert_allclose(scores["distance_pct"], expected_pct)
+
+    classes = np.array(["x", "y", "z"])
+    means = np.array([train_x[train_labels == c].mean(0) for c in classes])
+    centred = train_x - means[np.searchsorted(classes, train_labels.astype(str))]
+    pooled = centred.T @ centred / (120 - 3)
+    shrunk = 0.7 * pooled + 0.3 * np.trace(pooled) / 5 * np.eye(5)
+    diff = query_x[:, None, :] - means[None, :, :]
+    to_each = np.sqrt(
+        np.einsum("qcd,qcd->qc", diff, np.linalg.solve(shrunk, diff[..., None])[..., 0])
+    )
+    expected = np.array(
+        [
+            to_each[i].min() if c is None else to_each[i, list(classes).index(c)]
+            for i, c in enumerate(inferences)
+        ]
+    )
+    np.testing.assert_allclose(scores["mahalanobis"], expected, rtol=1e-9)
+
+    np.testing.assert_allclose(
+        scores["priority"],
+        (scores["disagreement"] + scores["distance_pct"] + scores["mahalanobis_pct"]) / 3,
+    )
+
+
+def test_scores_are_bounded_and_shaped():
+    rng = np.random.default_rng(8)
+    train_x = clustered(rng, 300, 10).astype(np.float32)
+    train_labels = rng.choice(np.array(["p", "q"], dtype=object), 300)
+    query_x = np.vstack([clustered(rng, 60, 10), rng.standard_normal((20, 10)) * 50])
+    inferences = rng.choice(np.array(["p", "q", None], dtype=object), 80)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences, metric="cosine")
+
+    assert set(scores) == KEYS
+    for key in KEYS - {"neighbors"}:
+        assert scores[key].shape == (80,)
+        assert scores[key].dtype == np.float64
+        assert np.isfinite(scores[key]).all()
+    for key in ("priority", "disagreement", "distance_pct", "mahalanobis_pct"):
+        assert ((scores[key] >= 0) & (scores[key] <= 1)).all()
+    assert scores["neighbors"].shape == (80, 10)
+    assert ((scores["neighbors"] >= 0) & (scores["neighbors"] < 300)).all()
+
+
+def test_approximate_path_agrees_with_exact():
+    rng = np.random.default_rng(9)
+    train_x, train_labels, offset = two_blobs(rng, per_class=300)
+    query_x = np.vstack([rng.standard_normal((100, 16)), rng.standard_normal((100, 16)) + offset])
+    inferences = np.array(["A", "B"] * 100, dtype=object)
+
+    exact = priority_scores(train_x, train_labels, query_x, inferences)
+    approximate = priority_scores(
+        train_x, train_labels, query_x, inferences, params=PriorityParams(exact_limit=0)
+    )
+
+    np.testing.assert_allclose(approximate["mahalanobis"], exact["mahalanobis"])
+    assert np.abs(approximate["priority"] - exact["priority"]).mean() < 0.02
+
+
+def test_inference_outside_training_labels_is_maximally_unfamiliar():
+    rng = np.random.default_rng(10)
+    train_x, train_labels, _ = two_blobs(rng, per_class=50)
+    query_x = np.zeros((2, 16))
+    inferences = np.array(["C", None], dtype=object)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences)
+
+    assert scores["mahalanobis_pct"][0] == 1.0
+    assert scores["disagreement"][0] == 1.0
+    # Without a usable class both fall back to the nearest class mean.
+    assert scores["mahalanobis"][0] == scores["mahalanobis"][1]
+    assert scores["mahalanobis_pct"][1] < 1.0
+
+
+def test_single_member_class():
+    rng = np.random.default_rng(11)
+    train_x = rng.standard_normal((40, 4))
+    train_labels = np.array(["big"] * 39 + ["lonely"], dtype=object)
+    query_x = np.vstack([train_x[-1], train_x[0]])
+    inferences = np.array(["lonely", "lonely"], dtype=object)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences)
+
+    assert scores["mahalanobis"][0] == pytest.approx(0.0, abs=1e-9)
+    assert scores["mahalanobis"][1] > 0
+    assert all(np.isfinite(v).all() for v in scores.values())
+
+
+def test_every_class_a_singleton():
+    train_x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    train_labels = np.array(["a", "b", "c"], dtype=object)
+
+    scores = priority_scores(train_x, train_labels, train_x, train_labels)
+
+    np.testing.assert_allclose(scores["mahalanobis"], 0.0, atol=1e-12)
+    assert all(np.isfinite(v).all() for v in scores.values())
+
+
+@pytest.mark.parametrize("exact_limit", [PriorityParams().exact_limit, 0])
+def test_identical_points(exact_limit):
+    train_x = np.ones((20, 3), dtype=np.float32)
+    train_labels = np.array(["a", "b"] * 10, dtype=object)
+    query_x = np.ones((2, 3), dtype=np.float32)
+    inferences = np.array(["a", None], dtype=object)
+
+    scores = priority_scores(
+        train_x, train_labels, query_x, inferences, params=PriorityParams(exact_limit=exact_limit)
+    )
+
+    np.testing.assert_array_equal(scores["distance"], 0.0)
+    np.testing.assert_array_equal(scores["distance_pct"], 1.0)
+    np.testing.assert_allclose(scores["mahalanobis"], 0.0, atol=1e-9)
+    assert all(np.isfinite(v).all() for v in scores.values())
+
+
+def test_more_dimensions_than_rows():
+    rng = np.random.default_rng(12)
+    train_x = rng.standard_normal((15, 200)).astype(np.float32)
+    train_labels = rng.choice(np.array(["a", "b"], dtype=object), 15)
+    query_x = rng.standard_normal((5, 200)).astype(np.float32)
+
+    scores = priority_scores(train_x, train_labels, query_x, np.array(["a"] * 5, dtype=object))
+
+    assert np.isfinite(scores["mahalanobis"]).all()
+    assert scores["neighbors"].shape == (5, 10)
+
+
+def test_two_training_rows_clip_k():
+    train_x = np.array([[0.0], [1.0]])
+    train_labels = np.array(["a", "b"], dtype=object)
+
+    scores = priority_scores(train_x, train_labels, np.array([[0.2]]), np.array(["a"]))
+
+    assert scores["neighbors"].shape == (1, 1)
+    assert scores["neighbors"][0, 0] == 0
+    assert scores["disagreement"][0] == 0.0
+
+
+def test_no_queries_returns_empty_arrays():
+    rng = np.random.default_rng(13)
+    train_x = rng.standard_normal((30, 4))
+    train_labels = rng.choice(np.array(["a", "b"], dtype=object), 30)
+
+    scores = priority_scores(train_x, train_labels, np.empty((0, 4)), np.array([], dtype=object))
+
+    assert set(scores) == KEYS
+    for key in KEYS - {"neighbors"}:
+        assert scores[key].shape == (0,)
+    assert scores["neighbors"].shape == (0, 10)
+
+
+def valid_inputs():
+    rng = np.random.default_rng(14)
+    train_x = rng.standard_normal((10, 3))
+    train_labels = np.array(["a", "b"] * 5, dtype=object)
+    return train_x, train_labels, rng.standard_normal((4, 3)), np.array(["a"] * 4, dtype=object)
+
+
+def test_error_fewer_than_two_training_rows():
+    train_x, train_labels, query_x, inferences = valid_inputs()
+    with pytest.raises(ValueError, match="at least 2"):
+        priority_scores(train_x[:1], train_labels[:1], query_x, inferences)
+
+
+def test_error_dimension_mismatch():
+    train_x, train_labels, query_x, inferences = valid_inputs()
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        priority_scores(train_x, train_labels, query_x[:, :2], inferences)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        knn(train_x, query_x[:, :2], 3, "l2")
+
+
+@pytest.mark.parametrize("where", ["train", "query"])
+def test_error_nan_input(where):
+    train_x, train_labels, query_x, inferences = valid_inputs()
+    (train_x if where == "train" else query_x)[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        priority_scores(train_x, train_labels, query_x, inferences)
+
+
+def test_error_unknown_metric():
+    train_x, train_labels, query_x, inferences = valid_inputs()
+    with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
+        priority_scores(train_x, train_labels, query_x, inferences, metric="manhattan")
+    with pytest.raises(ValueError, match="unknown metric"):
+        knn(train_x, query_x, 3, "dot")
+
+
+def test_error_unlabelled_training_rows_and_length_mismatch():
+    train_x, train_labels, query_x, inferences = valid_inputs()
+    train_labels[3] = None
+    with pytest.raises(ValueError, match="None"):
+        priority_scores(train_x, train_labels, query_x, inferences)
+    with pytest.raises(ValueError, match="query_inferences must have shape"):
+        priority_scores(train_x, np.array(["a", "b"] * 5), query_x, inferences[:3])
