@@ -94,8 +94,14 @@ class Chroma:
         return info
 
     def space_info(self, name: str) -> SpaceInfo:
+        """The space with its row count, for callers who show it."""
         _check_space_name(name)
         return self.store.get_space(name)
+
+    def _space(self, name: str) -> SpaceInfo:
+        """The space without its row count (which a large store may take a while to count)."""
+        _check_space_name(name)
+        return self.store.get_space(name, count=False)
 
     def spaces(self) -> list[SpaceInfo]:
         return self.store.list_spaces()
@@ -108,7 +114,7 @@ class Chroma:
     # --- rows ---------------------------------------------------------------
     def add(self, space: str, rows: pa.Table) -> list[str]:
         """Validate and store a batch; returns its ids. Ids absent from ``rows`` are made."""
-        info = self.space_info(space)
+        info = self._space(space)
         if isinstance(rows, pa.Table) and "id" not in rows.column_names:
             ids = pa.array([uuid.uuid4().hex for _ in range(rows.num_rows)], pa.string())
             rows = rows.append_column("id", ids)
@@ -120,7 +126,7 @@ class Chroma:
     def get(
         self, space: str, *, ids=None, where=None, limit=None, offset=0, include_embeddings=False
     ) -> pa.Table:
-        self.space_info(space)
+        self._space(space)
         table = self.store.get(
             space,
             ids=_ids(ids),
@@ -132,11 +138,11 @@ class Chroma:
         return table.drop_columns(["seq"])
 
     def count(self, space: str, where=None) -> int:
-        self.space_info(space)
+        self._space(space)
         return self.store.count(space, filters.parse(where))
 
     def delete(self, space: str, *, ids=None, where=None) -> int:
-        self.space_info(space)
+        self._space(space)
         ids = _ids(ids)
         parsed = filters.parse(where)
         if ids is None and parsed is None:
@@ -151,7 +157,7 @@ class Chroma:
         self, space: str, *, queries: np.ndarray | None = None, ids=None, k: int = 10, where=None
     ) -> Result:
         """The k nearest stored rows of each query vector, or of each stored id (not itself)."""
-        info = self.space_info(space)
+        info = self._space(space)
         k = _required_int("k", k, 1)
         if k > MAX_K:
             raise InvalidInput(f"k must be between 1 and {MAX_K}")
@@ -174,7 +180,7 @@ class Chroma:
         else:
             queries = _queries(queries, info)
             labels = pa.array(np.arange(len(queries)))
-        if info.dim is None or info.count == 0:
+        if info.dim is None:
             return Result(_neighbors_table(labels[:0], [], [], [], None), {"method": "empty"})
         ask = k + 1 if self_seqs is not None else k
         answer: Neighbors | None = self.hook.chroma_nearest_neighbors(
@@ -197,7 +203,7 @@ class Chroma:
 
     # --- algorithms ---------------------------------------------------------
     def run(self, space: str, algorithm: str, params: dict | None = None) -> Result:
-        info = self.space_info(space)
+        info = self._space(space)
         if algorithm not in self.algorithms:
             raise NotFound(
                 f"unknown algorithm {algorithm!r}; installed: "
@@ -215,7 +221,7 @@ class Chroma:
 
     # --- priorities and triggers --------------------------------------------
     def priorities(self, space: str, *, n=100, where=None, min_priority=None) -> pa.Table:
-        self.space_info(space)
+        self._space(space)
         return self.store.priorities(
             space,
             n=_optional_int("n", n, 0),
@@ -227,7 +233,7 @@ class Chroma:
         self, space: str, *, n=None, min_priority=None, where=None, note=None
     ) -> dict:
         """Record a trigger holding the top-priority inputs selected, then announce it."""
-        info = self.space_info(space)
+        info = self._space(space)
         n = _optional_int("n", n, 1)
         min_priority = _optional_float("min_priority", min_priority)
         if note is not None and (not isinstance(note, str) or len(note) > 10_000):
@@ -255,7 +261,7 @@ class Chroma:
 
     def triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
         if space is not None:
-            self.space_info(space)
+            self._space(space)
         if status is not None and status not in TRIGGER_STATUSES:
             raise InvalidInput(
                 f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"

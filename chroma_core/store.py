@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from chroma_core.algorithm import Neighbors
 from chroma_core.filters import Filter
 
 METRICS = ("l2", "cosine", "ip")
@@ -48,8 +49,9 @@ class Store(ABC):
         """Create a space; raise ``Conflict`` if it exists."""
 
     @abstractmethod
-    def get_space(self, name: str) -> SpaceInfo:
-        """The space's info with its current row count; raise ``NotFound`` if absent."""
+    def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
+        """The space's info with its current row count (0 when ``count`` is False: callers
+        that only need the rest say so); raise ``NotFound`` if absent."""
 
     @abstractmethod
     def list_spaces(self) -> list[SpaceInfo]:
@@ -179,6 +181,17 @@ class Store(ABC):
     @abstractmethod
     def trigger_items(self, trigger_id: int) -> pa.Table:
         """The items stored with the trigger, highest priority first."""
+
+    # --- search -------------------------------------------------------------
+    def nearest_neighbors(
+        self, space: SpaceInfo, queries: np.ndarray, k: int, where: Filter | None
+    ) -> Neighbors | None:
+        """k-NN answered inside the store, or None to leave it to the index plugins.
+
+        A store that can search its own vectors (filter pushed down, or its own vector
+        index) answers here; ``Neighbors.meta["method"]`` names how.
+        """
+        return None
 
     # --- lifecycle ----------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional

@@ -81,6 +81,10 @@ def _indexes(chroma) -> Indexes:
 @hookimpl
 def chroma_nearest_neighbors(chroma, space, queries, k, where):
     store = chroma.store
+    # a store that searches its own vectors (filter pushed down, own index) goes first
+    answer = store.nearest_neighbors(space, queries, k, where)
+    if answer is not None:
+        return answer
     if where is not None:
         matching = store.count(space.name, where)
         limit = int(chroma.settings.extra.get("similarity_exact_limit", EXACT_LIMIT))
@@ -103,7 +107,7 @@ def chroma_nearest_neighbors(chroma, space, queries, k, where):
 
 @hookimpl
 def chroma_rows_added(chroma, space, seqs, rows):
-    info = chroma.store.get_space(space)
+    info = chroma.store.get_space(space, count=False)
     indexes = _indexes(chroma)
     index = indexes.get(space, info.metric, info.dim)
     indexes.pending.put((index, space, np.asarray(seqs), embeddings_of(rows)))

@@ -213,7 +213,8 @@ class SqliteStore(Store):
             )
         return SpaceInfo(name, metric, None, 0, json.loads(model_json), created_at)
 
-    def get_space(self, name: str) -> SpaceInfo:
+    def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
+        # the kept row count costs nothing to read, so it is always given
         row = self._conn().execute(_SPACE + " WHERE s.name = ?", (name,)).fetchone()
         return _space_info(row or _missing(name))
 
