@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from chroma_client import Client
+from tests.stores import STORES, store_environment
 
 
 def free_port() -> int:
@@ -65,20 +66,42 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("server") / "data")
-    yield srv
-    srv.stop()
+def servers(tmp_path_factory):
+    """One ``chroma-server`` per store, started when a test first needs it."""
+    started: dict[str, Server] = {}
+
+    def get(store: str) -> Server:
+        if store not in started:
+            started[store] = Server(
+                tmp_path_factory.mktemp(f"server-{store}") / "data", env={"CHROMA_STORE": store}
+            )
+        return started[store]
+
+    yield get
+    for srv in started.values():
+        srv.stop()
 
 
-@pytest.fixture(params=["embedded", "http"])
-def client(request, tmp_path):
-    """A client in each mode; spaces are named per test so a shared server stays clean."""
-    if request.param == "embedded":
+@pytest.fixture
+def server(servers):
+    return servers("sqlite")
+
+
+@pytest.fixture(
+    params=[(mode, store) for store in STORES for mode in ("embedded", "http")],
+    ids=lambda p: f"{p[1]}-{p[0]}",
+)
+def client(request, tmp_path, monkeypatch):
+    """A client in each mode on each store; spaces are named per test so a shared server
+    stays clean."""
+    mode, store = request.param
+    if mode == "embedded":
+        for key, value in store_environment(store, tmp_path / "data").items():
+            monkeypatch.setenv(key, value)
         c = Client(path=tmp_path / "data")
     else:
-        c = Client(request.getfixturevalue("server").url)
-    c.mode = request.param
+        c = Client(request.getfixturevalue("servers")(store).url)
+    c.mode, c.store = mode, store
     yield c
     c.close()
 

@@ -14,14 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.filters import parse
 from chroma_core.plugins import plugin_manager
 from chroma_core.schema import embeddings_of, validate_rows
 from chroma_core.store import CATALOGUE_COLUMNS, SpaceInfo, Store
+from tests.stores import STORES, store_settings
 
-STORES = ["sqlite"]
 DIM = 4
 PRIORITY_COLUMNS = ["id", "priority", "components", "computed_at"]
 PRIORITY_CATALOGUE = ["dataset", "context", "input_uri", "inference", "label"]
@@ -33,9 +32,7 @@ TRIGGER_KEYS = {
 
 
 def open_store(name: str, path) -> Store:
-    store = plugin_manager().hook.chroma_open_store(
-        name=name, settings=Settings(path=path, store=name)
-    )
+    store = plugin_manager().hook.chroma_open_store(name=name, settings=store_settings(name, path))
     assert isinstance(store, Store), f"no plugin opened store {name!r}"
     return store
 

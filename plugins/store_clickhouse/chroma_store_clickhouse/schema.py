@@ -1,0 +1,99 @@
+"""Tables of the ClickHouse store, and their versioned migrations.
+
+Shared tables hold the small, rarely written things (spaces, triggers); every space has its
+own rows, tombstone and priority tables, named by the space's number, so that its vector
+column can carry a fixed-dimension vector index and its sort key serves its own filters.
+"""
+
+from __future__ import annotations
+
+# Migration N brings a database from version N-1 to N. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS spaces (
+            name String,
+            space_id UInt64,
+            metric LowCardinality(String),
+            dim UInt32,
+            model String,
+            created_at String,
+            priority_generation UInt64,
+            deleted UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (name, space_id)""",
+        """CREATE TABLE IF NOT EXISTS triggers (
+            id UInt64,
+            space_id UInt64,
+            space String,
+            status LowCardinality(String),
+            note Nullable(String),
+            selection String,
+            count UInt64,
+            created_at String,
+            updated_at String,
+            deliveries String,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY id""",
+        """CREATE TABLE IF NOT EXISTS trigger_items (
+            trigger_id UInt64,
+            position UInt32,
+            id String,
+            input_uri Nullable(String),
+            dataset Nullable(String),
+            label Nullable(String),
+            inference Nullable(String),
+            priority Nullable(Float64)
+        ) ENGINE = MergeTree ORDER BY (trigger_id, position)""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# A retried insert with the same token within this many recent blocks is stored once.
+DEDUPLICATION_WINDOW = 1000
+
+
+def space_tables(space_id: int) -> tuple[str, ...]:
+    """The DDL of one space's tables (the id is an integer, never user text)."""
+    sid = int(space_id)
+    return (
+        f"""CREATE TABLE IF NOT EXISTS rows_{sid} (
+            seq UInt64,
+            id String,
+            dataset LowCardinality(String),
+            context LowCardinality(String),
+            input_uri Nullable(String),
+            inference LowCardinality(Nullable(String)),
+            label LowCardinality(Nullable(String)),
+            metadata Nullable(String),
+            embedding Array(Float32),
+            output Array(Float32),
+            has_output UInt8,
+            INDEX id_lookup id TYPE bloom_filter GRANULARITY 4,
+            INDEX seq_range seq TYPE minmax GRANULARITY 1
+        ) ENGINE = MergeTree ORDER BY (dataset, context, seq)
+        SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}""",
+        # a delete is one insert here, so readers see all of it or none of it
+        f"""CREATE TABLE IF NOT EXISTS deleted_{sid} (seq UInt64)
+        ENGINE = MergeTree ORDER BY seq""",
+        # readers take the generation the space row names, so a rewrite switches at once
+        f"""CREATE TABLE IF NOT EXISTS priorities_{sid} (
+            generation UInt64,
+            -- the row scored: a row added again under a deleted id has another seq
+            seq UInt64,
+            id String,
+            priority Float64,
+            components Nullable(String),
+            computed_at Nullable(String)
+        ) ENGINE = MergeTree ORDER BY (generation, id)""",
+    )
+
+
+def vector_index(space_id: int, metric: str, dim: int) -> str | None:
+    """DDL adding ClickHouse's HNSW index to a space's vectors (l2 and cosine only)."""
+    distance = {"l2": "L2Distance", "cosine": "cosineDistance"}.get(metric)
+    if distance is None:
+        return None
+    return (
+        f"ALTER TABLE rows_{int(space_id)} ADD INDEX IF NOT EXISTS vectors embedding "
+        f"TYPE vector_similarity('hnsw', '{distance}', {int(dim)})"
+    )

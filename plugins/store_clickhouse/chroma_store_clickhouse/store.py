@@ -1,0 +1,644 @@
+"""The ClickHouse store: spaces, rows, priorities and triggers in MergeTree tables.
+
+Writes from one server are serialised by a lock: id uniqueness and seq allocation are
+checked under it. Every change a reader could see half of is made visible by one insert:
+rows by one single-block insert, deletes by one tombstone insert, a priority rewrite by the
+space row naming the new generation, a trigger by its row after its items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chroma_core.algorithm import Neighbors
+from chroma_core.config import Settings
+from chroma_core.errors import (
+    ChromaError,
+    Conflict,
+    DimensionMismatch,
+    InvalidInput,
+    NotFound,
+    ServerError,
+)
+from chroma_core.filters import Filter
+from chroma_core.schema import embeddings_of
+from chroma_core.store import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_store_clickhouse import schema
+from chroma_store_clickhouse.connection import Target, target
+from chroma_store_clickhouse.where import compile_where
+
+log = logging.getLogger("chroma.clickhouse")
+
+_CATALOGUE = ", ".join(f"r.{c}" for c in CATALOGUE_COLUMNS)
+_PRIORITY_CATALOGUE = [c for c in CATALOGUE_COLUMNS if c not in ("id", "metadata")]
+_ITEM_COLUMNS = ("id", "input_uri", "dataset", "label", "inference", "priority")
+_DISTANCE = {
+    "l2": "L2Distance(r.embedding, {q:Array(Float32)})",
+    "cosine": "cosineDistance(r.embedding, {q:Array(Float32)})",
+    "ip": "1 - dotProduct(r.embedding, {q:Array(Float32)})",
+}
+_SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
+
+
+class ClickHouseStore(Store):
+    name = "clickhouse"
+
+    def __init__(self, where: Target):
+        self.target = where
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._max_seq: dict[int, int] = {}
+        self._last_version = 0
+        try:
+            admin = where.client(None)
+            admin.command(f"CREATE DATABASE IF NOT EXISTS {where.database}")
+        except ChromaError:
+            raise
+        except Exception as exc:
+            raise ServerError(f"cannot open {where.describe()}: {exc}") from None
+        self._migrate()
+
+    @classmethod
+    def open(cls, settings: Settings) -> ClickHouseStore:
+        return cls(target(settings))
+
+    # --- plumbing -------------------------------------------------------------
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self.target.client(self.target.database)
+            self._local.clients = getattr(self._local, "clients", [])
+        return client
+
+    def _query(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self._client().query(sql, parameters=params or {}).result_rows
+
+    def _arrow(self, sql: str, params: dict | None = None) -> pa.Table:
+        return self._client().query_arrow(sql, parameters=params or {})
+
+    def _command(self, sql: str, params: dict | None = None, settings: dict | None = None):
+        return self._client().command(sql, parameters=params or {}, settings=settings)
+
+    def _version(self) -> int:
+        with self._lock:
+            self._last_version = max(time.time_ns(), self._last_version + 1)
+            return self._last_version
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._command(
+                "CREATE TABLE IF NOT EXISTS chroma_migrations (version UInt32, "
+                "applied_at DateTime64(3)) ENGINE = MergeTree ORDER BY version"
+            )
+            current = self._query("SELECT max(version) FROM chroma_migrations")[0][0] or 0
+            if current > schema.SCHEMA_VERSION:
+                raise ServerError(
+                    f"the ClickHouse database {self.target.database!r} has schema version "
+                    f"{current}, newer than this Chroma ({schema.SCHEMA_VERSION}); upgrade Chroma"
+                )
+            for number in range(current + 1, schema.SCHEMA_VERSION + 1):
+                for statement in schema.MIGRATIONS[number - 1]:
+                    self._command(statement)
+                self._command(
+                    "INSERT INTO chroma_migrations VALUES ({v:UInt32}, now64(3))", {"v": number}
+                )
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+            self._local.client = None
+
+    # --- spaces ---------------------------------------------------------------
+    def _space_row(self, name: str) -> tuple:
+        rows = self._query(
+            f"SELECT {_SPACE_COLUMNS} FROM spaces FINAL WHERE deleted = 0 AND name = {{n:String}}",
+            {"n": name},
+        )
+        if not rows:
+            raise NotFound(f"space {name!r} does not exist")
+        return rows[0]
+
+    def _write_space(self, row: tuple, *, deleted: int = 0) -> None:
+        name, sid, metric, dim, model, created_at, generation = row
+        self._client().insert(
+            "spaces",
+            [[name, sid, metric, dim, model, created_at, generation, deleted, self._version()]],
+            column_names=[*_SPACE_COLUMNS.split(", "), "deleted", "version"],
+        )
+
+    def _info(self, row: tuple, count: bool) -> SpaceInfo:
+        name, sid, metric, dim, model, created_at, _ = row
+        rows = self._count(sid) if count else 0
+        return SpaceInfo(name, metric, dim or None, rows, json.loads(model), created_at)
+
+    def _count(self, sid: int, where: Filter | None = None) -> int:
+        condition, params = self._condition(sid, where=where)
+        return self._query(f"SELECT count() FROM rows_{sid} AS r WHERE {condition}", params)[0][0]
+
+    def create_space(self, name: str, metric: str, model: dict) -> SpaceInfo:
+        if metric not in METRICS:
+            raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        with self._lock:
+            try:
+                self._space_row(name)
+            except NotFound:
+                pass
+            else:
+                raise Conflict(f"space {name!r} already exists")
+            sid = (self._query("SELECT max(space_id) FROM spaces")[0][0] or 0) + 1
+            for statement in schema.space_tables(sid):
+                self._command(statement)
+            created = datetime.now(UTC).isoformat(timespec="milliseconds")
+            row = (name, sid, metric, 0, json.dumps(model or {}), created, 0)
+            self._write_space(row)
+            self._max_seq[sid] = 0
+        return self._info(row, count=False)
+
+    def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
+        return self._info(self._space_row(name), count)
+
+    def list_spaces(self) -> list[SpaceInfo]:
+        rows = self._query(
+            f"SELECT {_SPACE_COLUMNS} FROM spaces FINAL WHERE deleted = 0 ORDER BY name"
+        )
+        return [self._info(row, count=True) for row in rows]
+
+    def delete_space(self, name: str) -> None:
+        with self._lock:
+            row = self._space_row(name)
+            sid = row[1]
+            self._write_space(row, deleted=1)
+            for table in ("rows", "deleted", "priorities"):
+                self._command(f"DROP TABLE IF EXISTS {table}_{sid}")
+            self._command(
+                "DELETE FROM trigger_items WHERE trigger_id IN "
+                "(SELECT id FROM triggers WHERE space_id = {s:UInt64})",
+                {"s": sid},
+            )
+            self._max_seq.pop(sid, None)
+
+    # --- rows -----------------------------------------------------------------
+    def _condition(self, sid: int, *, ids=None, where=None, seqs=None, after=None):
+        parts = [f"r.seq NOT IN (SELECT seq FROM deleted_{sid})"]
+        params: dict[str, Any] = {}
+        if ids is not None:
+            parts.append("has({ids:Array(String)}, r.id)")
+            params["ids"] = list(ids)
+        if seqs is not None:
+            parts.append("has({seqs:Array(UInt64)}, r.seq)")
+            params["seqs"] = [int(s) for s in seqs]
+        if after is not None:
+            parts.append("r.seq > {after:UInt64}")
+            params["after"] = int(after)
+        if where is not None:
+            sql, bound = compile_where(where)
+            parts.append(sql)
+            params.update(bound)
+        return " AND ".join(parts), params
+
+    def _current_max_seq(self, sid: int) -> int:
+        if sid not in self._max_seq:
+            # tombstones keep the seqs of deleted rows, so none is ever given twice
+            self._max_seq[sid] = (
+                self._query(
+                    f"SELECT greatest((SELECT max(seq) FROM rows_{sid}), "
+                    f"(SELECT max(seq) FROM deleted_{sid}))"
+                )[0][0]
+                or 0
+            )
+        return self._max_seq[sid]
+
+    def add(self, space: str, rows: pa.Table) -> np.ndarray:
+        embedding_type = rows.schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(embedding_type):
+            raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
+        dim, n = embedding_type.list_size, rows.num_rows
+        with self._lock:
+            row = self._space_row(space)
+            sid, metric, stored_dim = row[1], row[2], row[3]
+            if stored_dim and stored_dim != dim:
+                raise DimensionMismatch(
+                    f"embeddings have dimension {dim} but space {space!r} holds dimension "
+                    f"{stored_dim}"
+                )
+            if n == 0:
+                return np.empty(0, dtype=np.int64)
+            ids = rows.column("id").to_pylist()
+            stored = {
+                r[0]
+                for r in self._query(
+                    f"SELECT r.id FROM rows_{sid} AS r WHERE {self._condition(sid, ids=ids)[0]}",
+                    {"ids": ids},
+                )
+            }
+            if stored:
+                first = next(i for i in ids if i in stored)
+                raise Conflict(f"id {first!r:.200} is already stored in space {space!r}")
+            start = self._current_max_seq(sid)
+            seqs = np.arange(start + 1, start + n + 1, dtype=np.int64)
+            table = _rows_for_insert(rows, seqs)
+            token = hashlib.sha1(f"{sid}:{start}:".encode() + "\x00".join(ids).encode()).hexdigest()
+            self._client().insert_arrow(
+                f"rows_{sid}", table, settings={"insert_deduplication_token": token}
+            )
+            self._max_seq[sid] = start + n
+            if not stored_dim:
+                self._write_space((*row[:3], dim, *row[4:]))
+                if self.target.vector_index:
+                    ddl = schema.vector_index(sid, metric, dim)
+                    if ddl:
+                        self._command(ddl)
+        return seqs
+
+    def get(self, space, *, ids=None, where=None, limit=None, offset=0,
+            include_embeddings=False) -> pa.Table:  # fmt: skip
+        _check_page(limit, offset)
+        row = self._space_row(space)
+        sid, dim = row[1], row[3]
+        if ids is not None and len(ids) == 0:
+            ids = []
+        columns = f"r.seq, {_CATALOGUE}"
+        if include_embeddings:
+            columns += ", r.embedding, r.output, r.has_output"
+        condition, params = self._condition(sid, ids=ids, where=where)
+        page = ""
+        if limit is not None:
+            page = f" LIMIT {int(limit)} OFFSET {int(offset or 0)}"
+        elif offset:
+            page = f" LIMIT 18446744073709551615 OFFSET {int(offset)}"
+        table = self._arrow(
+            f"SELECT {columns} FROM rows_{sid} AS r WHERE {condition} ORDER BY r.seq{page}", params
+        )
+        return _rows_table(table, dim if include_embeddings else None)
+
+    def count(self, space: str, where: Filter | None = None) -> int:
+        return self._count(self._space_row(space)[1], where)
+
+    def delete(self, space, *, ids=None, where=None) -> np.ndarray:
+        with self._lock:
+            sid = self._space_row(space)[1]
+            if ids is None and where is None:
+                return np.empty(0, dtype=np.int64)
+            condition, params = self._condition(sid, ids=ids, where=where)
+            found = self._query(
+                f"SELECT r.seq FROM rows_{sid} AS r WHERE {condition} ORDER BY r.seq", params
+            )
+            seqs = np.array([r[0] for r in found], dtype=np.int64)
+            if not len(seqs):
+                return seqs
+            self._client().insert_arrow(
+                f"deleted_{sid}", pa.table({"seq": pa.array(seqs.astype(np.uint64))})
+            )
+            try:
+                # the tombstones already hide these rows; this reclaims their space
+                self._command(
+                    f"DELETE FROM rows_{sid} WHERE has({{s:Array(UInt64)}}, seq)",
+                    {"s": seqs.tolist()},
+                )
+            except Exception as exc:
+                log.warning("rows of %s stay on disk behind tombstones: %s", space, exc)
+        return seqs
+
+    def vectors(self, space, *, where=None, seqs=None, after_seq=None, with_vectors=True):
+        row = self._space_row(space)
+        sid, dim = row[1], row[3] or 0
+        condition, params = self._condition(sid, where=where, seqs=seqs, after=after_seq)
+        columns = "r.seq, r.embedding" if with_vectors else "r.seq"
+        table = self._arrow(
+            f"SELECT {columns} FROM rows_{sid} AS r WHERE {condition} ORDER BY r.seq", params
+        )
+        found = table.column("seq").to_numpy().astype(np.int64)
+        if not with_vectors:
+            return found, None
+        return found, _matrix(table.column("embedding"), len(found), dim)
+
+    def rows_by_seq(self, space: str, seqs: np.ndarray) -> pa.Table:
+        sid = self._space_row(space)[1]
+        condition, params = self._condition(sid, seqs=np.asarray(seqs))
+        table = self._arrow(
+            f"SELECT r.seq, {_CATALOGUE} FROM rows_{sid} AS r WHERE {condition}", params
+        )
+        return _rows_table(table, None)
+
+    def max_seq(self, space: str) -> int:
+        sid = self._space_row(space)[1]
+        with self._lock:
+            return self._current_max_seq(sid)
+
+    # --- priorities -------------------------------------------------------------
+    def replace_priorities(self, space: str, scores: pa.Table) -> None:
+        priority = scores.column("priority").cast(pa.float64())
+        values = priority.to_numpy(zero_copy_only=False)
+        if priority.null_count or np.isnan(values).any():
+            raise InvalidInput("priorities must be numbers, not null or NaN")
+        with self._lock:
+            row = self._space_row(space)
+            sid, generation = row[1], row[6] + 1
+            ids = scores.column("id").to_pylist()
+            live = dict(
+                self._query(
+                    f"SELECT r.id, r.seq FROM rows_{sid} AS r "
+                    f"WHERE {self._condition(sid, ids=ids)[0]}",
+                    {"ids": ids},
+                )
+            )
+            # a repeated id keeps its last score
+            last = {}
+            for position, i in enumerate(ids):
+                if i in live:
+                    last[i] = position
+            take = pa.array(sorted(last.values()), pa.int64())
+            n = len(take)
+            table = pa.table(
+                {
+                    "generation": pa.array(np.full(n, generation, dtype=np.uint64)),
+                    "seq": pa.array([live[ids[i]] for i in sorted(last.values())], pa.uint64()),
+                    "id": scores.column("id").take(take),
+                    "priority": priority.take(take),
+                    "components": _optional(scores, "components", n).take(take)
+                    if "components" in scores.column_names
+                    else pa.nulls(n, pa.string()),
+                    "computed_at": _optional(scores, "computed_at", n).take(take)
+                    if "computed_at" in scores.column_names
+                    else pa.nulls(n, pa.string()),
+                }
+            )
+            if n:
+                self._client().insert_arrow(f"priorities_{sid}", table)
+            self._write_space((*row[:6], generation))
+            self._command(
+                f"DELETE FROM priorities_{sid} WHERE generation < {{g:UInt64}}", {"g": generation}
+            )
+
+    def priorities(self, space, *, n=None, where=None, min_priority=None) -> pa.Table:
+        if n is not None and n < 0:
+            raise InvalidInput(f"n must be at least 0, got {n}")
+        row = self._space_row(space)
+        sid, generation = row[1], row[6]
+        condition, params = self._condition(sid, where=where)
+        params["g"] = generation
+        extra = ""
+        if min_priority is not None:
+            extra = " AND p.priority >= {mp:Float64}"
+            params["mp"] = float(min_priority)
+        limit = f" LIMIT {int(n)}" if n is not None else ""
+        catalogue = ", ".join(f"r.{c} AS {c}" for c in _PRIORITY_CATALOGUE)
+        table = self._arrow(
+            f"SELECT p.id AS id, p.priority AS priority, p.components AS components, "
+            f"p.computed_at AS computed_at, {catalogue} "
+            f"FROM priorities_{sid} AS p INNER JOIN "
+            f"(SELECT r.seq AS seq, {', '.join('r.' + c for c in _PRIORITY_CATALOGUE)} "
+            f"FROM rows_{sid} AS r WHERE {condition}) AS r ON p.seq = r.seq "
+            f"WHERE p.generation = {{g:UInt64}}{extra} ORDER BY priority DESC, id ASC{limit}",
+            params,
+        )
+        return _strings(table)
+
+    # --- triggers ---------------------------------------------------------------
+    _TRIGGER = (
+        "SELECT id, space, status, note, selection, count, created_at, updated_at, deliveries, "
+        "space_id FROM triggers FINAL WHERE space_id IN "
+        "(SELECT space_id FROM spaces FINAL WHERE deleted = 0)"
+    )
+
+    def create_trigger(self, space, items, note, selection) -> dict:
+        with self._lock:
+            sid = self._space_row(space)[1]
+            trigger_id = (self._query("SELECT max(id) FROM triggers")[0][0] or 0) + 1
+            n = items.num_rows
+            table = pa.table(
+                {
+                    "trigger_id": pa.array(np.full(n, trigger_id, dtype=np.uint64)),
+                    "position": pa.array(np.arange(n, dtype=np.uint32)),
+                    **{c: _optional(items, c, n) for c in _ITEM_COLUMNS if c != "priority"},
+                    "priority": items.column("priority").cast(pa.float64())
+                    if "priority" in items.column_names
+                    else pa.nulls(n, pa.float64()),
+                }
+            )
+            if n:
+                self._client().insert_arrow("trigger_items", table)
+            now = _now()
+            trigger = {
+                "id": trigger_id, "space": space, "status": "pending", "note": note,
+                "selection": selection, "count": n, "created_at": now, "updated_at": now,
+                "deliveries": {},
+            }  # fmt: skip
+            self._write_trigger(trigger, sid)
+        return trigger
+
+    def _write_trigger(self, trigger: dict, sid: int) -> None:
+        self._client().insert(
+            "triggers",
+            [
+                [
+                    trigger["id"],
+                    sid,
+                    trigger["space"],
+                    trigger["status"],
+                    trigger["note"],
+                    json.dumps(trigger["selection"]),
+                    trigger["count"],
+                    trigger["created_at"],
+                    trigger["updated_at"],
+                    json.dumps(trigger["deliveries"]),
+                    self._version(),
+                ]
+            ],  # fmt: skip
+            column_names=[
+                "id",
+                "space_id",
+                "space",
+                "status",
+                "note",
+                "selection",
+                "count",
+                "created_at",
+                "updated_at",
+                "deliveries",
+                "version",
+            ],  # fmt: skip
+        )
+
+    def _trigger(self, trigger_id) -> tuple[dict, int]:
+        if isinstance(trigger_id, bool) or not isinstance(trigger_id, int | np.integer) \
+                or trigger_id < 1:  # fmt: skip
+            raise NotFound(f"trigger {trigger_id!r:.40} does not exist")
+        rows = self._query(self._TRIGGER + " AND id = {i:UInt64}", {"i": int(trigger_id)})
+        if not rows:
+            raise NotFound(f"trigger {trigger_id!r:.40} does not exist")
+        return _trigger_dict(rows[0]), rows[0][9]
+
+    def get_trigger(self, trigger_id: int) -> dict:
+        return self._trigger(trigger_id)[0]
+
+    def list_triggers(self, space=None, status=None) -> list[dict]:
+        sql, params = self._TRIGGER, {}
+        if space is not None:
+            self._space_row(space)
+            sql += " AND space = {s:String}"
+            params["s"] = space
+        if status is not None:
+            if status not in TRIGGER_STATUSES:
+                raise InvalidInput(f"unknown trigger status {status!r}")
+            sql += " AND status = {st:String}"
+            params["st"] = status
+        return [_trigger_dict(r) for r in self._query(sql + " ORDER BY id DESC", params)]
+
+    def update_trigger(self, trigger_id, *, status=None, delivery=None) -> dict:
+        if status is not None and status not in TRIGGER_STATUSES:
+            raise InvalidInput(
+                f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
+            )
+        with self._lock:
+            trigger, sid = self._trigger(trigger_id)
+            if status is not None:
+                trigger["status"] = status
+            if delivery is not None:
+                name, outcome = delivery
+                trigger["deliveries"] = {**trigger["deliveries"], name: outcome}
+            trigger["updated_at"] = _now()
+            self._write_trigger(trigger, sid)
+        return trigger
+
+    def trigger_items(self, trigger_id: int) -> pa.Table:
+        self._trigger(trigger_id)
+        table = self._arrow(
+            f"SELECT {', '.join(_ITEM_COLUMNS)} FROM trigger_items WHERE trigger_id = {{i:UInt64}} "
+            "ORDER BY priority DESC NULLS LAST, position",
+            {"i": int(trigger_id)},
+        )
+        return _strings(table)
+
+    # --- search -------------------------------------------------------------------
+    def nearest_neighbors(self, space: SpaceInfo, queries, k, where) -> Neighbors | None:
+        """Exact search with the filter pushed down, or ClickHouse's vector index when
+        enabled; with neither a filter nor the index, the hnswlib plugin answers."""
+        use_index = self.target.vector_index and space.metric in ("l2", "cosine")
+        if where is None and not use_index:
+            return None
+        sid = self._space_row(space.name)[1]
+        condition, params = self._condition(sid, where=where)
+        distance = _DISTANCE[space.metric]
+        settings = {"vector_search_with_rescoring": 1} if use_index and where is None else None
+        n = len(queries)
+        seqs = np.full((n, k), -1, dtype=np.int64)
+        dists = np.full((n, k), np.inf, dtype=np.float32)
+        sql = (
+            f"SELECT r.seq, {distance} AS d FROM rows_{sid} AS r WHERE {condition} "
+            f"ORDER BY d ASC, r.seq ASC LIMIT {int(k)}"
+        )
+        for i, query in enumerate(queries):
+            found = (
+                self._client()
+                .query(sql, parameters={**params, "q": query.tolist()}, settings=settings)
+                .result_rows
+            )
+            for j, (seq, d) in enumerate(found):
+                seqs[i, j], dists[i, j] = seq, d
+        method = "clickhouse_vector_index" if settings else "clickhouse_exact"
+        return Neighbors(seqs, dists, {"method": method})
+
+
+# --- helpers ----------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _check_page(limit, offset) -> None:
+    if limit is not None and limit < 0:
+        raise InvalidInput(f"limit must be at least 0, got {limit}")
+    if offset is not None and offset < 0:
+        raise InvalidInput(f"offset must be at least 0, got {offset}")
+
+
+def _optional(table: pa.Table, name: str, n: int) -> pa.Array:
+    if name not in table.column_names:
+        return pa.nulls(n, pa.string())
+    return table.column(name).combine_chunks().cast(pa.string())
+
+
+def _rows_for_insert(rows: pa.Table, seqs: np.ndarray) -> pa.Table:
+    n = rows.num_rows
+    matrix = embeddings_of(rows)
+    output = rows.column("output").combine_chunks()
+    has_output = pc.invert(output.is_null()).cast(pa.uint8())
+    empty = pa.array([[]] * n, pa.list_(pa.float32())) if output.null_count else None
+    if empty is not None:
+        output = pc.if_else(output.is_null(), empty, output)
+    offsets = pa.array(np.arange(0, (n + 1) * matrix.shape[1], matrix.shape[1], dtype=np.int32))
+    embedding = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+    table = pa.table(
+        {
+            "seq": pa.array(seqs.astype(np.uint64)),
+            **{
+                c: rows.column(c)
+                for c in ("id", "dataset", "context", "input_uri", "inference", "label", "metadata")
+            },  # fmt: skip
+            "embedding": embedding,
+            "output": output,
+            "has_output": has_output,
+        }
+    )
+    # one record batch is one block, and one block is one part: all of it or none
+    return table.combine_chunks()
+
+
+def _matrix(column: pa.ChunkedArray, n: int, dim: int) -> np.ndarray:
+    if n == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(n, dim)
+
+
+def _strings(table: pa.Table) -> pa.Table:
+    """Arrow from ClickHouse with text as plain strings and seq as int64."""
+    columns, names = [], []
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(pa.string())
+        elif pa.types.is_large_string(column.type) or pa.types.is_binary(column.type):
+            column = column.cast(pa.string())
+        elif name == "seq":
+            column = column.cast(pa.int64())
+        columns.append(column)
+        names.append(name)
+    return pa.table(columns, names=names)
+
+
+def _rows_table(table: pa.Table, dim: int | None) -> pa.Table:
+    table = _strings(table)
+    base = table.select(["seq", *CATALOGUE_COLUMNS])
+    if dim is None:
+        return base
+    n = table.num_rows
+    matrix = _matrix(table.column("embedding"), n, dim)
+    if n:
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+    else:
+        embedding = pa.array([], pa.list_(pa.float32(), dim))
+    output = table.column("output").combine_chunks().cast(pa.list_(pa.float32()))
+    missing = pc.equal(table.column("has_output").combine_chunks(), 0)
+    output = pc.if_else(missing, pa.nulls(n, pa.list_(pa.float32())), output)
+    return base.append_column("embedding", embedding).append_column("output", output)
+
+
+def _trigger_dict(row: tuple) -> dict:
+    keys = ("id", "space", "status", "note", "selection", "count", "created_at", "updated_at",
+            "deliveries")  # fmt: skip
+    out = dict(zip(keys, row[:9], strict=True))
+    out["selection"] = json.loads(out["selection"])
+    out["deliveries"] = json.loads(out["deliveries"])
+    return out
