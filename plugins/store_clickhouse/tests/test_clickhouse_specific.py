@@ -1,0 +1,183 @@
+"""What the ClickHouse store promises beyond the conformance suite."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from chroma_store_clickhouse.connection import target
+from chroma_store_clickhouse.store import ClickHouseStore
+
+from chroma_core.distance import exact_knn
+from chroma_core.errors import InvalidInput, ServerError
+from chroma_core.filters import parse
+from chroma_core.plugins import plugin_manager
+from chroma_core.schema import validate_rows
+from chroma_core.service import Chroma
+from tests.stores import store_settings
+
+
+def batch(n: int, dim: int = 8, start: int = 0, dataset="d", seed: int = 0, data=None) -> pa.Table:
+    if data is None:
+        data = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return validate_rows(
+        pa.table(
+            {
+                "id": [f"r{i}" for i in range(start, start + n)],
+                "dataset": [dataset] * n if isinstance(dataset, str) else dataset,
+                "context": ["training"] * n,
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(data.ravel()), dim),
+            }
+        ),
+        None,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return store_settings("clickhouse", tmp_path)
+
+
+@pytest.fixture
+def store(settings):
+    s = ClickHouseStore.open(settings)
+    s.create_space("s", "l2", {})
+    yield s
+    s.close()
+
+
+def test_the_plugin_opens_clickhouse_for_its_name_only(settings):
+    pm = plugin_manager()
+    assert isinstance(
+        pm.hook.chroma_open_store(name="clickhouse", settings=settings), ClickHouseStore
+    )
+    assert not isinstance(
+        pm.hook.chroma_open_store(name="sqlite", settings=settings), ClickHouseStore
+    )
+
+
+def test_settings_choose_server_or_embedded_engine(tmp_path):
+    from chroma_core.config import Settings
+
+    server = target(Settings.from_env({
+        "CHROMA_CLICKHOUSE_HOST": "ch.internal", "CHROMA_CLICKHOUSE_PORT": "8443",
+        "CHROMA_CLICKHOUSE_USER": "chroma", "CHROMA_CLICKHOUSE_PASSWORD": "s3cret",
+        "CHROMA_CLICKHOUSE_SECURE": "true", "CHROMA_CLICKHOUSE_DATABASE": "prod",
+    }))  # fmt: skip
+    assert server.options["host"] == "ch.internal" and server.options["port"] == 8443
+    assert server.options["secure"] is True and server.database == "prod"
+    assert "s3cret" not in server.describe() and not server.embedded
+    embedded = target(Settings.from_env({}, path=tmp_path))
+    assert (
+        embedded.embedded and embedded.options["dsn"] == f"chdb://{tmp_path.resolve()}/clickhouse"
+    )
+    with pytest.raises(InvalidInput, match="CHROMA_CLICKHOUSE_DATABASE"):
+        target(Settings.from_env({"CHROMA_CLICKHOUSE_DATABASE": "x; DROP DATABASE y"}))
+
+
+def test_schema_version_is_recorded_and_a_newer_one_refused(settings, store):
+    assert store._query("SELECT max(version) FROM chroma_migrations")[0][0] == 1
+    store._command("INSERT INTO chroma_migrations VALUES (99, now64(3))")
+    with pytest.raises(ServerError, match="newer"):
+        ClickHouseStore.open(settings)
+
+
+def test_vectors_are_arrays_of_float32_and_catalogue_columns_low_cardinality(store):
+    store.add("s", batch(3))
+    sid = store._space_row("s")[1]
+    types = dict(store._query(f"SELECT name, type FROM system.columns WHERE table = 'rows_{sid}' "
+                              "AND database = currentDatabase()"))  # fmt: skip
+    assert types["embedding"] == "Array(Float32)"
+    assert types["dataset"] == "LowCardinality(String)"
+    assert types["label"] == "LowCardinality(Nullable(String))"
+
+
+def test_a_retried_insert_with_the_same_token_is_stored_once(store):
+    sid = store._space_row("s")[1]
+    from chroma_store_clickhouse.store import _rows_for_insert
+
+    table = _rows_for_insert(batch(5), np.arange(1, 6))
+    for _ in range(2):
+        store._client().insert_arrow(
+            f"rows_{sid}", table, settings={"insert_deduplication_token": "batch-1"}
+        )
+    assert store.count("s") == 5
+
+
+def test_readers_never_see_half_a_delete_or_half_a_priority_rewrite(store):
+    for i in range(12):
+        store.add("s", batch(50, start=i * 50, dataset=f"b{i}", seed=i))
+    ids = [f"r{i}" for i in range(600)]
+    counts, priority_sets, stop = [], [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            counts.append(store.count("s"))
+            priority_sets.append(set(store.priorities("s").column("priority").to_pylist()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for generation in range(6):
+        store.replace_priorities("s", pa.table({"id": ids, "priority": [float(generation)] * 600}))
+        store.delete("s", where=parse({"dataset": f"b{generation}"}))
+    stop.set()
+    reader.join()
+    assert len(counts) > 3
+    assert all(c % 50 == 0 for c in counts), counts
+    assert all(len(s) <= 1 for s in priority_sets), priority_sets
+
+
+def _service(tmp_path, **extra) -> Chroma:
+    settings = store_settings("clickhouse", tmp_path)
+    from dataclasses import replace
+
+    return Chroma(replace(settings, extra={**settings.extra, **extra}))
+
+
+def test_filtered_neighbours_are_answered_inside_clickhouse(tmp_path):
+    chroma = _service(tmp_path)
+    chroma.space("s", metric="cosine")
+    data = np.random.default_rng(1).normal(size=(500, 8)).astype(np.float32)
+    datasets = np.where(np.arange(500) % 5 == 0, "a", "b").tolist()
+    chroma.add("s", batch(500, dataset=datasets, data=data))
+    queries = data[:3] + 0.01
+    result = chroma.nearest_neighbors("s", queries=queries, k=5, where={"dataset": "a"})
+    assert result.meta["method"] == "clickhouse_exact"
+    subset = np.nonzero(np.array(datasets) == "a")[0]
+    truth, distances = exact_knn(queries, data[subset], 5, "cosine")
+    frame = result.table.to_pandas()
+    for q in range(3):
+        rows = frame[frame["query"] == q]
+        assert rows["id"].tolist() == [f"r{i}" for i in subset[truth[q]]]
+        np.testing.assert_allclose(rows["distance"], distances[q], atol=1e-5)
+    unfiltered = chroma.nearest_neighbors("s", queries=queries, k=5)
+    assert unfiltered.meta["method"] == "hnsw"
+    chroma.close()
+
+
+def test_vector_index_answers_unfiltered_queries_when_enabled(tmp_path):
+    chroma = _service(tmp_path, clickhouse_vector_index="1")
+    chroma.space("s", metric="l2")
+    data = np.random.default_rng(2).normal(size=(2000, 16)).astype(np.float32)
+    chroma.add("s", batch(2000, dim=16, data=data))
+    sid = chroma.store._space_row("s")[1]
+    indexes = chroma.store._query(
+        "SELECT type FROM system.data_skipping_indices WHERE table = {t:String} "
+        "AND database = currentDatabase()", {"t": f"rows_{sid}"}
+    )  # fmt: skip
+    assert ("vector_similarity",) in indexes
+    queries = data[:20] + 0.01
+    result = chroma.nearest_neighbors("s", queries=queries, k=10)
+    assert result.meta["method"] == "clickhouse_vector_index"
+    truth, distances = exact_knn(queries, data, 10, "l2")
+    frame = result.table.to_pandas()
+    hits = [
+        len(set(frame[frame["query"] == q]["id"]) & {f"r{i}" for i in truth[q]}) / 10
+        for q in range(20)
+    ]
+    assert np.mean(hits) >= 0.95
+    first = frame[frame["query"] == 0].sort_values("rank")
+    np.testing.assert_allclose(first["distance"].iloc[0], distances[0][0], atol=1e-4)
+    chroma.close()
