@@ -72,6 +72,12 @@ def space_tables(space_id: int) -> tuple[str, ...]:
             INDEX seq_range seq TYPE minmax GRANULARITY 1
         ) ENGINE = MergeTree ORDER BY (dataset, context, seq)
         SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}""",
+        # ids in key order, so a batch's ids are checked against millions by index look-ups
+        f"""CREATE TABLE IF NOT EXISTS ids_{sid} (id String, seq UInt64)
+        ENGINE = MergeTree ORDER BY id""",
+        # ids in key order, so a batch's ids are checked against millions by index look-ups
+        f"""CREATE TABLE IF NOT EXISTS ids_{sid} (id String, seq UInt64)
+        ENGINE = MergeTree ORDER BY id""",
         # a delete is one insert here, so readers see all of it or none of it
         f"""CREATE TABLE IF NOT EXISTS deleted_{sid} (seq UInt64)
         ENGINE = MergeTree ORDER BY seq""",

@@ -179,7 +179,7 @@ class ClickHouseStore(Store):
             row = self._space_row(name)
             sid = row[1]
             self._write_space(row, deleted=1)
-            for table in ("rows", "deleted", "priorities"):
+            for table in ("rows", "ids", "deleted", "priorities"):
                 self._command(f"DROP TABLE IF EXISTS {table}_{sid}")
             self._command(
                 "DELETE FROM trigger_items WHERE trigger_id IN "
@@ -193,10 +193,10 @@ class ClickHouseStore(Store):
         parts = [f"r.seq NOT IN (SELECT seq FROM deleted_{sid})"]
         params: dict[str, Any] = {}
         if ids is not None:
-            parts.append("has({ids:Array(String)}, r.id)")
+            parts.append("r.id IN (SELECT arrayJoin({ids:Array(String)}))")
             params["ids"] = list(ids)
         if seqs is not None:
-            parts.append("has({seqs:Array(UInt64)}, r.seq)")
+            parts.append("r.seq IN (SELECT arrayJoin({seqs:Array(UInt64)}))")
             params["seqs"] = [int(s) for s in seqs]
         if after is not None:
             parts.append("r.seq > {after:UInt64}")
@@ -213,7 +213,7 @@ class ClickHouseStore(Store):
             self._max_seq[sid] = (
                 self._query(
                     f"SELECT greatest((SELECT max(seq) FROM rows_{sid}), "
-                    f"(SELECT max(seq) FROM deleted_{sid}))"
+                    f"(SELECT max(seq) FROM deleted_{sid}), (SELECT max(seq) FROM ids_{sid}))"
                 )[0][0]
                 or 0
             )
@@ -234,25 +234,16 @@ class ClickHouseStore(Store):
                 )
             if n == 0:
                 return np.empty(0, dtype=np.int64)
-            ids = rows.column("id").to_pylist()
-            stored = {
-                r[0]
-                for r in self._query(
-                    f"SELECT r.id FROM rows_{sid} AS r WHERE {self._condition(sid, ids=ids)[0]}",
-                    {"ids": ids},
-                )
-            }
-            if stored:
-                first = next(i for i in ids if i in stored)
-                raise Conflict(f"id {first!r:.200} is already stored in space {space!r}")
             start = self._current_max_seq(sid)
             seqs = np.arange(start + 1, start + n + 1, dtype=np.int64)
+            # seqs are spent from here on, stored or not: none is ever handed out twice
+            self._max_seq[sid] = start + n
+            self._check_new_ids(space, sid, rows.column("id"), seqs, start)
             table = _rows_for_insert(rows, seqs)
-            token = hashlib.sha1(f"{sid}:{start}:".encode() + "\x00".join(ids).encode()).hexdigest()
+            token = hashlib.sha1(f"{sid}:{start}:{n}".encode()).hexdigest()
             self._client().insert_arrow(
                 f"rows_{sid}", table, settings={"insert_deduplication_token": token}
             )
-            self._max_seq[sid] = start + n
             if not stored_dim:
                 self._write_space((*row[:3], dim, *row[4:]))
                 if self.target.vector_index:
@@ -260,6 +251,34 @@ class ClickHouseStore(Store):
                     if ddl:
                         self._command(ddl)
         return seqs
+
+    def _check_new_ids(self, space: str, sid: int, ids: pa.ChunkedArray, seqs, start: int):
+        """Register a batch's ids; ``Conflict`` (registering nothing) if one is stored."""
+        self._client().insert_arrow(
+            f"ids_{sid}", pa.table({"id": ids, "seq": pa.array(seqs.astype(np.uint64))})
+        )
+        candidates = self._query(
+            f"SELECT id, seq FROM ids_{sid} WHERE seq <= {{start:UInt64}} "
+            f"AND id IN (SELECT id FROM ids_{sid} WHERE seq > {{start:UInt64}}) "
+            f"AND seq NOT IN (SELECT seq FROM deleted_{sid}) LIMIT 1000",
+            {"start": start},
+        )
+        stored: set[str] = set()
+        if candidates:
+            # an id registered by an add that never stored its rows is not a conflict
+            stored = {
+                r[0]
+                for r in self._query(
+                    f"SELECT id FROM rows_{sid} WHERE (id, seq) IN "
+                    f"(SELECT arrayJoin({{c:Array(Tuple(String, UInt64))}}))",
+                    {"c": [tuple(c) for c in candidates]},
+                )
+            }
+        if not stored:
+            return
+        self._command(f"DELETE FROM ids_{sid} WHERE seq > {{start:UInt64}}", {"start": start})
+        first = next(i for i in ids.to_pylist() if i in stored)
+        raise Conflict(f"id {first!r:.200} is already stored in space {space!r}")
 
     def get(self, space, *, ids=None, where=None, limit=None, offset=0,
             include_embeddings=False) -> pa.Table:  # fmt: skip
@@ -303,7 +322,7 @@ class ClickHouseStore(Store):
             try:
                 # the tombstones already hide these rows; this reclaims their space
                 self._command(
-                    f"DELETE FROM rows_{sid} WHERE has({{s:Array(UInt64)}}, seq)",
+                    f"DELETE FROM rows_{sid} WHERE seq IN (SELECT arrayJoin({{s:Array(UInt64)}}))",
                     {"s": seqs.tolist()},
                 )
             except Exception as exc:

@@ -42,6 +42,11 @@ def _bind(params: dict[str, Any], value: Any, kind: str) -> str:
     return f"{{{name}:{kind}}}"
 
 
+def _set(params: dict[str, Any], values: list, kind: str) -> str:
+    # IN over a subquery builds one hash set; has() would scan the list for every row
+    return f"(SELECT arrayJoin({_bind(params, values, kind)}))"
+
+
 def _catalogue(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
     if cmp.key not in COLUMNS:
         raise InvalidFilter(f"{cmp.key!r:.80} is not a catalogue field")
@@ -51,7 +56,7 @@ def _catalogue(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
         values = [None if v is None else _text(v) for v in cmp.value]
         present = [v for v in values if v is not None]
         has_null = len(present) < len(values)
-        listed = f"has({_bind(params, present, 'Array(String)')}, assumeNotNull({field}))"
+        listed = f"assumeNotNull({field}) IN {_set(params, present, 'Array(String)')}"
         inside = " OR ".join(
             ([f"(isNotNull({field}) AND {listed})"] if present else [])
             + ([f"isNull({field})"] if has_null else [])
@@ -98,12 +103,11 @@ def _metadata(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
         numbers = [_number(v) for v in values if v is not None and not isinstance(v, str)]
         parts = []
         if strings:
-            parts.append(
-                f"({kind} = 'String' AND has({_bind(params, strings, 'Array(String)')}, {text}))"
-            )
+            listed = _set(params, strings, "Array(String)")
+            parts.append(f"({kind} = 'String' AND {text} IN {listed})")
         if numbers:
-            listed = _bind(params, numbers, "Array(Float64)")
-            parts.append(f"({kind} IN {_NUMERIC} AND has({listed}, {number}))")
+            listed = _set(params, numbers, "Array(Float64)")
+            parts.append(f"({kind} IN {_NUMERIC} AND {number} IN {listed})")
         if any(v is None for v in values):
             parts.append(f"{kind} = 'Null'")
         inside = "(" + " OR ".join(parts) + ")" if parts else "0"
