@@ -51,6 +51,8 @@ class SpaceIndex:
         with self.lock:
             if self.index is None:
                 self._open(store, space)
+            if store.max_seq(space) <= self.indexed_seq:
+                return
             seqs, vectors = store.vectors(space, after_seq=self.indexed_seq)
             if len(seqs):
                 self._add(seqs, vectors)

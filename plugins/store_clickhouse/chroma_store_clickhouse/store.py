@@ -47,6 +47,8 @@ _DISTANCE = {
     "cosine": "cosineDistance(r.embedding, {q:Array(Float32)})",
     "ip": "1 - dotProduct(r.embedding, {q:Array(Float32)})",
 }
+# how long another server's change to a space may go unseen here
+SPACE_CACHE_SECONDS = 2.0
 _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
 
 
@@ -58,6 +60,9 @@ class ClickHouseStore(Store):
         self._local = threading.local()
         self._lock = threading.RLock()
         self._max_seq: dict[int, int] = {}
+        # (read at, row) by name: spaces change rarely and are read on every call
+        self._spaces: dict[str, tuple[float, tuple]] = {}
+        self._space_epoch = 0
         self._last_version = 0
         try:
             admin = where.client(None)
@@ -120,22 +125,32 @@ class ClickHouseStore(Store):
             self._local.client = None
 
     # --- spaces ---------------------------------------------------------------
-    def _space_row(self, name: str) -> tuple:
+    def _space_row(self, name: str, fresh: bool = False) -> tuple:
+        """The space's row; writers ask for it ``fresh``, readers may take a cached one."""
+        cached = self._spaces.get(name)
+        if not fresh and cached and time.monotonic() - cached[0] < SPACE_CACHE_SECONDS:
+            return cached[1]
+        epoch = self._space_epoch
         rows = self._query(
             f"SELECT {_SPACE_COLUMNS} FROM spaces FINAL WHERE deleted = 0 AND name = {{n:String}}",
             {"n": name},
         )
         if not rows:
             raise NotFound(f"space {name!r} does not exist")
+        if epoch == self._space_epoch:  # no write began meanwhile, so the row is current
+            self._spaces[name] = (time.monotonic(), rows[0])
         return rows[0]
 
     def _write_space(self, row: tuple, *, deleted: int = 0) -> None:
         name, sid, metric, dim, model, created_at, generation = row
+        self._space_epoch += 1
+        self._spaces.pop(name, None)
         self._client().insert(
             "spaces",
             [[name, sid, metric, dim, model, created_at, generation, deleted, self._version()]],
             column_names=[*_SPACE_COLUMNS.split(", "), "deleted", "version"],
         )
+        self._spaces.pop(name, None)
 
     def _info(self, row: tuple, count: bool) -> SpaceInfo:
         name, sid, metric, dim, model, created_at, _ = row
@@ -151,7 +166,7 @@ class ClickHouseStore(Store):
             raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         with self._lock:
             try:
-                self._space_row(name)
+                self._space_row(name, fresh=True)
             except NotFound:
                 pass
             else:
@@ -176,7 +191,7 @@ class ClickHouseStore(Store):
 
     def delete_space(self, name: str) -> None:
         with self._lock:
-            row = self._space_row(name)
+            row = self._space_row(name, fresh=True)
             sid = row[1]
             self._write_space(row, deleted=1)
             for table in ("rows", "ids", "deleted", "priorities"):
@@ -225,7 +240,7 @@ class ClickHouseStore(Store):
             raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
         dim, n = embedding_type.list_size, rows.num_rows
         with self._lock:
-            row = self._space_row(space)
+            row = self._space_row(space, fresh=True)
             sid, metric, stored_dim = row[1], row[2], row[3]
             if stored_dim and stored_dim != dim:
                 raise DimensionMismatch(
@@ -306,7 +321,7 @@ class ClickHouseStore(Store):
 
     def delete(self, space, *, ids=None, where=None) -> np.ndarray:
         with self._lock:
-            sid = self._space_row(space)[1]
+            sid = self._space_row(space, fresh=True)[1]
             if ids is None and where is None:
                 return np.empty(0, dtype=np.int64)
             condition, params = self._condition(sid, ids=ids, where=where)
@@ -362,7 +377,7 @@ class ClickHouseStore(Store):
         if priority.null_count or np.isnan(values).any():
             raise InvalidInput("priorities must be numbers, not null or NaN")
         with self._lock:
-            row = self._space_row(space)
+            row = self._space_row(space, fresh=True)
             sid, generation = row[1], row[6] + 1
             ids = scores.column("id").to_pylist()
             live = dict(
@@ -396,8 +411,11 @@ class ClickHouseStore(Store):
             if n:
                 self._client().insert_arrow(f"priorities_{sid}", table)
             self._write_space((*row[:6], generation))
+            # a reader that took the space row just before the switch still reads a whole
+            # generation: the two before the current one are kept
             self._command(
-                f"DELETE FROM priorities_{sid} WHERE generation < {{g:UInt64}}", {"g": generation}
+                f"DELETE FROM priorities_{sid} WHERE generation + 2 < {{g:UInt64}}",
+                {"g": generation},
             )
 
     def priorities(self, space, *, n=None, where=None, min_priority=None) -> pa.Table:
@@ -433,7 +451,7 @@ class ClickHouseStore(Store):
 
     def create_trigger(self, space, items, note, selection) -> dict:
         with self._lock:
-            sid = self._space_row(space)[1]
+            sid = self._space_row(space, fresh=True)[1]
             trigger_id = (self._query("SELECT max(id) FROM triggers")[0][0] or 0) + 1
             n = items.num_rows
             table = pa.table(
