@@ -181,3 +181,15 @@ def test_vector_index_answers_unfiltered_queries_when_enabled(tmp_path):
     first = frame[frame["query"] == 0].sort_values("rank")
     np.testing.assert_allclose(first["distance"].iloc[0], distances[0][0], atol=1e-4)
     chroma.close()
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password():
+    from chroma_core.config import Settings
+
+    settings = Settings.from_env({
+        "CHROMA_STORE": "clickhouse", "CHROMA_CLICKHOUSE_HOST": "127.0.0.1",
+        "CHROMA_CLICKHOUSE_PORT": "1", "CHROMA_CLICKHOUSE_PASSWORD": "hunter2",
+    })  # fmt: skip
+    with pytest.raises(ServerError, match="cannot open ClickHouse at http://127.0.0.1:1") as err:
+        ClickHouseStore.open(settings)
+    assert "hunter2" not in str(err.value)
