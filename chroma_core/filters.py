@@ -148,3 +148,14 @@ def _scalar(key: str, op: str, value: Any) -> Any:
     raise InvalidFilter(
         f"value for {key!r} {op} must be a string, number, bool or null, got {type(value).__name__}"
     )
+
+
+def render(node: Filter, leaf) -> str:
+    """SQL text of a filter tree: ``leaf(cmp)`` renders each comparison (binding its values
+    as parameters); ``$and``/``$or`` become parenthesised AND/OR."""
+    if isinstance(node, And | Or):
+        joiner = " AND " if isinstance(node, And) else " OR "
+        return "(" + joiner.join(render(item, leaf) for item in node.items) + ")"
+    if isinstance(node, Cmp):
+        return leaf(node)
+    raise InvalidFilter(f"not a filter node: {node!r:.80}")

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from chroma_core.errors import InvalidFilter
-from chroma_core.filters import CATALOGUE_FIELDS, METADATA_KEY, And, Cmp, Filter, Or, class_name
+from chroma_core.filters import CATALOGUE_FIELDS, METADATA_KEY, Cmp, Filter, class_name, render
 
 COLUMNS = {name: name for name in CATALOGUE_FIELDS}
 _ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
@@ -22,18 +22,11 @@ _NUMERIC = "('Int64', 'UInt64', 'Double', 'Bool')"
 def compile_where(where: Filter, alias: str = "r") -> tuple[str, dict[str, Any]]:
     """``(sql, params)`` for a condition on table ``alias``; the SQL is never NULL."""
     params: dict[str, Any] = {}
-    return _node(where, alias, params), params
 
+    def leaf(cmp: Cmp) -> str:
+        return (_catalogue if cmp.catalogue else _metadata)(cmp, alias, params)
 
-def _node(node: Filter, alias: str, params: dict[str, Any]) -> str:
-    if isinstance(node, And | Or):
-        joiner = " AND " if isinstance(node, And) else " OR "
-        return "(" + joiner.join(_node(item, alias, params) for item in node.items) + ")"
-    if isinstance(node, Cmp):
-        if node.catalogue:
-            return _catalogue(node, alias, params)
-        return _metadata(node, alias, params)
-    raise InvalidFilter(f"not a filter node: {node!r:.80}")
+    return render(where, leaf), params
 
 
 def _bind(params: dict[str, Any], value: Any, kind: str) -> str:

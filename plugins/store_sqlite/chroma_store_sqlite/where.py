@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from chroma_core.errors import InvalidFilter
-from chroma_core.filters import CATALOGUE_FIELDS, METADATA_KEY, And, Cmp, Filter, Or, class_name
+from chroma_core.filters import CATALOGUE_FIELDS, METADATA_KEY, Cmp, Filter, class_name, render
 
 COLUMNS = {name: name for name in CATALOGUE_FIELDS}
 _ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
@@ -21,16 +21,7 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 def compile_where(where: Filter, alias: str = "r") -> tuple[str, dict[str, Any]]:
     """``(sql, params)``: a condition on table ``alias`` with named parameters ``:w0, :w1...``."""
     params: dict[str, Any] = {}
-    return _node(where, alias, params), params
-
-
-def _node(node: Filter, alias: str, params: dict[str, Any]) -> str:
-    if isinstance(node, And | Or):
-        joiner = " AND " if isinstance(node, And) else " OR "
-        return "(" + joiner.join(_node(item, alias, params) for item in node.items) + ")"
-    if isinstance(node, Cmp):
-        return _cmp(node, alias, params)
-    raise InvalidFilter(f"not a filter node: {node!r:.80}")
+    return render(where, lambda cmp: _cmp(cmp, alias, params)), params
 
 
 def _bind(params: dict[str, Any], value: Any) -> str:
