@@ -208,10 +208,10 @@ class ClickHouseStore(Store):
         parts = [f"r.seq NOT IN (SELECT seq FROM deleted_{sid})"]
         params: dict[str, Any] = {}
         if ids is not None:
-            parts.append("r.id IN (SELECT arrayJoin({ids:Array(String)}))")
+            parts.append("r.id IN {ids:Array(String)}")
             params["ids"] = list(ids)
         if seqs is not None:
-            parts.append("r.seq IN (SELECT arrayJoin({seqs:Array(UInt64)}))")
+            parts.append("r.seq IN {seqs:Array(UInt64)}")
             params["seqs"] = [int(s) for s in seqs]
         if after is not None:
             parts.append("r.seq > {after:UInt64}")

@@ -36,8 +36,8 @@ def _bind(params: dict[str, Any], value: Any, kind: str) -> str:
 
 
 def _set(params: dict[str, Any], values: list, kind: str) -> str:
-    # IN over a subquery builds one hash set; has() would scan the list for every row
-    return f"(SELECT arrayJoin({_bind(params, values, kind)}))"
+    # IN builds one hash set (and serves index analysis); has() scans the list every row
+    return _bind(params, values, kind)
 
 
 def _catalogue(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
