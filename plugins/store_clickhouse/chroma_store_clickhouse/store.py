@@ -58,6 +58,7 @@ class ClickHouseStore(Store):
     def __init__(self, where: Target):
         self.target = where
         self._local = threading.local()
+        self._clients: list[Any] = []
         self._lock = threading.RLock()
         self._max_seq: dict[int, int] = {}
         # (read at, row) by name: spaces change rarely and are read on every call
@@ -82,7 +83,8 @@ class ClickHouseStore(Store):
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = self.target.client(self.target.database)
-            self._local.clients = getattr(self._local, "clients", [])
+            with self._lock:
+                self._clients.append(client)
         return client
 
     def _query(self, sql: str, params: dict | None = None) -> list[tuple]:
@@ -119,10 +121,11 @@ class ClickHouseStore(Store):
                 )
 
     def close(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is not None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
             client.close()
-            self._local.client = None
+        self._local = threading.local()
 
     # --- spaces ---------------------------------------------------------------
     def _space_row(self, name: str, fresh: bool = False) -> tuple:
@@ -143,6 +146,8 @@ class ClickHouseStore(Store):
 
     def _write_space(self, row: tuple, *, deleted: int = 0) -> None:
         name, sid, metric, dim, model, created_at, generation = row
+        # the epoch moves before and after, so a reader whose read overlapped the write
+        # never caches what it read
         self._space_epoch += 1
         self._spaces.pop(name, None)
         self._client().insert(
@@ -150,6 +155,7 @@ class ClickHouseStore(Store):
             [[name, sid, metric, dim, model, created_at, generation, deleted, self._version()]],
             column_names=[*_SPACE_COLUMNS.split(", "), "deleted", "version"],
         )
+        self._space_epoch += 1
         self._spaces.pop(name, None)
 
     def _info(self, row: tuple, count: bool) -> SpaceInfo:

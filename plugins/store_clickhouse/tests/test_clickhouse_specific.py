@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -117,14 +118,21 @@ def test_readers_never_see_half_a_delete_or_half_a_priority_rewrite(store):
             counts.append(store.count("s"))
             priority_sets.append(set(store.priorities("s").column("priority").to_pylist()))
 
+    def reads_made(at_least: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(counts) < at_least and time.monotonic() < deadline:
+            time.sleep(0.001)
+
     reader = threading.Thread(target=read)
     reader.start()
     for generation in range(6):
+        reads_made(len(counts) + 2)  # so reads interleave with every write, even under load
         store.replace_priorities("s", pa.table({"id": ids, "priority": [float(generation)] * 600}))
         store.delete("s", where=parse({"dataset": f"b{generation}"}))
+    reads_made(len(counts) + 2)
     stop.set()
     reader.join()
-    assert len(counts) > 3
+    assert len(counts) >= 14
     assert all(c % 50 == 0 for c in counts), counts
     assert all(len(s) <= 1 for s in priority_sets), [s for s in priority_sets if len(s) > 1][:3]
 
