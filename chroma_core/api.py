@@ -48,6 +48,10 @@ def space_info(chroma, params, table) -> Reply:
     return {"space": chroma.space_info(_take(params, "space").get("space")).to_json()}, None
 
 
+def status(chroma, params, table) -> Reply:
+    return chroma.status(_take(params, "space").get("space")), None
+
+
 def spaces(chroma, params, table) -> Reply:
     return {"spaces": [s.to_json() for s in chroma.spaces()]}, None
 
@@ -130,6 +134,7 @@ OPERATIONS: dict[str, Operation] = {
         algorithms,
         space,
         space_info,
+        status,
         spaces,
         delete_space,
         add,

@@ -27,6 +27,11 @@ def chroma_nearest_neighbors(chroma, space, queries, k, where):
 
 
 @hookspec
+def chroma_space_status(chroma, space):
+    """Return a dict of what this plugin knows of ``space`` (e.g. its index), or None."""
+
+
+@hookspec
 def chroma_rows_added(chroma, space, seqs, rows):
     """``rows`` (Arrow table with embeddings) were durably stored under ``seqs``."""
 

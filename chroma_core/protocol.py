@@ -28,6 +28,7 @@ ROUTES = [
     ("POST", "/api/v1/spaces", "space"),
     ("GET", "/api/v1/spaces/{space}", "space_info"),
     ("DELETE", "/api/v1/spaces/{space}", "delete_space"),
+    ("GET", "/api/v1/spaces/{space}/status", "status"),
     ("POST", "/api/v1/spaces/{space}/rows", "add"),
     ("POST", "/api/v1/spaces/{space}/get", "get"),
     ("POST", "/api/v1/spaces/{space}/count", "count"),

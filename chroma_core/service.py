@@ -98,6 +98,14 @@ class Chroma:
         _check_space_name(name)
         return self.store.get_space(name)
 
+    def status(self, name: str) -> dict:
+        """The space with its row count and what each plugin reports of it (its index)."""
+        info = self.space_info(name)
+        out: dict = {"space": info.to_json()}
+        for part in self.hook.chroma_space_status(chroma=self, space=info):
+            out.update(part or {})
+        return out
+
     def _space(self, name: str) -> SpaceInfo:
         """The space without its row count (which a large store may take a while to count)."""
         _check_space_name(name)

@@ -292,6 +292,19 @@ def test_neighbours_in_an_empty_space_are_an_empty_frame(client, space_name):
     assert found.empty and "distance" in found.columns
 
 
+def test_status_reports_the_index_and_wait_for_index_returns_when_caught_up(client, space_name):
+    space = client.space(space_name)
+    empty = space.status()
+    assert empty["space"]["count"] == 0 and empty["index"]["pending"] == 0
+    data = vectors(500, 8, seed=9)
+    ids = space.add(data, dataset="d")
+    found = space.nearest_neighbors(data[:3], k=1)
+    assert found.sort_values("query")["id"].tolist() == ids[:3]
+    status = space.wait_for_index(timeout=60)
+    assert status["space"]["count"] == 500
+    assert status["index"]["indexed"] == 500 and status["index"]["pending"] == 0
+
+
 def test_deleted_rows_are_never_neighbours(client, space_name):
     space = client.space(space_name)
     data = vectors(200, 8, seed=6)

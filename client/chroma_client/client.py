@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,6 +153,28 @@ class Space:
 
     def info(self) -> SpaceSummary:
         return SpaceSummary(**self._call("space_info")[0]["space"])
+
+    def status(self) -> dict:
+        """The space (name, dim, metric, count) and its index: rows ``indexed`` and rows
+        ``pending`` (stored, searched exactly until the index catches up)."""
+        return self._call("status")[0]
+
+    def wait_for_index(self, timeout: float | None = None, interval: float = 0.1) -> dict:
+        """Block until the index has caught up with every stored row; returns the status.
+
+        Queries never need this (rows are findable once added); scripts timing the index
+        do. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.get("index", {}).get("pending", 0) == 0:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the index of {self.name!r} still has {status['index']['pending']} rows "
+                    f"pending after {timeout} s"
+                )
+            time.sleep(interval)
 
     @property
     def dim(self) -> int | None:

@@ -25,6 +25,8 @@ M = 16
 EF_CONSTRUCTION = 100
 EF_SEARCH = 128
 SAVE_EVERY_SECONDS = 30.0
+#: rows added to the graph per lock hold: small enough that a query waits little
+CHUNK_ROWS = 5_000
 
 
 class SpaceIndex:
@@ -37,6 +39,8 @@ class SpaceIndex:
         self.dim = dim
         self.ef = ef
         self.lock = threading.RLock()
+        # one builder at a time; held across chunks, while ``lock`` is held only per chunk
+        self.build_lock = threading.Lock()
         self.index: hnswlib.Index | None = None
         self.indexed_seq = 0
         self.live = 0
@@ -46,26 +50,48 @@ class SpaceIndex:
         self.last_save = time.monotonic()
 
     # --- keeping up with the store ------------------------------------------
-    def catch_up(self, store, space: str) -> None:
-        """Load or rebuild as needed, then index every row stored after ``indexed_seq``."""
+    def open(self, store, space: str) -> None:
+        """Load the saved index if it agrees with the store, else start an empty one (the
+        worker then fills it); never waits for a build."""
         with self.lock:
             if self.index is None:
                 self._open(store, space)
-            if store.max_seq(space) <= self.indexed_seq:
+
+    def behind(self, store, space: str) -> bool:
+        return store.max_seq(space) > self.indexed_seq
+
+    def catch_up(self, store, space: str) -> None:
+        """Index every row stored after ``indexed_seq``, a chunk at a time, so that queries
+        get the lock between chunks."""
+        self.open(store, space)
+        with self.build_lock:
+            if not self.behind(store, space):
                 return
             seqs, vectors = store.vectors(space, after_seq=self.indexed_seq)
-            if len(seqs):
-                self._add(seqs, vectors)
-            self._maybe_save()
+            self._add_in_chunks(seqs, vectors)
 
     def add_new(self, store, space: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
         """Index rows just stored; falls back to reading the store if there is a gap."""
-        with self.lock:
-            if self.index is not None and len(seqs) and int(seqs[0]) == self.indexed_seq + 1:
-                self._add(seqs, vectors)
-                self._maybe_save()
-            else:
+        self.open(store, space)
+        with self.build_lock:
+            if len(seqs) and int(seqs[0]) == self.indexed_seq + 1:
+                self._add_in_chunks(seqs, vectors)
+            elif len(seqs) and int(seqs.max()) > self.indexed_seq:
                 self.catch_up(store, space)
+
+    def _add_in_chunks(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        for start in range(0, len(seqs), CHUNK_ROWS):
+            with self.lock:
+                self._add(seqs[start : start + CHUNK_ROWS], vectors[start : start + CHUNK_ROWS])
+        with self.lock:
+            self._maybe_save()
+
+    def status(self, store, space: str) -> dict:
+        """Rows in the index, and stored rows it has not caught up with yet."""
+        with self.lock:
+            indexed_seq, live = self.indexed_seq, self.live
+        pending, _ = store.vectors(space, after_seq=indexed_seq, with_vectors=False)
+        return {"indexed": live, "pending": int(len(pending)), "indexed_seq": indexed_seq}
 
     def remove(self, seqs: np.ndarray) -> None:
         with self.lock:
@@ -167,39 +193,56 @@ class SpaceIndex:
 
     # --- search -------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
-        """``(seqs, distances)`` (n, k), -1 padded; ``allowed`` restricts to those seqs."""
+        """``(seqs, distances, indexed_seq)``: (n, k), -1 padded, over the indexed rows only
+        (the caller searches the rest exactly); ``allowed`` restricts to those seqs. None
+        when the index cannot answer (too few reachable rows)."""
         with self.lock:
-            n = len(queries)
-            seqs = np.full((n, k), -1, dtype=np.int64)
-            dists = np.full((n, k), np.inf, dtype=np.float32)
-            if self.live == 0:
-                return seqs, dists
-            pool = self.live if allowed is None else len(allowed)
-            want = min(k, pool)
-            fetch = want if allowed is None else min(self.live, want * 4)
-            allowed_set = None if allowed is None else allowed
-            while True:
-                self.index.set_ef(max(self.ef, 4 * fetch))
-                try:
-                    labels, found = self.index.knn_query(queries, k=fetch, num_threads=-1)
-                except RuntimeError:  # fewer reachable elements than asked for
-                    return None
-                labels = labels.astype(np.int64)
-                if allowed_set is None:
-                    seqs[:, :want], dists[:, :want] = labels[:, :want], found[:, :want]
-                    break
-                keep = np.isin(labels, allowed_set)
-                if (keep.sum(axis=1) >= want).all():
-                    order = np.argsort(~keep, axis=1, kind="stable")[:, :want]
-                    seqs[:, :want] = np.take_along_axis(labels, order, axis=1)
-                    dists[:, :want] = np.take_along_axis(found, order, axis=1)
-                    break
-                if fetch >= self.live:
-                    return None
-                fetch = min(self.live, fetch * 4)
-            if self.metric == "l2":
-                np.sqrt(np.maximum(dists, 0, out=dists), out=dists, where=np.isfinite(dists))
+            snapshot = self.indexed_seq
+            if allowed is not None:
+                allowed = allowed[allowed <= snapshot]
+            found = self._search(queries, k, allowed)
+            return None if found is None else (*found, snapshot)
+
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None):
+        n = len(queries)
+        seqs = np.full((n, k), -1, dtype=np.int64)
+        dists = np.full((n, k), np.inf, dtype=np.float32)
+        pool = self.live if allowed is None else len(allowed)
+        want = min(k, pool)
+        if self.index is None or self.live == 0 or want == 0:
             return seqs, dists
+        fetch = want if allowed is None else min(self.live, want * 4)
+        allowed_set = None if allowed is None else allowed
+        while True:
+            self.index.set_ef(max(self.ef, 4 * fetch))
+            try:
+                labels, found = self.index.knn_query(queries, k=fetch, num_threads=-1)
+            except RuntimeError:  # fewer reachable elements than asked for
+                return None
+            labels = labels.astype(np.int64)
+            if allowed_set is None:
+                seqs[:, :want], dists[:, :want] = labels[:, :want], found[:, :want]
+                break
+            keep = np.isin(labels, allowed_set)
+            if (keep.sum(axis=1) >= want).all():
+                order = np.argsort(~keep, axis=1, kind="stable")[:, :want]
+                seqs[:, :want] = np.take_along_axis(labels, order, axis=1)
+                dists[:, :want] = np.take_along_axis(found, order, axis=1)
+                break
+            if fetch >= self.live:
+                return None
+            fetch = min(self.live, fetch * 4)
+        if self.metric == "l2":
+            np.sqrt(np.maximum(dists, 0, out=dists), out=dists, where=np.isfinite(dists))
+        return seqs, dists
+
+
+def merge(first: tuple, second: tuple, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest of two ``(seqs, distances)`` answers over disjoint rows."""
+    seqs = np.concatenate([first[0], second[0]], axis=1)
+    dists = np.concatenate([first[1], second[1]], axis=1)
+    order = np.argsort(dists, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(seqs, order, axis=1), np.take_along_axis(dists, order, axis=1)
 
 
 def exact_search(queries: np.ndarray, seqs: np.ndarray, vectors: np.ndarray, k: int, metric: str):

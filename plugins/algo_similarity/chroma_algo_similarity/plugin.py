@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from chroma_algo_similarity.index import EF_SEARCH, SpaceIndex, exact_search
+from chroma_algo_similarity.index import EF_SEARCH, SpaceIndex, exact_search, merge
 from chroma_core.algorithm import Neighbors
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
@@ -45,8 +45,11 @@ class Indexes:
             return index
 
     def current(self, info) -> SpaceIndex:
+        """The space's index, opened without waiting; a catch-up is queued if it is behind."""
         index = self.get(info.name, info.metric, info.dim)
-        index.catch_up(self.chroma.store, info.name)
+        index.open(self.chroma.store, info.name)
+        if index.behind(self.chroma.store, info.name):
+            self.pending.put((index, info.name, None, None))
         return index
 
     def _work(self) -> None:
@@ -56,7 +59,10 @@ class Indexes:
                 return
             index, space, seqs, vectors = item
             try:
-                index.add_new(self.chroma.store, space, seqs, vectors)
+                if seqs is None:
+                    index.catch_up(self.chroma.store, space)
+                else:
+                    index.add_new(self.chroma.store, space, seqs, vectors)
             except Exception:  # the next query catches up from the store
                 log.exception("indexing rows of %s failed", space)
 
@@ -101,8 +107,23 @@ def chroma_nearest_neighbors(chroma, space, queries, k, where):
         seqs, vectors = store.vectors(space.name, where=where)
         found = exact_search(queries, seqs, vectors, k, space.metric)
         return Neighbors(*found, meta={"method": "exact", "candidates": len(seqs)})
-    method = "hnsw" if allowed is None else "hnsw_filtered"
-    return Neighbors(*found, meta={"method": method})
+    seqs, dists, indexed_seq = found
+    # rows stored since the index last caught up are searched exactly, so every
+    # acknowledged row is findable at once
+    tail_seqs, tail_vectors = store.vectors(space.name, where=where, after_seq=indexed_seq)
+    meta = {"method": "hnsw" if allowed is None else "hnsw_filtered", "unindexed": len(tail_seqs)}
+    if len(tail_seqs):
+        tail = exact_search(queries, tail_seqs, tail_vectors, k, space.metric)
+        seqs, dists = merge((seqs, dists), tail, k)
+    return Neighbors(seqs, dists, meta=meta)
+
+
+@hookimpl
+def chroma_space_status(chroma, space):
+    if space.dim is None:
+        return {"index": {"kind": "hnsw", "indexed": 0, "pending": 0, "indexed_seq": 0}}
+    index = _indexes(chroma).current(space)
+    return {"index": {"kind": "hnsw", **index.status(chroma.store, space.name)}}
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,13 @@ def add(chroma: Chroma, space: str, data: np.ndarray, **fields):
         }
     )
     return chroma.add(space, table)
+
+
+def wait_for_index(chroma, space, timeout=60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (status := chroma.status(space))["index"]["pending"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return status
 
 
 def recall(found, truth) -> float:
@@ -84,8 +93,8 @@ def test_index_behind_the_store_is_caught_up_and_one_that_disagrees_is_rebuilt(t
     assert [f[0] for f in found] == [f"x{i}" for i in range(1500, 1510)]
     found, _ = neighbour_ids(again, "s", data[:100], k=5)
     assert not {i for f in found for i in f} & {f"rs{i}" for i in range(100)}
-    index = again.state("algo_similarity")["indexes"].by_space["s"]
-    assert index.live == 1900
+    status = wait_for_index(again, "s")
+    assert status["index"]["indexed"] == 1900 and status["space"]["count"] == 1900
     again.close()
 
 
@@ -154,3 +163,40 @@ def _rows(data: np.ndarray, start: int):
         ),
         d,
     )
+
+
+def test_rows_are_findable_before_the_index_has_them(tmp_path):
+    data = clustered(3000, seed=5)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    add(chroma, "s", data[:2000])
+    wait_for_index(chroma, "s")
+    index = chroma.state("algo_similarity")["indexes"].by_space["s"]
+    with index.build_lock:  # holds the indexer back, as a long build would
+        ids = add(chroma, "s", data[2000:], ids=[f"new{i}" for i in range(1000)])
+        status = chroma.status("s")
+        assert status["index"] == {"kind": "hnsw", "indexed": 2000, "pending": 1000,
+                                   "indexed_seq": 2000}  # fmt: skip
+        result = chroma.nearest_neighbors("s", queries=data[2000:2010], k=5)
+        assert result.meta["unindexed"] == 1000
+        frame = result.table.to_pandas()
+        nearest = frame[frame["rank"] == 0].sort_values("query")["id"].tolist()
+        assert nearest == ids[:10]
+        # the exact tail and the index merge into the true neighbours over all rows
+        truth, _ = exact_knn(data[2000:2010], data, 5, "l2")
+        names = np.array([f"rs{i}" for i in range(2000)] + ids)
+        assert (
+            recall(
+                [frame[frame["query"] == q]["id"].tolist() for q in range(10)],
+                names[truth].tolist(),
+            )
+            >= 0.99
+        )
+        filtered = chroma.nearest_neighbors(
+            "s", queries=data[2000:2002], k=3, where={"id": {"$in": ids[:50] + ["rs0"]}}
+        )
+        assert set(filtered.table.column("id").to_pylist()) <= set(ids[:50]) | {"rs0"}
+    status = wait_for_index(chroma, "s")
+    assert status["index"]["pending"] == 0 and status["index"]["indexed"] == 3000
+    assert chroma.nearest_neighbors("s", queries=data[2000:2001], k=1).meta["unindexed"] == 0
+    chroma.close()
