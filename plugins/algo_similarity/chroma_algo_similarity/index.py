@@ -27,6 +27,8 @@ EF_SEARCH = 128
 SAVE_EVERY_SECONDS = 30.0
 #: rows added to the graph per lock hold: small enough that a query waits little
 CHUNK_ROWS = 5_000
+#: rows read back from the store at a time when catching up
+READ_ROWS = 100_000
 
 
 class SpaceIndex:
@@ -65,10 +67,18 @@ class SpaceIndex:
         get the lock between chunks."""
         self.open(store, space)
         with self.build_lock:
-            if not self.behind(store, space):
-                return
-            seqs, vectors = store.vectors(space, after_seq=self.indexed_seq)
-            self._add_in_chunks(seqs, vectors)
+            # rows committed later get larger seqs, so everything up to here is visible now
+            upper = store.max_seq(space)
+            while self.indexed_seq < upper:
+                # a bounded range of seqs at a time, so memory stays bounded on big spaces
+                last = min(self.indexed_seq + READ_ROWS, upper)
+                window = np.arange(self.indexed_seq + 1, last + 1)
+                seqs, vectors = store.vectors(space, seqs=window)
+                if len(seqs):
+                    self._add_in_chunks(seqs, vectors)
+                with self.lock:
+                    # deleted seqs leave gaps: the window is done whatever it held
+                    self.indexed_seq = max(self.indexed_seq, last)
 
     def add_new(self, store, space: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
         """Index rows just stored; falls back to reading the store if there is a gap."""

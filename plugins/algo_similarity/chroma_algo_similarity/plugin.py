@@ -19,6 +19,8 @@ STATE = "algo_similarity"
 #: filters matching at most this many rows are answered exactly from the store
 #: (CHROMA_SIMILARITY_EXACT_LIMIT overrides)
 EXACT_LIMIT = 20_000
+#: batches handed to the indexer in memory before it reads them back from the store instead
+HANDOFF_BATCHES = 4
 
 
 class Indexes:
@@ -31,6 +33,8 @@ class Indexes:
         self.by_space: dict[str, SpaceIndex] = {}
         # search breadth: higher finds more true neighbours and answers slower
         self.ef = int(chroma.settings.extra.get("similarity_ef", EF_SEARCH))
+        # lazy: build a space's index on its first unfiltered query instead of as rows arrive
+        self.lazy = chroma.settings.extra.get("similarity_build", "eager") == "lazy"
         self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
         self.worker = threading.Thread(target=self._work, name="chroma-indexer", daemon=True)
@@ -128,10 +132,17 @@ def chroma_space_status(chroma, space):
 
 @hookimpl
 def chroma_rows_added(chroma, space, seqs, rows):
-    info = chroma.store.get_space(space, count=False)
     indexes = _indexes(chroma)
+    if indexes.lazy:
+        return
+    info = chroma.store.get_space(space, count=False)
     index = indexes.get(space, info.metric, info.dim)
-    indexes.pending.put((index, space, np.asarray(seqs), embeddings_of(rows)))
+    if indexes.pending.qsize() < HANDOFF_BATCHES:
+        indexes.pending.put((index, space, np.asarray(seqs), embeddings_of(rows)))
+    else:
+        # the indexer is behind: it reads these rows back from the store when it gets there,
+        # rather than this queue holding a copy of every batch in memory
+        indexes.pending.put((index, space, None, None))
 
 
 @hookimpl

@@ -200,3 +200,34 @@ def test_rows_are_findable_before_the_index_has_them(tmp_path):
     assert status["index"]["pending"] == 0 and status["index"]["indexed"] == 3000
     assert chroma.nearest_neighbors("s", queries=data[2000:2001], k=1).meta["unindexed"] == 0
     chroma.close()
+
+
+def test_lazy_build_waits_for_the_first_unfiltered_query(tmp_path):
+    data = clustered(1500, seed=6)
+    chroma = service(tmp_path, similarity_build="lazy")
+    chroma.space("s")
+    ids = add(chroma, "s", data)
+    assert chroma.status("s")["index"]["pending"] == 1500
+    result = chroma.nearest_neighbors("s", queries=data[:5], k=1)
+    assert result.table.column("id").to_pylist() == ids[:5]
+    status = wait_for_index(chroma, "s")
+    assert status["index"]["indexed"] == 1500 and status["index"]["pending"] == 0
+    chroma.close()
+
+
+def test_a_behind_indexer_reads_rows_back_from_the_store(tmp_path):
+    data = clustered(4000, seed=7)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    add(chroma, "s", data[:10], ids=[f"a{i}" for i in range(10)])
+    wait_for_index(chroma, "s")
+    indexes = chroma.state("algo_similarity")["indexes"]
+    with indexes.by_space["s"].build_lock:
+        for part in range(10):
+            rows = data[10 + part * 399 : 10 + (part + 1) * 399]
+            add(chroma, "s", rows, ids=[f"b{part}_{i}" for i in range(len(rows))])
+        handed = list(indexes.pending.queue)
+        assert sum(item[2] is not None for item in handed) <= 4
+    status = wait_for_index(chroma, "s")
+    assert status["index"]["indexed"] == 4000
+    chroma.close()
