@@ -48,6 +48,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# An insert is acknowledged only once its part is on disk, not just in the page cache.
+DURABLE = "fsync_after_insert = 1, fsync_part_directory = 1"
+
 # A retried insert with the same token within this many recent blocks is stored once.
 DEDUPLICATION_WINDOW = 1000
 
@@ -71,16 +74,16 @@ def space_tables(space_id: int) -> tuple[str, ...]:
             INDEX id_lookup id TYPE bloom_filter GRANULARITY 4,
             INDEX seq_range seq TYPE minmax GRANULARITY 1
         ) ENGINE = MergeTree ORDER BY (dataset, context, seq)
-        SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}""",
+        SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}, {DURABLE}""",
         # ids in key order, so a batch's ids are checked against millions by index look-ups
         f"""CREATE TABLE IF NOT EXISTS ids_{sid} (id String, seq UInt64)
-        ENGINE = MergeTree ORDER BY id""",
+        ENGINE = MergeTree ORDER BY id SETTINGS {DURABLE}""",
         # ids in key order, so a batch's ids are checked against millions by index look-ups
         f"""CREATE TABLE IF NOT EXISTS ids_{sid} (id String, seq UInt64)
         ENGINE = MergeTree ORDER BY id""",
         # a delete is one insert here, so readers see all of it or none of it
         f"""CREATE TABLE IF NOT EXISTS deleted_{sid} (seq UInt64)
-        ENGINE = MergeTree ORDER BY seq""",
+        ENGINE = MergeTree ORDER BY seq SETTINGS {DURABLE}""",
         # readers take the generation the space row names, so a rewrite switches at once
         f"""CREATE TABLE IF NOT EXISTS priorities_{sid} (
             generation UInt64,
@@ -90,7 +93,7 @@ def space_tables(space_id: int) -> tuple[str, ...]:
             priority Float64,
             components Nullable(String),
             computed_at Nullable(String)
-        ) ENGINE = MergeTree ORDER BY (generation, id)""",
+        ) ENGINE = MergeTree ORDER BY (generation, id) SETTINGS {DURABLE}""",
     )
 
 

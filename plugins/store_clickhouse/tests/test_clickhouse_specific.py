@@ -95,6 +95,16 @@ def test_vectors_are_arrays_of_float32_and_catalogue_columns_low_cardinality(sto
     assert types["label"] == "LowCardinality(Nullable(String))"
 
 
+def test_inserts_are_on_disk_before_they_are_acknowledged(store):
+    sid = store._space_row("s")[1]
+    for table in ("rows", "ids", "deleted", "priorities"):
+        ddl = store._query(
+            "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() "
+            "AND name = {t:String}", {"t": f"{table}_{sid}"}
+        )[0][0]  # fmt: skip
+        assert "fsync_after_insert = 1" in ddl, table
+
+
 def test_a_retried_insert_with_the_same_token_is_stored_once(store):
     sid = store._space_row("s")[1]
     from chroma_store_clickhouse.store import _rows_for_insert
