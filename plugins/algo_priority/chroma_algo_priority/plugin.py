@@ -31,7 +31,7 @@ class Priority(Algorithm):
         store = chroma.store
         training = store.get(space.name, where=parse(TRAINING), include_embeddings=True)
         labels = training.column("label").to_numpy(zero_copy_only=False)
-        labelled = np.asarray([label is not None for label in labels], dtype=bool)
+        labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
         if labelled.sum() < 2:
             raise InvalidInput(
                 f"space {space.name!r} has {int(labelled.sum())} labelled training inputs; "

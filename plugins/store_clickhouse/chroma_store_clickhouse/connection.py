@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +75,3 @@ def target(settings: Settings) -> Target:
         "autogenerate_session_id": False,
     }
     return Target(options, database, False, vector_index)
-
-
-ClientFactory = Callable[[str | None], Any]
