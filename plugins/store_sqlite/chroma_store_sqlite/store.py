@@ -255,13 +255,6 @@ class SqliteStore(Store):
                 )
             if n == 0:
                 return np.empty(0, dtype=np.int64)
-            stored = conn.execute(
-                "SELECT j.value FROM json_each(?) AS j JOIN rows AS r "
-                "ON r.space = ? AND r.id = j.value ORDER BY j.key LIMIT 1",
-                (json.dumps(columns[0]), space_id),
-            ).fetchone()
-            if stored is not None:
-                raise Conflict(f"id {stored[0]!r:.200} is already stored in space {space!r}")
             seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
             try:
                 conn.executemany(
@@ -270,6 +263,18 @@ class SqliteStore(Store):
                     zip(repeat(space_id), seqs.tolist(), *columns, matrix, outputs, strict=False),
                 )
             except sqlite3.IntegrityError as exc:
+                # ids are checked by the unique index as rows go in; the transaction rolls
+                # back, and the first id already stored is named
+                conn.execute("ROLLBACK")
+                stored = conn.execute(
+                    "SELECT j.value FROM json_each(?) AS j JOIN rows AS r "
+                    "ON r.space = ? AND r.id = j.value ORDER BY j.key LIMIT 1",
+                    (json.dumps(columns[0]), space_id),
+                ).fetchone()
+                if stored is not None:
+                    raise Conflict(
+                        f"id {stored[0]!r:.200} is already stored in space {space!r}"
+                    ) from None
                 raise InvalidInput(f"the batch breaks a constraint of the store: {exc}") from None
             conn.execute(
                 "UPDATE spaces SET dim = ?, max_seq = ?, row_count = row_count + ? "
