@@ -59,9 +59,6 @@ class SpaceIndex:
             if self.index is None:
                 self._open(store, space)
 
-    def behind(self, store, space: str) -> bool:
-        return store.max_seq(space) > self.indexed_seq
-
     def catch_up(self, store, space: str) -> None:
         """Index every row stored after ``indexed_seq``, a chunk at a time, so that queries
         get the lock between chunks."""

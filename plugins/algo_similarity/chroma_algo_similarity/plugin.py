@@ -9,6 +9,7 @@ import threading
 import numpy as np
 
 from chroma_algo_similarity.index import EF_SEARCH, SpaceIndex, exact_search, merge
+from chroma_algo_similarity.matches import MatchCache
 from chroma_core.algorithm import Neighbors
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
@@ -16,9 +17,11 @@ from chroma_core.schema import embeddings_of
 log = logging.getLogger("chroma.similarity")
 
 STATE = "algo_similarity"
-#: filters matching at most this many rows are answered exactly from the store
+#: filters matching at most this many rows are answered exactly
 #: (CHROMA_SIMILARITY_EXACT_LIMIT overrides)
-EXACT_LIMIT = 20_000
+EXACT_LIMIT = 100_000
+#: memory for the rows and vectors of recent filters (CHROMA_SIMILARITY_FILTER_CACHE_MB)
+FILTER_CACHE_MB = 512
 #: batches handed to the indexer in memory before it reads them back from the store instead
 HANDOFF_BATCHES = 4
 
@@ -35,8 +38,12 @@ class Indexes:
         self.ef = int(chroma.settings.extra.get("similarity_ef", EF_SEARCH))
         # lazy: build a space's index on its first unfiltered query instead of as rows arrive
         self.lazy = chroma.settings.extra.get("similarity_build", "eager") == "lazy"
+        self.exact_limit = int(chroma.settings.extra.get("similarity_exact_limit", EXACT_LIMIT))
+        cache_mb = int(chroma.settings.extra.get("similarity_filter_cache_mb", FILTER_CACHE_MB))
+        self.matches = MatchCache(cache_mb << 20)
         self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
+        self.catching_up: set[str] = set()
         self.worker = threading.Thread(target=self._work, name="chroma-indexer", daemon=True)
         self.worker.start()
 
@@ -48,13 +55,24 @@ class Indexes:
                 self.by_space[space] = index
             return index
 
-    def current(self, info) -> SpaceIndex:
-        """The space's index, opened without waiting; a catch-up is queued if it is behind."""
+    def current(self, info, upto: int | None = None) -> SpaceIndex:
+        """The space's index, opened without waiting; a catch-up is queued if it is behind
+        the store's newest seq (``upto``, read from the store when not given)."""
         index = self.get(info.name, info.metric, info.dim)
         index.open(self.chroma.store, info.name)
-        if index.behind(self.chroma.store, info.name):
-            self.pending.put((index, info.name, None, None))
+        if upto is None:
+            upto = self.chroma.store.max_seq(info.name)
+        if upto > index.indexed_seq:
+            self.queue_catch_up(index, info.name)
         return index
+
+    def queue_catch_up(self, index: SpaceIndex, space: str) -> None:
+        # one catch-up queued per space is enough: it runs up to the newest seq
+        with self.lock:
+            if space in self.catching_up:
+                return
+            self.catching_up.add(space)
+        self.pending.put((index, space, None, None))
 
     def _work(self) -> None:
         while True:
@@ -64,6 +82,8 @@ class Indexes:
             index, space, seqs, vectors = item
             try:
                 if seqs is None:
+                    with self.lock:
+                        self.catching_up.discard(space)
                     index.catch_up(self.chroma.store, space)
                 else:
                     index.add_new(self.chroma.store, space, seqs, vectors)
@@ -95,30 +115,31 @@ def chroma_nearest_neighbors(chroma, space, queries, k, where):
     answer = store.nearest_neighbors(space, queries, k, where)
     if answer is not None:
         return answer
+    indexes = _indexes(chroma)
+    allowed = None
     if where is not None:
-        matching = store.count(space.name, where)
-        limit = int(chroma.settings.extra.get("similarity_exact_limit", EXACT_LIMIT))
-        if matching <= limit:
-            seqs, vectors = store.vectors(space.name, where=where)
-            found = exact_search(queries, seqs, vectors, k, space.metric)
-            return Neighbors(*found, meta={"method": "exact", "candidates": matching})
+        matches = indexes.matches.matches(store, space, where, indexes.exact_limit)
+        if matches is not None:
+            seqs, dists = matches.search(queries, k, space.metric)
+            return Neighbors(seqs, dists, meta={"method": "exact", "candidates": len(matches.seqs)})
         allowed, _ = store.vectors(space.name, where=where, with_vectors=False)
-    else:
-        allowed = None
-    index = _indexes(chroma).current(space)
+    upto = store.max_seq(space.name)
+    index = indexes.current(space, upto)
     found = index.search(queries, k, allowed)
     if found is None:
         seqs, vectors = store.vectors(space.name, where=where)
         found = exact_search(queries, seqs, vectors, k, space.metric)
         return Neighbors(*found, meta={"method": "exact", "candidates": len(seqs)})
     seqs, dists, indexed_seq = found
-    # rows stored since the index last caught up are searched exactly, so every
-    # acknowledged row is findable at once
-    tail_seqs, tail_vectors = store.vectors(space.name, where=where, after_seq=indexed_seq)
-    meta = {"method": "hnsw" if allowed is None else "hnsw_filtered", "unindexed": len(tail_seqs)}
-    if len(tail_seqs):
-        tail = exact_search(queries, tail_seqs, tail_vectors, k, space.metric)
-        seqs, dists = merge((seqs, dists), tail, k)
+    meta = {"method": "hnsw" if allowed is None else "hnsw_filtered", "unindexed": 0}
+    if indexed_seq < upto:
+        # rows stored since the index last caught up are searched exactly, so every
+        # acknowledged row is findable at once
+        tail_seqs, tail_vectors = store.vectors(space.name, where=where, after_seq=indexed_seq)
+        meta["unindexed"] = len(tail_seqs)
+        if len(tail_seqs):
+            tail = exact_search(queries, tail_seqs, tail_vectors, k, space.metric)
+            seqs, dists = merge((seqs, dists), tail, k)
     return Neighbors(seqs, dists, meta=meta)
 
 
@@ -142,11 +163,12 @@ def chroma_rows_added(chroma, space, seqs, rows):
     else:
         # the indexer is behind: it reads these rows back from the store when it gets there,
         # rather than this queue holding a copy of every batch in memory
-        indexes.pending.put((index, space, None, None))
+        indexes.queue_catch_up(index, space)
 
 
 @hookimpl
 def chroma_rows_deleted(chroma, space, seqs):
+    _indexes(chroma).matches.remove(space, np.asarray(seqs))
     index = _indexes(chroma).by_space.get(space)
     if index is not None:
         index.remove(np.asarray(seqs))
@@ -155,6 +177,7 @@ def chroma_rows_deleted(chroma, space, seqs):
 @hookimpl
 def chroma_space_deleted(chroma, space):
     indexes = _indexes(chroma)
+    indexes.matches.forget(space)
     with indexes.lock:
         index = indexes.by_space.pop(space, None)
     if index is None:
