@@ -78,9 +78,6 @@ def space_tables(space_id: int) -> tuple[str, ...]:
         # ids in key order, so a batch's ids are checked against millions by index look-ups
         f"""CREATE TABLE IF NOT EXISTS ids_{sid} (id String, seq UInt64)
         ENGINE = MergeTree ORDER BY id SETTINGS {DURABLE}""",
-        # ids in key order, so a batch's ids are checked against millions by index look-ups
-        f"""CREATE TABLE IF NOT EXISTS ids_{sid} (id String, seq UInt64)
-        ENGINE = MergeTree ORDER BY id""",
         # a delete is one insert here, so readers see all of it or none of it
         f"""CREATE TABLE IF NOT EXISTS deleted_{sid} (seq UInt64)
         ENGINE = MergeTree ORDER BY seq SETTINGS {DURABLE}""",
