@@ -22,7 +22,7 @@ from chroma_core.store import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, Spac
 from chroma_store_sqlite.where import compile_where
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Any, ...], ...] = (
     (
         """CREATE TABLE spaces (
             space_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,6 +88,53 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX trigger_items_trigger ON trigger_items (trigger_id, priority DESC)",
     ),
 )
+
+
+def space_tables(space_id: int) -> tuple[str, ...]:
+    """The DDL of one space's rows table (the id is an integer, never user text).
+
+    The seq is the rowid, so rows sit in seq order and no index is kept for it; each
+    catalogue index ends in the rowid, so a filtered read comes out in seq order.
+    """
+    table = _rows(space_id)
+    return (
+        f"""CREATE TABLE {table} (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            dataset TEXT NOT NULL,
+            context TEXT NOT NULL,
+            input_uri TEXT,
+            inference TEXT,
+            label TEXT,
+            metadata TEXT CHECK (metadata IS NULL OR json_valid(metadata)),
+            embedding BLOB NOT NULL,
+            output BLOB
+        )""",
+        *(f"CREATE INDEX {table}_{c} ON {table} ({c})" for c in _INDEXED),
+    )
+
+
+def _rows(space_id: int) -> str:
+    return f"rows_{int(space_id):d}"
+
+
+def _split_rows_by_space(conn: sqlite3.Connection) -> None:
+    """Migration 2: one rows table per space instead of one shared table, so an insert
+    updates no index on seq or on the space, and a space is dropped with its table."""
+    columns = "seq, id, dataset, context, input_uri, inference, label, metadata, embedding, output"
+    for (space_id,) in conn.execute("SELECT space_id FROM spaces").fetchall():
+        for statement in space_tables(space_id):
+            conn.execute(statement)
+        conn.execute(
+            f"INSERT INTO {_rows(space_id)} ({columns}) SELECT {columns} FROM rows "
+            "WHERE space = ? ORDER BY seq",
+            (space_id,),
+        )
+    conn.execute("DROP TABLE rows")
+
+
+_INDEXED = ("dataset", "context", "label", "inference")
+MIGRATIONS += ((_split_rows_by_space,),)
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -188,7 +235,10 @@ class SqliteStore(Store):
                 )
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     def close(self) -> None:
@@ -207,10 +257,12 @@ class SqliteStore(Store):
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM spaces WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"space {name!r} already exists")
-            conn.execute(
+            space_id = conn.execute(
                 "INSERT INTO spaces (name, metric, model, created_at) VALUES (?, ?, ?, ?)",
                 (name, metric, model_json, created_at),
-            )
+            ).lastrowid
+            for statement in space_tables(space_id):
+                conn.execute(statement)
         return SpaceInfo(name, metric, None, 0, json.loads(model_json), created_at)
 
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
@@ -232,7 +284,7 @@ class SqliteStore(Store):
             )
             conn.execute("DELETE FROM triggers WHERE space = ?", (space_id,))
             conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
-            conn.execute("DELETE FROM rows WHERE space = ?", (space_id,))
+            conn.execute(f"DROP TABLE {_rows(space_id)}")
             conn.execute("DELETE FROM spaces WHERE space_id = ?", (space_id,))
 
     # --- rows ---------------------------------------------------------------
@@ -258,18 +310,19 @@ class SqliteStore(Store):
             seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
             try:
                 conn.executemany(
-                    "INSERT INTO rows (space, seq, id, dataset, context, input_uri, inference, "
-                    "label, metadata, embedding, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    zip(repeat(space_id), seqs.tolist(), *columns, matrix, outputs, strict=False),
+                    f"INSERT INTO {_rows(space_id)} (seq, id, dataset, context, input_uri, "
+                    "inference, label, metadata, embedding, output) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    zip(seqs.tolist(), *columns, matrix, outputs, strict=False),
                 )
             except sqlite3.IntegrityError as exc:
                 # ids are checked by the unique index as rows go in; the transaction rolls
                 # back, and the first id already stored is named
                 conn.execute("ROLLBACK")
                 stored = conn.execute(
-                    "SELECT j.value FROM json_each(?) AS j JOIN rows AS r "
-                    "ON r.space = ? AND r.id = j.value ORDER BY j.key LIMIT 1",
-                    (json.dumps(columns[0]), space_id),
+                    f"SELECT j.value FROM json_each(?) AS j JOIN {_rows(space_id)} AS r "
+                    "ON r.id = j.value ORDER BY j.key LIMIT 1",
+                    (json.dumps(columns[0]),),
                 ).fetchone()
                 if stored is not None:
                     raise Conflict(
@@ -298,7 +351,7 @@ class SqliteStore(Store):
             space_id, dim, _ = _space(conn, space)
             condition, params = _rows_condition(space_id, ids=ids, where=where)
             records = conn.execute(
-                f"SELECT {columns} FROM rows AS r WHERE {condition} ORDER BY r.seq"
+                f"SELECT {columns} FROM {_rows(space_id)} AS r WHERE {condition} ORDER BY r.seq"
                 + _page(limit, offset, params),
                 params,
             ).fetchall()
@@ -314,7 +367,7 @@ class SqliteStore(Store):
             space_id = _space(conn, space)[0]
             condition, params = _rows_condition(space_id, where=where)
             return conn.execute(
-                f"SELECT COUNT(*) FROM rows AS r WHERE {condition}", params
+                f"SELECT COUNT(*) FROM {_rows(space_id)} AS r WHERE {condition}", params
             ).fetchone()[0]
 
     def delete(
@@ -326,14 +379,15 @@ class SqliteStore(Store):
                 return np.empty(0, dtype=np.int64)
             condition, params = _rows_condition(space_id, ids=ids, where=where)
             found = conn.execute(
-                f"SELECT r.seq, r.id FROM rows AS r WHERE {condition} ORDER BY r.seq", params
+                f"SELECT r.seq, r.id FROM {_rows(space_id)} AS r WHERE {condition} ORDER BY r.seq",
+                params,
             ).fetchall()
             if not found:
                 return np.empty(0, dtype=np.int64)
             seqs, deleted_ids = zip(*found, strict=True)
             conn.execute(
-                "DELETE FROM rows WHERE space = ? AND seq IN (SELECT value FROM json_each(?))",
-                (space_id, json.dumps(seqs)),
+                f"DELETE FROM {_rows(space_id)} WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps(seqs),),
             )
             conn.execute(
                 "DELETE FROM priorities WHERE space = ? AND id IN (SELECT value FROM json_each(?))",
@@ -361,7 +415,8 @@ class SqliteStore(Store):
                 space_id, where=where, seqs=seqs, after_seq=after_seq
             )
             records = conn.execute(
-                f"SELECT {columns} FROM rows AS r WHERE {condition} ORDER BY r.seq", params
+                f"SELECT {columns} FROM {_rows(space_id)} AS r WHERE {condition} ORDER BY r.seq",
+                params,
             ).fetchall()
         n = len(records)
         found = np.fromiter((record[0] for record in records), dtype=np.int64, count=n)
@@ -377,7 +432,8 @@ class SqliteStore(Store):
             space_id = _space(conn, space)[0]
             condition, params = _rows_condition(space_id, seqs=seqs)
             records = conn.execute(
-                f"SELECT r.seq, {_CATALOGUE} FROM rows AS r WHERE {condition} ORDER BY r.seq",
+                f"SELECT r.seq, {_CATALOGUE} FROM {_rows(space_id)} AS r WHERE {condition} "
+                "ORDER BY r.seq",
                 params,
             ).fetchall()
         return _rows_table(records, None)
@@ -399,7 +455,7 @@ class SqliteStore(Store):
             conn.executemany(
                 "INSERT OR REPLACE INTO priorities (space, id, priority, components, computed_at) "
                 "SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS "
-                "(SELECT 1 FROM rows WHERE space = ?1 AND id = ?2)",
+                f"(SELECT 1 FROM {_rows(space_id)} WHERE id = ?2)",
                 zip(repeat(space_id), ids, values.tolist(), components, computed_at, strict=False),
             )
 
@@ -420,7 +476,7 @@ class SqliteStore(Store):
                 params["min_priority"] = float(min_priority)
             records = conn.execute(
                 f"SELECT p.id, p.priority, p.components, p.computed_at, {catalogue} "
-                "FROM priorities AS p JOIN rows AS r ON r.space = p.space AND r.id = p.id "
+                f"FROM priorities AS p JOIN {_rows(space_id)} AS r ON r.id = p.id "
                 f"WHERE p.space = :space AND {condition} "
                 "ORDER BY p.priority DESC, p.id ASC" + _page(n, 0, params),
                 params,
@@ -520,8 +576,9 @@ def _rows_condition(
     seqs: np.ndarray | None = None,
     after_seq: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """A condition on ``rows AS r`` with named parameters; ``:space`` is always bound."""
-    conditions = ["r.space = :space"]
+    """A condition on the space's rows table ``AS r`` with named parameters; ``:space`` (the
+    space id) is always bound."""
+    conditions = ["1"]
     params: dict[str, Any] = {"space": space_id}
     # a JSON array in one parameter instead of one parameter per value, which would run
     # into SQLite's limit on bound variables

@@ -15,7 +15,7 @@ from chroma_core.errors import InvalidInput
 from chroma_core.filters import parse
 from chroma_core.schema import embeddings_of, validate_rows
 from chroma_store_sqlite import plugin
-from chroma_store_sqlite.store import SCHEMA_VERSION, SqliteStore
+from chroma_store_sqlite.store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from chroma_store_sqlite.where import compile_where
 
 DIM = 3
@@ -86,7 +86,7 @@ def test_vectors_are_stored_as_float32_blobs(store):
     with raw(store) as conn:
         stored = conn.execute(
             "SELECT typeof(embedding), embedding, typeof(output), output, typeof(metadata) "
-            "FROM rows ORDER BY seq"
+            "FROM rows_1 ORDER BY seq"
         ).fetchall()
     matrix = embeddings_of(rows)
     for i, (kind, blob, _, _, _) in enumerate(stored):
@@ -188,13 +188,59 @@ def test_delete_space_leaves_no_orphans(store):
     store.create_trigger("space", pa.table({"id": ["a"], "priority": [1.0]}), None, {})
     store.delete_space("space")
     with raw(store) as conn:
-        for table in ("spaces", "rows", "priorities", "triggers", "trigger_items"):
+        for table in ("spaces", "priorities", "triggers", "trigger_items"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+        left = conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'rows%'").fetchall()
+        assert left == []
 
 
 def test_kept_row_count_matches_the_rows_table(store):
     store.add("space", batch(["a", "b", "c", "d"]))
     store.delete("space", ids=["b", "zz"])
     store.delete("space", where=parse({"id": "c"}))
-    counted = raw(store).execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+    counted = raw(store).execute("SELECT COUNT(*) FROM rows_1").fetchone()[0]
     assert store.count("space") == store.get_space("space").count == counted == 2
+
+
+def test_a_version_1_file_is_split_into_one_rows_table_per_space(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        for space_id, name in ((1, "a"), (2, "b")):
+            conn.execute(
+                "INSERT INTO spaces (space_id, name, metric, dim, created_at, max_seq, row_count)"
+                " VALUES (?, ?, 'l2', 2, '2026-01-01', 3, 2)",
+                (space_id, name),
+            )
+            for seq in (1, 3):
+                conn.execute(
+                    "INSERT INTO rows (space, seq, id, dataset, context, metadata, embedding) "
+                    "VALUES (?, ?, ?, 'd', 'training', '{\"k\": 1}', ?)",
+                    (space_id, seq, f"{name}{seq}", np.array([seq, space_id], "<f4").tobytes()),
+                )
+    store = SqliteStore(path)
+    try:
+        got = store.get("b", include_embeddings=True)
+        assert got.column("id").to_pylist() == ["b1", "b3"]
+        assert got.column("seq").to_pylist() == [1, 3]
+        assert embeddings_of(got).tolist() == [[1.0, 2.0], [3.0, 2.0]]
+        assert got.column("metadata").to_pylist() == ['{"k": 1}'] * 2
+        # new rows continue after the space's last seq, in its own table
+        rows = pa.table(
+            {
+                "id": ["b4"],
+                "dataset": ["d"],
+                "context": ["training"],
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array([0.0, 0.0], "f4"), 2),
+            }
+        )
+        assert store.add("b", validate_rows(rows, 2)).tolist() == [4]
+        assert store.count("a") == 2 and store.count("b") == 3
+        with raw(store) as conn:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            assert "rows" not in names and {"rows_1", "rows_2"} <= names
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        store.close()
