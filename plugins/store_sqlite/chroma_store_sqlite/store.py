@@ -19,6 +19,7 @@ from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFou
 from chroma_core.filters import Filter
 from chroma_core.schema import TEXT_FIELDS, embeddings_of
 from chroma_core.store import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
@@ -163,11 +164,13 @@ class SqliteStore(Store):
         # busy_timeout keeps them in order and off "database is locked"
         self._write_lock = threading.Lock()
         self._closed = False
+        self._checkpointer: Checkpointer | None = None
         try:
             self._migrate()
         except BaseException:
             self.close()
             raise
+        self._checkpointer = Checkpointer(self.path, self._connect)
 
     # --- connections --------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -182,6 +185,10 @@ class SqliteStore(Store):
         # label could be handed to another row. Writes come in batches, so the extra
         # fsync per commit is cheap.
         conn.execute("PRAGMA synchronous = FULL")
+        # commits only append to the log; the checkpointer copies it into the file
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # once the log has been copied in and starts over, its file shrinks back to this
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_BYTES:d}")
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -205,6 +212,8 @@ class SqliteStore(Store):
             try:
                 yield conn
                 conn.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.committed(conn)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -242,6 +251,8 @@ class SqliteStore(Store):
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._connections_lock:
             self._closed = True
             for conn in self._connections.values():
@@ -257,11 +268,11 @@ class SqliteStore(Store):
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM spaces WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"space {name!r} already exists")
-            space_id = conn.execute(
+            cursor = conn.execute(
                 "INSERT INTO spaces (name, metric, model, created_at) VALUES (?, ?, ?, ?)",
                 (name, metric, model_json, created_at),
-            ).lastrowid
-            for statement in space_tables(space_id):
+            )
+            for statement in space_tables(int(cursor.lastrowid or 0)):
                 conn.execute(statement)
         return SpaceInfo(name, metric, None, 0, json.loads(model_json), created_at)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +15,7 @@ from chroma_core.config import Settings
 from chroma_core.errors import InvalidInput
 from chroma_core.filters import parse
 from chroma_core.schema import embeddings_of, validate_rows
-from chroma_store_sqlite import plugin
+from chroma_store_sqlite import checkpoint, plugin
 from chroma_store_sqlite.store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from chroma_store_sqlite.where import compile_where
 
@@ -244,3 +245,33 @@ def test_a_version_1_file_is_split_into_one_rows_table_per_space(tmp_path):
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         store.close()
+
+
+def wal_frames(store: SqliteStore) -> tuple[int, int]:
+    """(frames in the log, frames of it already copied into the file)."""
+    with raw(store) as conn:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        _, log, copied = conn.execute("PRAGMA wal_checkpoint(NOOP)").fetchone()
+    return log, copied
+
+
+def test_commits_leave_checkpoints_to_the_checkpointer(store, monkeypatch):
+    with raw(store) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    monkeypatch.setattr(checkpoint, "WAL_BYTES", 0)
+    store.add("space", batch([f"r{i}" for i in range(500)]))
+    deadline = time.monotonic() + 30
+    while store._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store._checkpointer.checkpoints >= 1
+    log, copied = wal_frames(store)
+    assert log > 0 and copied == log
+
+
+def test_a_log_past_its_limit_is_checkpointed_by_the_writer(store, monkeypatch):
+    monkeypatch.setattr(checkpoint, "WAL_LIMIT_BYTES", 0)
+    store._checkpointer.close()  # its thread gone, only the writer can have copied the log
+    store.add("space", batch(["a", "b"]))
+    log, copied = wal_frames(store)
+    assert log > 0 and copied == log
