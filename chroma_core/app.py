@@ -19,24 +19,34 @@ from chroma_core.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     ROUTES,
+    SHM_HEADER,
+    SHM_REPLY_ACCEPT,
+    SHM_REPLY_HEADER,
+    SHM_ROUTE,
+    SHM_UNREADABLE,
+    TRANSPORT_HEADER,
     decode_arrow,
     decode_json,
     encode_arrow,
     encode_json,
 )
 from chroma_core.service import Chroma
+from chroma_core.shared_memory import SharedMemory, Unreadable
 
 log = logging.getLogger("chroma.server")
 
 
-def error_response(error: ChromaError) -> JSONResponse:
+def error_response(error: ChromaError, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(
-        error.to_json(), status_code=error.status, headers={PROTOCOL_HEADER: PROTOCOL_VERSION}
+        error.to_json(),
+        status_code=error.status,
+        headers={PROTOCOL_HEADER: PROTOCOL_VERSION, **(headers or {})},
     )
 
 
 def endpoint(op: str, chroma: Chroma):
     async def handle(request: Request) -> Response:
+        carried = {TRANSPORT_HEADER: "shm" if SHM_HEADER in request.headers else "socket"}
         try:
             sent = request.headers.get(PROTOCOL_HEADER)
             if sent is not None and sent != PROTOCOL_VERSION:
@@ -48,12 +58,21 @@ def endpoint(op: str, chroma: Chroma):
             params.update(request.query_params)
             params.update(request.path_params)
             result, out = await run_in_threadpool(api.call, chroma, op, params, table)
+        except Unreadable as exc:
+            return error_response(exc, {**carried, SHM_HEADER: SHM_UNREADABLE})
         except ChromaError as exc:
-            return error_response(exc)
+            return error_response(exc, carried)
         except Exception:
             log.exception("operation %s failed", op)
-            return error_response(ServerError(f"internal error in {op}; see the server log"))
-        headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
+            error = ServerError(f"internal error in {op}; see the server log")
+            return error_response(error, carried)
+        headers = {PROTOCOL_HEADER: PROTOCOL_VERSION, **carried}
+        shared: SharedMemory | None = request.app.state.shared_memory
+        if out is not None and shared and request.headers.get(SHM_REPLY_HEADER) == SHM_REPLY_ACCEPT:
+            name = await run_in_threadpool(shared.write_reply, result, out)
+            if name is not None:
+                headers[SHM_REPLY_HEADER] = name
+                return Response(b"", media_type=ARROW_TYPE, headers=headers)
         if out is not None:
             body = await run_in_threadpool(encode_arrow, result, out)
             return Response(body, media_type=ARROW_TYPE, headers=headers)
@@ -65,6 +84,12 @@ def endpoint(op: str, chroma: Chroma):
 async def _read(request: Request, limit: int):
     if request.method in ("GET", "DELETE"):
         return {}, None
+    name = request.headers.get(SHM_HEADER)
+    if name is not None:
+        shared: SharedMemory | None = request.app.state.shared_memory
+        if shared is None:
+            raise Unreadable("this server does not take requests through shared memory")
+        return await run_in_threadpool(shared.read, name)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body has {declared} bytes, more than the limit of {limit}")
@@ -84,17 +109,34 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def shared_memory_offer(request: Request) -> Response:
+    """Where a client on this machine may put requests, or ``{"directory": null}``."""
+    shared: SharedMemory | None = request.app.state.shared_memory
+    offer = shared.offer() if shared is not None else {"directory": None}
+    return JSONResponse(offer, headers={PROTOCOL_HEADER: PROTOCOL_VERSION})
+
+
 def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -> Starlette:
     """The web app over ``chroma`` (or a new service from ``settings``)."""
     service = chroma or Chroma(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        yield
-        await run_in_threadpool(service.close)
+        app.state.shared_memory = SharedMemory.start(service.settings)
+        try:
+            yield
+        finally:
+            if app.state.shared_memory is not None:
+                app.state.shared_memory.close()
+                app.state.shared_memory = None
+            await run_in_threadpool(service.close)
 
-    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route(SHM_ROUTE, shared_memory_offer, methods=["GET"]),
+    ]
     routes += [Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.chroma = service
+    app.state.shared_memory = None
     return app

@@ -3,6 +3,13 @@
 A request or response is a dict of parameters and, for bulk data, one Arrow table. With a
 table the body is an Arrow IPC stream whose schema metadata carries the dict as JSON under
 ``chroma.params``; without one the body is JSON. Both ends refuse another protocol version.
+
+A client on the server's machine may instead write a request's Arrow stream to a file in
+the directory ``GET /api/v1/shm`` advertises and send an empty body naming the file in
+``X-Chroma-Shm`` (see :mod:`chroma_core.shared_memory`); with ``X-Chroma-Shm-Reply: accept``
+a large Arrow reply comes back the same way, named in the ``X-Chroma-Shm-Reply`` reply
+header. Every reply says in ``X-Chroma-Transport`` whether the request came through ``shm``
+or the ``socket``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,13 @@ PROTOCOL_HEADER = "X-Chroma-Protocol"
 ARROW_TYPE = "application/vnd.apache.arrow.stream"
 JSON_TYPE = "application/json"
 PARAMS_KEY = b"chroma.params"
+SHM_ROUTE = "/api/v1/shm"
+SHM_HEADER = "X-Chroma-Shm"
+SHM_REPLY_HEADER = "X-Chroma-Shm-Reply"
+SHM_REPLY_ACCEPT = "accept"
+TRANSPORT_HEADER = "X-Chroma-Transport"
+# a reply header: the server could not open the named file, so the client resends the body
+SHM_UNREADABLE = "unreadable"
 
 # (method, path, operation); path parameters and query strings become parameters
 ROUTES = [
@@ -45,17 +59,25 @@ ROUTES = [
 
 def encode_arrow(params: dict, table: pa.Table) -> bytes:
     """An Arrow IPC stream of ``table`` carrying ``params`` in its schema metadata."""
-    metadata = dict(table.schema.metadata or {})
-    metadata[PARAMS_KEY] = json.dumps(params, default=_json_default).encode()
-    table = table.replace_schema_metadata(metadata)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
+    write_arrow(sink, params, table)
     return sink.getvalue().to_pybytes()
 
 
-def decode_arrow(body: bytes) -> tuple[dict, pa.Table]:
-    """The params and table of an Arrow IPC stream; ``MalformedPayload`` if it is not one."""
+def write_arrow(sink, params: dict, table: pa.Table) -> None:
+    """Write the Arrow IPC stream of ``params`` and ``table`` to ``sink`` (an Arrow output
+    stream or a binary file)."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[PARAMS_KEY] = json.dumps(params, default=_json_default).encode()
+    table = table.replace_schema_metadata(metadata)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def decode_arrow(body) -> tuple[dict, pa.Table]:
+    """The params and table of an Arrow IPC stream held in ``body`` (bytes or any buffer,
+    such as a memory map; the table refers to it without a copy); ``MalformedPayload`` if
+    it is not one."""
     try:
         with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
             table = reader.read_all()

@@ -145,6 +145,42 @@ def test_long_loads_show_progress_when_asked_and_stay_quiet_in_scripts(client, s
     assert space.count() == 60
 
 
+def test_per_row_fields_convert_from_what_users_hold(client, space_name):
+    space = client.space(space_name)
+    ids = space.add(
+        vectors(6),
+        dataset=np.array(["a", "b"] * 3),
+        context=pd.Series(["x", "y"] * 3, dtype="category"),
+        input_uris=pd.Series(["u0", None, "u2", np.nan, "u4", pd.NA], dtype=object),
+        inferences=np.array([0.0, 1.0, np.nan, 3.0, 4.0, 5.0]),
+        labels=[True, False, None, 1, "cat", 2.5],
+        ids=pa.chunked_array([["i0", "i1"], ["i2", "i3", "i4", "i5"]]),
+    )
+    assert ids == [f"i{i}" for i in range(6)]
+    frame = space.get(ids=ids).set_index("id").loc[ids]
+
+    def texts(column):
+        return [v if isinstance(v, str) else None for v in frame[column]]
+
+    assert texts("dataset") == ["a", "b"] * 3
+    assert texts("context") == ["x", "y"] * 3
+    assert texts("input_uri") == ["u0", None, "u2", None, "u4", None]
+    assert texts("inference") == ["0", "1", None, "3", "4", "5"]
+    assert texts("label") == ["true", "false", None, "1", "cat", "2.5"]
+    assert space.add(vectors(1), dataset="d", ids=7) == ["7"]
+
+
+def test_a_batched_add_checks_every_batch_before_sending_any(client, space_name):
+    client.batch_rows = 10
+    space = client.space(space_name)
+    ids = [f"r{i}" for i in range(40)]
+    with pytest.raises(InvalidInput, match="ids must not be empty"):
+        space.add(vectors(40), dataset="d", ids=[*ids[:39], ""])
+    with pytest.raises(InvalidInput, match="context must not be None"):
+        space.add(vectors(40), dataset="d", context=["training"] * 39 + [None])
+    assert space.count() == 0
+
+
 # --- bad input stores nothing ---------------------------------------------------
 def test_bad_input_raises_typed_errors_and_stores_nothing(client, space_name):
     space = client.space(space_name)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,8 +15,8 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from chroma_client import convert
-from chroma_client.errors import InvalidInput
-from chroma_client.transport import Embedded, Http
+from chroma_client.errors import ChromaError, InvalidInput
+from chroma_client.transport import Embedded, Http, Outgoing
 
 DEFAULT_BATCH_ROWS = 50_000
 
@@ -47,7 +48,10 @@ class Trigger:
 
 class Client:
     """Entry point. ``Client()`` runs in this process on ``./chroma_data`` (or ``CHROMA_PATH``);
-    ``Client("http://host:8000")`` talks to a Chroma server. Both behave the same."""
+    ``Client("http://host:8000")`` talks to a Chroma server. Both behave the same.
+
+    A server on this machine receives large requests through shared memory instead of the
+    socket; ``shared_memory=False`` (or ``CHROMA_SHARED_MEMORY=0``) keeps them on the socket."""
 
     def __init__(
         self,
@@ -57,6 +61,7 @@ class Client:
         token: str | None = None,
         timeout: float = 300.0,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        shared_memory: bool | None = None,
     ):
         url = url or os.environ.get("CHROMA_URL") or None
         self._transport: Embedded | Http
@@ -64,7 +69,10 @@ class Client:
             raise InvalidInput("give either a server url or a local path, not both")
         if url is not None:
             self._transport = Http(
-                url, timeout=timeout, token=token or os.environ.get("CHROMA_TOKEN")
+                url,
+                timeout=timeout,
+                token=token or os.environ.get("CHROMA_TOKEN"),
+                shared_memory=shared_memory,
             )
         else:
             self._transport = Embedded(path)
@@ -203,10 +211,11 @@ class Space:
 
         Per-row fields take a sequence (one value per row) or one value for all rows.
         Inputs are checked whole before anything is sent; large inputs go in batches of
-        ``client.batch_rows``, each stored all or nothing. ``progress`` shows a progress bar
-        (default: on a terminal, when there is more than one batch).
+        ``client.batch_rows``, each stored all or nothing (a failing batch raises, saying
+        how many rows earlier batches stored). ``progress`` shows a progress bar (default:
+        on a terminal, when there is more than one batch).
         """
-        rows = convert.rows_table(
+        rows = convert.check_rows(
             embeddings,
             dataset=dataset,
             context=context,
@@ -217,21 +226,45 @@ class Space:
             metadata=metadata,
             ids=ids,
         )
-        batches = rows.to_batches(max_chunksize=self.client.batch_rows)
+        spans = list(rows.spans(self.client.batch_rows))
         if progress is None:
-            progress = len(batches) > 1 and sys.stderr.isatty()
-        out: list[str] = []
+            progress = len(spans) > 1 and sys.stderr.isatty()
         with tqdm(
-            total=rows.num_rows,
+            total=len(rows),
             unit=" rows",
             unit_scale=True,
             disable=not progress,
             desc=f"add to {self.name}",
         ) as bar:
-            for batch in batches:
-                _, table = self._call("add", {}, pa.Table.from_batches([batch]))
-                out.extend(table.column("id").to_pylist())
-                bar.update(batch.num_rows)
+            return self._add_batches(rows, spans, bar)
+
+    def _add_batches(self, rows: convert.Rows, spans: list[tuple[int, int]], bar) -> list[str]:
+        """Send the spans of ``rows`` one after the other, converting and encoding the next
+        while one is on its way, so at most two batches are held at a time; the ids come
+        back in input order."""
+        transport = self.client._transport
+
+        def prepare(start: int, stop: int) -> Outgoing:
+            return transport.prepare("add", {"space": self.name}, rows.table(start, stop))
+
+        out: list[str] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="chroma-add") as pool:
+            ready = pool.submit(prepare, *spans[0])
+            try:
+                for i, (start, stop) in enumerate(spans):
+                    outgoing = ready.result()
+                    if i + 1 < len(spans):
+                        ready = pool.submit(prepare, *spans[i + 1])
+                    try:
+                        _, table = transport.send(outgoing)
+                    except ChromaError as exc:
+                        raise _stored_before(exc, len(out), start) from None
+                    assert table is not None
+                    out.extend(table.column("id").to_pylist())
+                    bar.update(stop - start)
+            finally:
+                if not ready.cancel() and ready.exception() is None:
+                    ready.result().discard()
         return out
 
     def get(
@@ -323,6 +356,16 @@ class Space:
             {"n": n, "min_priority": min_priority, "where": where, "note": note},
         )
         return Trigger(**info["trigger"])
+
+
+def _stored_before(error: ChromaError, stored: int, start: int) -> ChromaError:
+    """``error`` of the batch from row ``start``, saying how many rows earlier batches stored."""
+    if stored == 0:
+        return error
+    return type(error)(
+        f"{error.detail} (in the batch from row {start}; the {stored} rows before it were "
+        "stored, this batch and the rest were not)"
+    )
 
 
 def _id_list(ids):

@@ -1,21 +1,47 @@
-"""Turn what users hold (numpy, lists, pandas, pyarrow, tensors) into the rows Arrow table."""
+"""Turn what users hold (numpy, lists, pandas, pyarrow, tensors) into the rows Arrow table.
+
+Every check runs on whole columns up front (numpy and pyarrow.compute, no loop per row);
+the embeddings are converted to Arrow one slice at a time, so a large input is never held
+twice.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chroma_client.errors import DimensionMismatch, InvalidInput
 from chroma_core.filters import class_name
+from chroma_core.schema import MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_TEXT_CHARS
+
+# rows per step of the NaN check, which keeps its temporary arrays small
+_CHECK_ROWS = 32_768
+
+# Space.add's per-row fields: (parameter name, column name)
+_TEXT_FIELDS = (
+    ("dataset", "dataset"),
+    ("context", "context"),
+    ("input_uris", "input_uri"),
+    ("inferences", "inference"),
+    ("labels", "label"),
+)
 
 
 def as_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
     """A C-contiguous float32 (n, d) array from any supported container."""
+    return np.ascontiguousarray(numeric_matrix(embeddings, name), dtype=np.float32)
+
+
+def numeric_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
+    """The (n, d) array of finite numbers in any supported container, checked but not yet
+    converted to float32 (a numpy array is not copied)."""
     value = embeddings
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensors
         value = value.detach().cpu().numpy()
@@ -60,14 +86,31 @@ def as_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
         raise InvalidInput(f"{name} are empty: pass at least one row")
     if matrix.shape[1] == 0:
         raise InvalidInput(f"{name} have dimension 0")
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        bad = np.nonzero(~finite)[0]
-        raise InvalidInput(
-            f"{name} contain NaN or infinite values in {len(bad)} rows (first: row {bad[0]})"
-        )
+    _check_finite(matrix, name)
     return matrix
+
+
+def _check_finite(matrix: np.ndarray, name: str) -> None:
+    """NaN or infinity anywhere, as float32 sees it (a float64 too large for float32 is
+    infinite once stored)."""
+    if not np.issubdtype(matrix.dtype, np.floating):
+        return
+    for start in range(0, len(matrix), _CHECK_ROWS):
+        part = np.asarray(matrix[start : start + _CHECK_ROWS], dtype=np.float32)
+        if not np.isfinite(part).all():
+            break
+    else:
+        return
+    finite = np.concatenate(
+        [
+            np.isfinite(np.asarray(matrix[i : i + _CHECK_ROWS], dtype=np.float32)).all(axis=1)
+            for i in range(0, len(matrix), _CHECK_ROWS)
+        ]
+    )
+    bad = np.nonzero(~finite)[0]
+    raise InvalidInput(
+        f"{name} contain NaN or infinite values in {len(bad)} rows (first: row {bad[0]})"
+    )
 
 
 def _numeric(column, name):
@@ -82,7 +125,7 @@ def _list_array(array: pa.Array, name: str) -> np.ndarray:
             array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), array.type.list_size)
         )
     if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-        lengths = pa.compute.list_value_length(array).to_numpy(zero_copy_only=False)
+        lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths != lengths[0]).any():
             raise DimensionMismatch(f"{name} have mixed dimensions in the Arrow list column")
         values = array.flatten().to_numpy(zero_copy_only=False)
@@ -90,12 +133,24 @@ def _list_array(array: pa.Array, name: str) -> np.ndarray:
     raise InvalidInput(f"{name} must be an Arrow list column, got {array.type}")
 
 
+def _float32_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    flat = np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), matrix.shape[1])
+
+
+# --- text -----------------------------------------------------------------------
 def text_column(name: str, values, n: int) -> pa.Array:
     """A string column of ``n`` rows from a scalar (repeated), a sequence, or None."""
+    return _expand(text_values(name, values, n), 0, n)
+
+
+def text_values(name: str, values, n: int) -> pa.Array | str | None:
+    """``values`` as text: one string for a scalar (repeated when sliced), a string array of
+    ``n`` rows for a sequence, None for None."""
     if values is None:
-        return pa.nulls(n, pa.string())
+        return None
     if isinstance(values, str | int | float | bool | np.generic):
-        return pa.array(np.full(n, class_name(_py(values)), dtype=object), pa.string())
+        return class_name(_py(values))
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
     if isinstance(values, pa.ChunkedArray):
@@ -111,30 +166,49 @@ def text_column(name: str, values, n: int) -> pa.Array:
     if isinstance(values, pa.Array):
         array = values
     else:
-        array = np.asarray(values) if not isinstance(values, np.ndarray) else values
-        if array.ndim != 1:
-            raise InvalidInput(f"{name} must be one-dimensional, got shape {array.shape}")
-        if array.dtype.kind == "f":
-            finite = np.isfinite(array)
-            if finite.all() and np.all(array == np.round(array)):
-                array = array.astype(np.int64)
-            elif not finite.all() and np.all(array[finite] == np.round(array[finite])):
-                # NaN marks a missing value in a float array of classes
-                return pa.array(array, from_pandas=True).cast(pa.int64()).cast(pa.string())
-        if array.dtype.kind in "iufb":
-            return pa.array(array, from_pandas=True).cast(pa.string())
-        array = pa.array(
-            [None if _missing(v) else class_name(_py(v)) for v in array.tolist()], pa.string()
-        )
-    if pa.types.is_string(array.type) or pa.types.is_null(array.type):
-        return array.cast(pa.string())
+        array = _numpy_text(name, values if isinstance(values, np.ndarray) else np.asarray(values))
     if (
-        pa.types.is_large_string(array.type)
+        pa.types.is_string(array.type)
+        or pa.types.is_null(array.type)
+        or pa.types.is_large_string(array.type)
         or pa.types.is_integer(array.type)
         or pa.types.is_boolean(array.type)
     ):
         return array.cast(pa.string())
     raise InvalidInput(f"{name} must hold strings or numbers, got {array.type}")
+
+
+def _numpy_text(name: str, array: np.ndarray) -> pa.Array:
+    if array.ndim != 1:
+        raise InvalidInput(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.dtype.kind == "U":
+        return pa.array(array, pa.string())
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if finite.all() and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        elif not finite.all() and np.all(array[finite] == np.round(array[finite])):
+            # NaN marks a missing value in a float array of classes
+            return pa.array(array, from_pandas=True).cast(pa.int64()).cast(pa.string())
+    if array.dtype.kind in "iufb":
+        return pa.array(array, from_pandas=True).cast(pa.string())
+    if array.dtype.kind == "O":
+        try:
+            arrow = pa.array(array, from_pandas=True)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            arrow = None
+        # strings, ints and bools print as class_name prints them; other types go one by one
+        if arrow is not None and (
+            pa.types.is_string(arrow.type)
+            or pa.types.is_large_string(arrow.type)
+            or pa.types.is_null(arrow.type)
+            or pa.types.is_integer(arrow.type)
+            or pa.types.is_boolean(arrow.type)
+        ):
+            return arrow.cast(pa.string())
+    return pa.array(
+        [None if _missing(v) else class_name(_py(v)) for v in array.tolist()], pa.string()
+    )
 
 
 def _py(value):
@@ -145,6 +219,37 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def _expand(value: pa.Array | str | None, start: int, stop: int) -> pa.Array:
+    if value is None:
+        return pa.nulls(stop - start, pa.string())
+    if isinstance(value, str):
+        return pa.repeat(pa.scalar(value, pa.string()), stop - start)
+    return value.slice(start, stop - start)
+
+
+def _check_text(name: str, value: pa.Array | str | None, limit: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        longest = len(value)
+    elif value.null_count == len(value):
+        return
+    else:
+        longest = pc.max(pc.utf8_length(value)).as_py()
+    if longest > limit:
+        raise InvalidInput(f"{name} is longer than {limit} characters in some rows")
+
+
+def _check_required(name: str, value: pa.Array | str | None) -> None:
+    if value is None or (not isinstance(value, str) and value.null_count):
+        raise InvalidInput(f"{name} must not be None")
+    if value == "" or (
+        not isinstance(value, str) and pc.any(pc.equal(pc.utf8_length(value), 0)).as_py()
+    ):
+        raise InvalidInput(f"{name} must not be empty")
+
+
+# --- metadata, outputs, ids ------------------------------------------------------------
 def metadata_column(metadata, n: int) -> pa.Array:
     if metadata is None:
         return pa.nulls(n, pa.string())
@@ -186,62 +291,130 @@ def _json_value(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def outputs_column(outputs, n: int) -> pa.Array:
+def _outputs_matrix(outputs, n: int) -> np.ndarray | None:
     if outputs is None:
-        return pa.nulls(n, pa.list_(pa.float32()))
-    matrix = as_matrix(outputs, "outputs")
+        return None
+    matrix = numeric_matrix(outputs, "outputs")
     if len(matrix) != n:
         raise InvalidInput(f"outputs has {len(matrix)} rows for {n} embeddings")
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1]).cast(
-        pa.list_(pa.float32())
-    )
+    return matrix
+
+
+def outputs_column(outputs, n: int) -> pa.Array:
+    return _outputs_slice(_outputs_matrix(outputs, n), 0, n)
+
+
+def _outputs_slice(matrix: np.ndarray | None, start: int, stop: int) -> pa.Array:
+    if matrix is None:
+        return pa.nulls(stop - start, pa.list_(pa.float32()))
+    return _float32_list(matrix[start:stop]).cast(pa.list_(pa.float32()))
+
+
+def id_values(ids, n: int) -> pa.Array | None:
+    """The ids as a checked string array, or None when they are to be generated."""
+    if ids is None:
+        return None
+    if isinstance(ids, str):
+        raise InvalidInput("ids must be a sequence with one id per embedding")
+    column = _expand(text_values("ids", ids, n), 0, n)
+    if column.null_count:
+        raise InvalidInput("ids must not contain None")
+    if len(pc.unique(column)) != n:
+        raise InvalidInput("ids contain duplicates")
+    if pc.any(pc.equal(pc.utf8_length(column), 0)).as_py():
+        raise InvalidInput("ids must not be empty")
+    _check_text("ids", column, MAX_ID_CHARS)
+    return column
 
 
 def id_column(ids, n: int) -> pa.Array:
-    if ids is None:
-        prefix = uuid.uuid4().hex[:16] + "-"
-        return pa.array(np.char.add(prefix, np.arange(n).astype(str)).astype(object), pa.string())
-    column = text_column("ids", ids, n)
-    if isinstance(ids, str):
-        raise InvalidInput("ids must be a sequence with one id per embedding")
-    if column.null_count:
-        raise InvalidInput("ids must not contain None")
-    if pa.compute.count_distinct(column).as_py() != n:
-        raise InvalidInput("ids contain duplicates")
-    return column
+    column = id_values(ids, n)
+    return _generated_ids(uuid.uuid4().hex[:16] + "-", 0, n) if column is None else column
+
+
+def _generated_ids(prefix: str, start: int, stop: int) -> pa.Array:
+    numbers = pc.cast(pa.array(np.arange(start, stop, dtype=np.int64)), pa.string())
+    return pc.binary_join_element_wise(prefix, numbers, "")
+
+
+# --- the batch ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rows:
+    """The checked input of one :meth:`Space.add`, turned into Arrow a slice at a time."""
+
+    matrix: np.ndarray
+    text: dict[str, pa.Array | str | None]
+    ids: pa.Array | None
+    id_prefix: str
+    metadata: pa.Array | None
+    outputs: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def spans(self, size: int) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` of each slice of at most ``size`` rows, in order."""
+        for start in range(0, len(self), size):
+            yield start, min(start + size, len(self))
+
+    def table(self, start: int = 0, stop: int | None = None) -> pa.Table:
+        """Rows ``start`` to ``stop`` as the table the service stores."""
+        stop = len(self) if stop is None else stop
+        columns = {
+            "id": _generated_ids(self.id_prefix, start, stop)
+            if self.ids is None
+            else self.ids.slice(start, stop - start),
+            **{name: _expand(value, start, stop) for name, value in self.text.items()},
+            "metadata": _expand(self.metadata, start, stop),
+            "embedding": _float32_list(self.matrix[start:stop]),
+            "output": _outputs_slice(self.outputs, start, stop),
+        }
+        return pa.table(columns)
+
+
+def check_rows(
+    embeddings, *, dataset, context, input_uris, inferences, outputs, labels, metadata, ids
+) -> Rows:
+    """Check the whole input of :meth:`Space.add`, so nothing is sent when any of it is bad."""
+    matrix = numeric_matrix(embeddings)
+    n = len(matrix)
+    if dataset is None:
+        raise InvalidInput("dataset is required: name the data set these inputs come from")
+    id_array = id_values(ids, n)
+    given = {
+        "dataset": dataset,
+        "context": context,
+        "input_uris": input_uris,
+        "inferences": inferences,
+        "labels": labels,
+    }
+    text = {column: text_values(name, given[name], n) for name, column in _TEXT_FIELDS}
+    meta = metadata_column(metadata, n) if metadata is not None else None
+    output_matrix = _outputs_matrix(outputs, n)
+    for name in ("dataset", "context"):
+        _check_required(name, text[name])
+    for name, column in _TEXT_FIELDS:
+        _check_text(name, text[column], MAX_TEXT_CHARS)
+    _check_text("metadata", meta, MAX_METADATA_CHARS)
+    return Rows(matrix, text, id_array, uuid.uuid4().hex[:16] + "-", meta, output_matrix)
 
 
 def rows_table(
     embeddings, *, dataset, context, input_uris, inferences, outputs, labels, metadata, ids
 ) -> pa.Table:
-    """The batch :meth:`Space.add` sends, checked here so nothing is sent when input is bad."""
-    matrix = as_matrix(embeddings)
-    n, d = matrix.shape
-    if dataset is None:
-        raise InvalidInput("dataset is required: name the data set these inputs come from")
-    columns = {
-        "id": id_column(ids, n),
-        "dataset": text_column("dataset", dataset, n),
-        "context": text_column("context", context, n),
-        "input_uri": text_column("input_uris", input_uris, n),
-        "inference": text_column("inferences", inferences, n),
-        "label": text_column("labels", labels, n),
-        "metadata": metadata_column(metadata, n),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), d),
-        "output": outputs_column(outputs, n),
-    }
-    for name in ("dataset", "context"):
-        if columns[name].null_count:
-            raise InvalidInput(f"{name} must not be None")
-    return pa.table(columns)
+    """The whole batch :meth:`Space.add` sends, checked so nothing is sent when input is bad."""
+    return check_rows(
+        embeddings,
+        dataset=dataset,
+        context=context,
+        input_uris=input_uris,
+        inferences=inferences,
+        outputs=outputs,
+        labels=labels,
+        metadata=metadata,
+        ids=ids,
+    ).table()
 
 
 def queries_table(queries) -> pa.Table:
-    matrix = as_matrix(queries, "queries")
-    return pa.table(
-        {
-            "embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(matrix.reshape(-1)), matrix.shape[1]
-            )
-        }
-    )
+    return pa.table({"embedding": _float32_list(numeric_matrix(queries, "queries"))})

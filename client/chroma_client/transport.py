@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pyarrow as pa
 
+from chroma_client import shared_memory as shared_memory_module
 from chroma_client.errors import ConnectionFailed, ProtocolMismatch, ServerError
 from chroma_core import api
 from chroma_core.config import Settings
@@ -20,6 +23,11 @@ from chroma_core.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     ROUTES,
+    SHM_HEADER,
+    SHM_REPLY_ACCEPT,
+    SHM_REPLY_HEADER,
+    SHM_UNREADABLE,
+    TRANSPORT_HEADER,
     decode_arrow,
     decode_json,
     encode_arrow,
@@ -42,14 +50,49 @@ class Embedded:
     def call(self, op: str, params: dict, table: pa.Table | None = None) -> Reply:
         return api.call(self.chroma, op, params, table)
 
+    def prepare(self, op: str, params: dict, table: pa.Table | None = None) -> Outgoing:
+        """A call made ready to :meth:`send` (in process, nothing to encode)."""
+        return Outgoing(op, params, table)
+
+    def send(self, outgoing: Outgoing) -> Reply:
+        return self.call(outgoing.op, outgoing.params, outgoing.table)
+
     def close(self) -> None:
         self.chroma.close()
 
 
-class Http:
-    """Talks to a Chroma server; checks the protocol version on first use."""
+@dataclass
+class Outgoing:
+    """A call encoded and ready to send; :meth:`discard` it if it will not be sent."""
 
-    def __init__(self, url: str, *, timeout: float = 300.0, token: str | None = None):
+    op: str
+    params: dict
+    table: pa.Table | None
+    request: httpx.Request | None = None
+    file: str | None = None  # the shared-memory file holding the request body
+
+    def discard(self) -> None:
+        if self.file is not None:
+            shared_memory_module.remove(self.file)
+            self.file = None
+
+
+class Http:
+    """Talks to a Chroma server; checks the protocol version on first use.
+
+    Large Arrow requests and replies go through shared memory when the server is on this
+    machine and ``shared_memory`` (default: ``CHROMA_SHARED_MEMORY``, on) allows it;
+    ``carried`` counts requests by the transport the server says carried them (``shm`` or
+    ``socket``) and replies that came through shared memory (``shm reply``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 300.0,
+        token: str | None = None,
+        shared_memory: bool | None = None,
+    ):
         self.location = url.rstrip("/")
         headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
         if token:
@@ -58,50 +101,106 @@ class Http:
         self._routes = {op: (method, path) for method, path, op in ROUTES}
         self._checked = False
         self._lock = threading.Lock()
+        self._shm_wanted = shared_memory_module.wanted(shared_memory)
+        self._shm: shared_memory_module.SharedMemory | None = None
+        self._shm_requests = True  # off once the server says it cannot open our files
+        self.carried: Counter[str] = Counter()
+        self._carried_lock = threading.Lock()
+
+    @property
+    def shared_memory(self) -> shared_memory_module.SharedMemory | None:
+        """The directory shared with the server, or None when everything uses the socket."""
+        return self._shm
 
     def call(self, op: str, params: dict, table: pa.Table | None = None) -> Reply:
+        return self.send(self.prepare(op, params, table))
+
+    def prepare(self, op: str, params: dict, table: pa.Table | None = None) -> Outgoing:
+        """Encode a call: a large table goes to a shared-memory file when the server shares
+        this machine's memory, otherwise into the request body."""
         if not self._checked:
             self._check_version()
-        return self._send(op, params, table)
+        outgoing = Outgoing(op, params, table)
+        shm = self._shm if self._shm_requests else None
+        if shm is not None and table is not None and table.nbytes >= shared_memory_module.MIN_BYTES:
+            outgoing.file = shm.write(params, table)
+        outgoing.request = self._request(outgoing)
+        return outgoing
+
+    def send(self, outgoing: Outgoing) -> Reply:
+        """Send a prepared call and read its reply; its shared-memory file is removed."""
+        assert outgoing.request is not None
+        through_file = outgoing.file is not None
+        try:
+            response = self._exchange(outgoing.request, outgoing.op)
+        finally:
+            outgoing.discard()
+        if through_file and response.headers.get(SHM_HEADER) == SHM_UNREADABLE:
+            # the server cannot open our files: this request and the next go on the socket
+            self._shm_requests = False
+            response = self._exchange(self._request(outgoing), outgoing.op)
+        return self._reply(response, outgoing.op)
 
     def _check_version(self) -> None:
         with self._lock:
             if self._checked:
                 return
-            info, _ = self._send("version", {}, None)
+            info, _ = self.send(Outgoing("version", {}, None, self._request_of("version", {})))
             if str(info.get("protocol")) != PROTOCOL_VERSION:
                 raise ProtocolMismatch(
                     f"the server at {self.location} speaks protocol {info.get('protocol')}, "
                     f"this client speaks {PROTOCOL_VERSION}; install matching versions of chroma"
                 )
+            if self._shm_wanted:
+                self._shm = shared_memory_module.negotiate(self._http)
             self._checked = True
 
-    def _send(self, op: str, params: dict, table: pa.Table | None) -> Reply:
+    def _request(self, outgoing: Outgoing) -> httpx.Request:
+        return self._request_of(outgoing.op, outgoing.params, outgoing.table, outgoing.file)
+
+    def _request_of(
+        self, op: str, params: dict, table: pa.Table | None = None, file: str | None = None
+    ) -> httpx.Request:
         method, template = self._routes[op]
         params = dict(params)
         path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: _path_part(params.pop(m.group(1))), template)
+        headers = {SHM_REPLY_HEADER: SHM_REPLY_ACCEPT} if self._shm is not None else {}
         if method == "GET" or method == "DELETE":
             query = {k: v for k, v in params.items() if v is not None}
-            request = self._http.build_request(method, path, params=query)
-        elif table is not None:
-            request = self._http.build_request(
-                method,
-                path,
-                content=encode_arrow(params, table),
-                headers={"Content-Type": ARROW_TYPE},
-            )
+            return self._http.build_request(method, path, params=query, headers=headers)
+        if file is not None:
+            headers.update({"Content-Type": ARROW_TYPE, SHM_HEADER: os.path.basename(file)})
+            return self._http.build_request(method, path, headers=headers)
+        if table is not None:
+            headers["Content-Type"] = ARROW_TYPE
+            content = encode_arrow(params, table)
         else:
-            request = self._http.build_request(
-                method, path, content=encode_json(params), headers={"Content-Type": JSON_TYPE}
-            )
+            headers["Content-Type"] = JSON_TYPE
+            content = encode_json(params)
+        return self._http.build_request(method, path, content=content, headers=headers)
+
+    def _exchange(self, request: httpx.Request, op: str) -> httpx.Response:
         try:
-            response = self._http.send(request)
+            return self._http.send(request)
         except httpx.TimeoutException as exc:
             raise ConnectionFailed(f"{self.location} did not answer {op} in time: {exc}") from None
         except httpx.TransportError as exc:
             raise ConnectionFailed(
                 f"cannot reach the Chroma server at {self.location}: {exc}"
             ) from None
+
+    def _reply(self, response: httpx.Response, op: str) -> Reply:
+        carrier = response.headers.get(TRANSPORT_HEADER)
+        reply_file = response.headers.get(SHM_REPLY_HEADER)
+        with self._carried_lock:
+            if carrier:
+                self.carried[carrier] += 1
+            if reply_file:
+                self.carried["shm reply"] += 1
+        if reply_file and response.status_code < 400:
+            if self._shm is None:
+                raise ServerError(f"{op}: the server replied through shared memory unasked")
+            return self._shm.read_reply(reply_file)
         return _reply(response, op)
 
     def close(self) -> None:
