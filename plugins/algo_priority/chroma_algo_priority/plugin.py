@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -14,6 +16,8 @@ from chroma_core.errors import InvalidInput
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+
+log = logging.getLogger("chroma.priority")
 
 COMPONENTS = ("disagreement", "distance", "distance_pct", "mahalanobis", "mahalanobis_pct")
 TRAINING = {"context": "training"}
@@ -29,6 +33,7 @@ class Priority(Algorithm):
     def run(self, chroma, space, params):
         settings = _params(params)
         store = chroma.store
+        started = time.perf_counter()
         training = store.get(space.name, where=parse(TRAINING), include_embeddings=True)
         labels = training.column("label").to_numpy(zero_copy_only=False)
         labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
@@ -41,21 +46,44 @@ class Priority(Algorithm):
             space.name, where=parse({"context": {"$ne": "training"}}), include_embeddings=True
         )
         computed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        log.info(
+            "priority of %s: read %d training and %d other rows after %.1f s",
+            space.name,
+            training.num_rows,
+            queries.num_rows,
+            time.perf_counter() - started,
+        )
         if queries.num_rows == 0:
             store.replace_priorities(space.name, _scores_table([], [], pd.DataFrame(), computed_at))
             return Result(_result_table([], [], pd.DataFrame()), {"scored": 0})
+        train_x = embeddings_of(training)
+        if not labelled.all():
+            train_x, labels = train_x[labelled], labels[labelled]
+        del training  # its catalogue columns are not needed while scoring
         scores = priority_scores(
-            embeddings_of(training)[labelled],
-            labels[labelled].astype(object),
+            train_x,
+            labels.astype(object, copy=False),
             embeddings_of(queries),
             queries.column("inference").to_numpy(zero_copy_only=False).astype(object),
             metric=space.metric,
             params=settings,
         )
+        log.info(
+            "priority of %s: scored %d rows after %.1f s",
+            space.name,
+            queries.num_rows,
+            time.perf_counter() - started,
+        )
         ids = queries.column("id").to_pylist()
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         store.replace_priorities(
             space.name, _scores_table(ids, scores["priority"], components, computed_at)
+        )
+        log.info(
+            "priority of %s: stored %d scores after %.1f s",
+            space.name,
+            len(ids),
+            time.perf_counter() - started,
         )
         meta = {
             "scored": len(ids),

@@ -1,5 +1,9 @@
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from chroma_algo_priority.scores import PriorityParams, knn, priority_scores
 
@@ -99,24 +103,41 @@ def test_knn_without_queries_returns_empty_arrays():
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_hnsw_path_recall_against_exact(metric):
+def test_inverted_lists_recall_against_exact(metric, caplog):
     rng = np.random.default_rng(3)
     points = clustered(rng, 5_000, 24).astype(np.float32)
     train, queries = points[:4_000], points[4_000:]
 
     exact, exact_distances = knn(train, queries, 10, metric)
-    approximate, approximate_distances = knn(train, queries, 10, metric, exact_limit=1)
+    with caplog.at_level(logging.DEBUG, logger="chroma.priority"):
+        approximate, approximate_distances = knn(train, queries, 10, metric, exact_limit=1)
+
+    assert "lists probed" in caplog.text
 
     hits = (approximate[:, :, None] == exact[:, None, :]).any(axis=2)
     assert hits.mean() >= 0.95
     # Same distance definition on both paths, e.g. true rather than squared Euclidean.
     found = approximate == exact
     np.testing.assert_allclose(
-        approximate_distances[found], exact_distances[found], rtol=1e-4, atol=1e-4
+        approximate_distances[found], exact_distances[found], rtol=1e-12, atol=1e-12
     )
+    assert (np.diff(approximate_distances, axis=1) >= 0).all()
 
 
-def test_hnsw_path_exclude_self():
+def test_recall_target_holds_on_data_without_clusters():
+    rng = np.random.default_rng(20)
+    # Isotropic noise: nearest neighbours are barely nearer than any other row, the hardest
+    # case for a search that scans only a few lists.
+    train = rng.standard_normal((20_000, 32)).astype(np.float32)
+    queries = rng.standard_normal((500, 32)).astype(np.float32)
+
+    _, exact = knn(train, queries, 10, "l2")
+    _, approximate = knn(train, queries, 10, "l2", exact_limit=1)
+
+    assert (approximate <= exact[:, -1:] + 1e-9).mean() >= 0.85
+
+
+def test_inverted_lists_exclude_self():
     rng = np.random.default_rng(4)
     train = clustered(rng, 2_000, 16).astype(np.float32)
 
@@ -126,6 +147,71 @@ def test_hnsw_path_exclude_self():
     assert approximate.shape == (2_000, 10)
     assert not (approximate == np.arange(2_000)[:, None]).any()
     assert (approximate[:, :, None] == exact[:, None, :]).any(axis=2).mean() >= 0.95
+
+
+def test_inverted_lists_exclude_self_among_duplicates():
+    rng = np.random.default_rng(15)
+    # Every point three times over: each row's nearest neighbours are its two twins.
+    base = clustered(rng, 400, 8).astype(np.float32)
+    train = np.vstack([base, base, base])
+
+    indices, distances = knn(train, train, 2, "l2", exclude_self=True, exact_limit=1)
+
+    rows = np.arange(len(train))
+    assert not (indices == rows[:, None]).any()
+    np.testing.assert_array_equal(np.sort(indices % 400, axis=1), np.c_[rows % 400, rows % 400])
+    np.testing.assert_array_equal(distances, 0.0)
+
+
+def test_inverted_lists_fall_back_to_exact_when_probed_lists_are_too_small():
+    rng = np.random.default_rng(16)
+    train = rng.standard_normal((400, 6))
+    queries = rng.standard_normal((30, 6))
+
+    # 20 lists of about 20 rows, 8 probed: fewer than k=300 candidates for every query.
+    exact = knn(train, queries, 300, "l2")
+    approximate = knn(train, queries, 300, "l2", exact_limit=1)
+
+    np.testing.assert_array_equal(approximate[0], exact[0])
+    np.testing.assert_array_equal(approximate[1], exact[1])
+
+
+def test_inverted_lists_keep_float64_precision():
+    rng = np.random.default_rng(17)
+    train = rng.standard_normal((3_000, 10)) + 1e4
+    queries = train[:50] + 1e-9
+
+    indices, distances = knn(train, queries, 1, "l2", exact_limit=1)
+
+    np.testing.assert_array_equal(indices[:, 0], np.arange(50))
+    np.testing.assert_allclose(distances[:, 0], np.sqrt(10) * 1e-9, rtol=1e-3)
+
+
+def test_inverted_lists_are_deterministic():
+    rng = np.random.default_rng(18)
+    points = clustered(rng, 3_000, 12)
+    first = knn(points[:2_500], points[2_500:], 5, "cosine", exact_limit=1)
+    second = knn(points[:2_500], points[2_500:], 5, "cosine", exact_limit=1)
+
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_blas_threads_are_restored_after_overlapping_runs():
+    before = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    rng = np.random.default_rng(19)
+    train = clustered(rng, 3_000, 16)
+
+    def run(_):
+        return knn(train, train[:500], 10, "l2", exact_limit=1)[0]
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(run, range(6)))
+
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert after == before
 
 
 def two_blobs(rng, per_class=500, dim=16, separation=8.0):
@@ -286,6 +372,31 @@ def test_approximate_path_agrees_with_exact():
 
     np.testing.assert_allclose(approximate["mahalanobis"], exact["mahalanobis"])
     assert np.abs(approximate["priority"] - exact["priority"]).mean() < 0.02
+
+
+def test_distance_percentile_from_a_sample_of_the_training_rows():
+    rng = np.random.default_rng(21)
+    train_x = clustered(rng, 3_000, 12)
+    train_labels = rng.choice(np.array(["a", "b", "c"], dtype=object), 3_000)
+    query_x = np.vstack([clustered(rng, 150, 12), rng.standard_normal((50, 12)) * 20])
+    inferences = rng.choice(np.array(["a", "b"], dtype=object), 200)
+
+    full = priority_scores(train_x, train_labels, query_x, inferences)
+    sampled = priority_scores(
+        train_x, train_labels, query_x, inferences, params=PriorityParams(reference_rows=1_000)
+    )
+    larger = priority_scores(
+        train_x, train_labels, query_x, inferences, params=PriorityParams(reference_rows=10**6)
+    )
+
+    # A sample of 1,000 rows estimates each percentile to within a few hundredths.
+    assert np.abs(sampled["distance_pct"] - full["distance_pct"]).max() < 0.06
+    assert (sampled["distance_pct"] * 1_000 == np.round(sampled["distance_pct"] * 1_000)).all()
+    np.testing.assert_array_equal(sampled["distance"], full["distance"])
+    np.testing.assert_array_equal(sampled["mahalanobis_pct"], full["mahalanobis_pct"])
+    # At least as many reference rows as training rows: every row is used, as by default.
+    for key in KEYS:
+        np.testing.assert_array_equal(larger[key], full[key])
 
 
 def test_inference_outside_training_labels_is_maximally_unfamiliar():
