@@ -54,42 +54,46 @@ def endpoint(op: str, chroma: Chroma):
                     f"the client speaks protocol {sent}, this server speaks {PROTOCOL_VERSION}; "
                     "install matching versions of chroma"
                 )
-            params, table = await _read(request, chroma.settings.max_body_bytes)
-            params.update(request.query_params)
-            params.update(request.path_params)
-            result, out = await run_in_threadpool(api.call, chroma, op, params, table)
-        except Unreadable as exc:
-            return error_response(exc, {**carried, SHM_HEADER: SHM_UNREADABLE})
+            body = await _body(request, chroma.settings.max_body_bytes)
         except ChromaError as exc:
             return error_response(exc, carried)
-        except Exception:
-            log.exception("operation %s failed", op)
-            error = ServerError(f"internal error in {op}; see the server log")
-            return error_response(error, carried)
-        headers = {PROTOCOL_HEADER: PROTOCOL_VERSION, **carried}
-        shared: SharedMemory | None = request.app.state.shared_memory
-        if out is not None and shared and request.headers.get(SHM_REPLY_HEADER) == SHM_REPLY_ACCEPT:
-            name = await run_in_threadpool(shared.write_reply, result, out)
-            if name is not None:
-                headers[SHM_REPLY_HEADER] = name
-                return Response(b"", media_type=ARROW_TYPE, headers=headers)
-        if out is not None:
-            body = await run_in_threadpool(encode_arrow, result, out)
-            return Response(body, media_type=ARROW_TYPE, headers=headers)
-        return Response(encode_json(result), media_type="application/json", headers=headers)
+        # decoding, the operation and encoding take one trip to a worker thread: each trip
+        # costs a thread switch, which is most of a small query's time on a busy machine
+        return await run_in_threadpool(_serve, op, chroma, request, body, carried)
 
     return handle
 
 
-async def _read(request: Request, limit: int):
-    if request.method in ("GET", "DELETE"):
-        return {}, None
-    name = request.headers.get(SHM_HEADER)
-    if name is not None:
-        shared: SharedMemory | None = request.app.state.shared_memory
-        if shared is None:
-            raise Unreadable("this server does not take requests through shared memory")
-        return await run_in_threadpool(shared.read, name)
+def _serve(op: str, chroma: Chroma, request: Request, body: bytes | None, carried: dict):
+    try:
+        params, table = _decode(request, body)
+        params.update(request.query_params)
+        params.update(request.path_params)
+        result, out = api.call(chroma, op, params, table)
+    except Unreadable as exc:
+        return error_response(exc, {**carried, SHM_HEADER: SHM_UNREADABLE})
+    except ChromaError as exc:
+        return error_response(exc, carried)
+    except Exception:
+        log.exception("operation %s failed", op)
+        return error_response(ServerError(f"internal error in {op}; see the server log"), carried)
+    headers = {PROTOCOL_HEADER: PROTOCOL_VERSION, **carried}
+    shared: SharedMemory | None = request.app.state.shared_memory
+    if out is not None and shared and request.headers.get(SHM_REPLY_HEADER) == SHM_REPLY_ACCEPT:
+        name = shared.write_reply(result, out)
+        if name is not None:
+            headers[SHM_REPLY_HEADER] = name
+            return Response(b"", media_type=ARROW_TYPE, headers=headers)
+    if out is not None:
+        return Response(encode_arrow(result, out), media_type=ARROW_TYPE, headers=headers)
+    return Response(encode_json(result), media_type="application/json", headers=headers)
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request body, within ``limit``; None when there is none to read (a GET, or a
+    request whose table waits in shared memory)."""
+    if request.method in ("GET", "DELETE") or SHM_HEADER in request.headers:
+        return None
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body has {declared} bytes, more than the limit of {limit}")
@@ -99,10 +103,21 @@ async def _read(request: Request, limit: int):
         if size > limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def _decode(request: Request, body: bytes | None):
+    if request.method in ("GET", "DELETE"):
+        return {}, None
+    name = request.headers.get(SHM_HEADER)
+    if name is not None:
+        shared: SharedMemory | None = request.app.state.shared_memory
+        if shared is None:
+            raise Unreadable("this server does not take requests through shared memory")
+        return shared.read(name)
     if request.headers.get("content-type", "").startswith(ARROW_TYPE):
-        return await run_in_threadpool(decode_arrow, body)
-    return decode_json(body), None
+        return decode_arrow(body or b"")
+    return decode_json(body or b""), None
 
 
 async def healthz(request: Request) -> Response:
