@@ -399,22 +399,5 @@ def check_rows(
     return Rows(matrix, text, id_array, uuid.uuid4().hex[:16] + "-", meta, output_matrix)
 
 
-def rows_table(
-    embeddings, *, dataset, context, input_uris, inferences, outputs, labels, metadata, ids
-) -> pa.Table:
-    """The whole batch :meth:`Space.add` sends, checked so nothing is sent when input is bad."""
-    return check_rows(
-        embeddings,
-        dataset=dataset,
-        context=context,
-        input_uris=input_uris,
-        inferences=inferences,
-        outputs=outputs,
-        labels=labels,
-        metadata=metadata,
-        ids=ids,
-    ).table()
-
-
 def queries_table(queries) -> pa.Table:
     return pa.table({"embedding": _float32_list(numeric_matrix(queries, "queries"))})

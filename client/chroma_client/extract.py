@@ -196,7 +196,7 @@ class LayerCapture:
         elif inferences is False:
             inferences = None
         outputs = _softmax(output, self.name) if keep_outputs else None
-        table = convert.rows_table(
+        table = convert.check_rows(
             embeddings,
             dataset=self.dataset,
             context=self.context,
@@ -206,7 +206,7 @@ class LayerCapture:
             labels=labels,
             metadata=metadata,
             ids=ids,
-        )
+        ).table()
         if self._pending and _has_outputs(self._pending[-1]) != _has_outputs(table):
             # A batch goes to Space.add whole, and outputs there are all rows or none.
             self.flush()
@@ -282,7 +282,7 @@ def _has_outputs(table: pa.Table) -> bool:
 
 
 def _add_table(space: Space, table: pa.Table) -> list[str]:
-    """Send rows already checked by ``convert.rows_table`` through the public ``Space.add``."""
+    """Send rows already checked by ``convert.check_rows`` through the public ``Space.add``."""
     column = table.column("metadata")
     metadata = None
     if column.null_count < len(column):
