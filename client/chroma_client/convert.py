@@ -167,15 +167,21 @@ def text_values(name: str, values, n: int) -> pa.Array | str | None:
         array = values
     else:
         array = _numpy_text(name, values if isinstance(values, np.ndarray) else np.asarray(values))
-    if (
-        pa.types.is_string(array.type)
-        or pa.types.is_null(array.type)
-        or pa.types.is_large_string(array.type)
-        or pa.types.is_integer(array.type)
-        or pa.types.is_boolean(array.type)
-    ):
+    if _prints_as_text(array.type):
         return array.cast(pa.string())
     raise InvalidInput(f"{name} must hold strings or numbers, got {array.type}")
+
+
+def _prints_as_text(kind: pa.DataType) -> bool:
+    """Strings, nulls, ints and bools: cast to string they read as class_name prints them."""
+    t = pa.types
+    return (
+        t.is_string(kind)
+        or t.is_large_string(kind)
+        or t.is_null(kind)
+        or t.is_integer(kind)
+        or t.is_boolean(kind)
+    )
 
 
 def _numpy_text(name: str, array: np.ndarray) -> pa.Array:
@@ -198,13 +204,7 @@ def _numpy_text(name: str, array: np.ndarray) -> pa.Array:
         except (pa.ArrowException, OverflowError, TypeError, ValueError):
             arrow = None
         # strings, ints and bools print as class_name prints them; other types go one by one
-        if arrow is not None and (
-            pa.types.is_string(arrow.type)
-            or pa.types.is_large_string(arrow.type)
-            or pa.types.is_null(arrow.type)
-            or pa.types.is_integer(arrow.type)
-            or pa.types.is_boolean(arrow.type)
-        ):
+        if arrow is not None and _prints_as_text(arrow.type):
             return arrow.cast(pa.string())
     return pa.array(
         [None if _missing(v) else class_name(_py(v)) for v in array.tolist()], pa.string()
