@@ -106,7 +106,7 @@ def priorities(chroma, params, table) -> Reply:
 
 
 def trigger_retraining(chroma, params, table) -> Reply:
-    p = _take(params, "space", "n", "min_priority", "where", "note")
+    p = _take(params, "space", "n", "min_priority", "where", "note", "strategy", "duplicate_radius")
     space_name = p.pop("space", None)
     return {"trigger": chroma.trigger_retraining(space_name, **p)}, None
 

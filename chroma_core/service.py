@@ -14,7 +14,7 @@ import numpy as np
 import pluggy
 import pyarrow as pa
 
-from chroma_core import filters
+from chroma_core import filters, selection
 from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
@@ -238,34 +238,75 @@ class Chroma:
         )
 
     def trigger_retraining(
-        self, space: str, *, n=None, min_priority=None, where=None, note=None
+        self,
+        space: str,
+        *,
+        n=None,
+        min_priority=None,
+        where=None,
+        note=None,
+        strategy: str = "top_priority",
+        duplicate_radius=None,
     ) -> dict:
-        """Record a trigger holding the top-priority inputs selected, then announce it."""
+        """Record a trigger holding the scored inputs selected, then announce it.
+
+        ``top_priority`` takes the highest priorities; ``diverse`` spends a budget of ``n``
+        on high priorities spread over the space, skipping near-duplicates of inputs
+        already picked (:mod:`chroma_core.selection`)."""
         info = self._space(space)
         n = _optional_int("n", n, 1)
         min_priority = _optional_float("min_priority", min_priority)
         if note is not None and (not isinstance(note, str) or len(note) > 10_000):
             raise InvalidInput("note must be a string of at most 10,000 characters")
-        if n is None and min_priority is None:
-            raise InvalidInput("trigger_retraining needs n or min_priority to select inputs")
+        if strategy not in selection.STRATEGIES:
+            raise InvalidInput(
+                f"unknown strategy {strategy!r:.40}; use one of {', '.join(selection.STRATEGIES)}"
+            )
+        if duplicate_radius is not None:
+            duplicate_radius = _optional_float("duplicate_radius", duplicate_radius)
+            if strategy != "diverse" or duplicate_radius < 0:
+                raise InvalidInput("duplicate_radius is a distance >= 0, for strategy 'diverse'")
+        if n is None and (min_priority is None or strategy == "diverse"):
+            raise InvalidInput(
+                "trigger_retraining needs n or min_priority to select inputs "
+                "(strategy 'diverse' needs n, its budget)"
+            )
+        pool = n if strategy == "top_priority" else selection.pool_size(n, 1 << 62)
         scored = self.store.priorities(
-            space, n=n, where=filters.parse(where), min_priority=min_priority
+            space, n=pool, where=filters.parse(where), min_priority=min_priority
         )
         if scored.num_rows == 0:
             raise InvalidInput(
                 f"no scored inputs in space {space!r} match the selection; "
                 "run compute_priorities first or widen the selection"
             )
+        record = {"strategy": strategy, "n": n, "min_priority": min_priority, "where": where}
+        if strategy == "diverse":
+            scored, record = self._diverse(info, scored, n, duplicate_radius, record)
         items = scored.select(["id", "input_uri", "dataset", "label", "inference", "priority"])
-        selection = {
-            "strategy": "top_priority",
-            "n": n,
-            "min_priority": min_priority,
-            "where": where,
-        }
-        trigger = self.store.create_trigger(info.name, items, note, selection)
+        trigger = self.store.create_trigger(info.name, items, note, record)
         self.hook.chroma_trigger_created(chroma=self, trigger=trigger, items=items)
         return self.store.get_trigger(trigger["id"])
+
+    def _diverse(self, info: SpaceInfo, scored: pa.Table, n, radius, record: dict):
+        ids = scored.column("id").to_pylist()
+        stored = self.store.get(info.name, ids=ids, include_embeddings=True)
+        at = {v: i for i, v in enumerate(stored.column("id").to_pylist())}
+        # a row deleted since it was scored drops out of the pool
+        keep = [i for i, v in enumerate(ids) if v in at]
+        scored = scored.take(keep)
+        ids = [ids[i] for i in keep]
+        vectors = embeddings_of(stored.take([at[v] for v in ids]))
+        priorities = scored.column("priority").to_numpy()
+        chosen = selection.diverse(vectors, priorities, n, info.metric, radius)
+        duplicates = sorted(chosen.duplicates.items())[: selection.NAMED_DUPLICATES]
+        record |= {
+            "pool": len(ids),
+            "duplicate_radius": chosen.duplicate_radius,
+            "duplicates_skipped": len(chosen.duplicates),
+            "duplicates": [{"id": ids[d], "of": ids[p]} for d, p in duplicates],
+        }
+        return scored.take(chosen.picked), record
 
     def triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
         if space is not None:

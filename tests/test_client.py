@@ -412,6 +412,36 @@ def test_priorities_rank_wrong_and_far_inputs_first_and_trigger_records_them(cli
     assert above.count == 3
 
 
+def test_a_diverse_trigger_skips_copies_of_one_hard_case(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    rng = np.random.default_rng(11)
+    # ten near-copies of one far-out, misclassified input: each alone tops the ranking
+    copy = rng.normal(0, 1, size=8) + 60
+    copies = space.add(
+        copy + rng.normal(0, 1e-3, size=(10, 8)),
+        dataset="prod",
+        context="triage",
+        inferences="b",
+    )
+    space.compute_priorities(k=10)
+    top = space.trigger_retraining(n=8)
+    assert len(set(client.trigger_items(top.id)["id"]) & set(copies)) >= 5
+    diverse = space.trigger_retraining(n=8, strategy="diverse")
+    picked = client.trigger_items(diverse.id)["id"].tolist()
+    assert len(picked) == 8
+    assert len(set(picked) & set(copies)) == 1
+    assert set(picked) & set(planted)
+    record = diverse.selection
+    assert record["strategy"] == "diverse" and record["duplicates_skipped"] >= 9
+    assert {d["id"] for d in record["duplicates"]} | set(picked) >= set(copies)
+    with pytest.raises(InvalidInput, match="strategy"):
+        space.trigger_retraining(n=3, strategy="random")
+    with pytest.raises(InvalidInput, match="duplicate_radius"):
+        space.trigger_retraining(n=3, duplicate_radius=0.5)
+    with pytest.raises(InvalidInput, match="needs n"):
+        space.trigger_retraining(min_priority=0.1, strategy="diverse")
+
+
 def test_trigger_needs_scores_and_a_selection(client, space_name):
     space = client.space(space_name)
     space.add(vectors(4), dataset="d", context="triage")

@@ -348,12 +348,28 @@ class Space:
         min_priority: float | None = None,
         where: dict | None = None,
         note: str | None = None,
+        strategy: str = "top_priority",
+        duplicate_radius: float | None = None,
     ) -> Trigger:
-        """Record a retraining trigger holding the top ``n`` (and/or all above
-        ``min_priority``) scored inputs matching ``where``; handlers deliver it."""
+        """Record a retraining trigger holding scored inputs matching ``where``; handlers
+        deliver it.
+
+        ``strategy="top_priority"`` takes the top ``n`` (and/or all above ``min_priority``).
+        ``strategy="diverse"`` spends a budget of ``n`` on high priorities spread over the
+        space: it never takes two inputs closer than ``duplicate_radius`` (default: a
+        quarter of the typical spacing of the candidates), so a labelling budget is not
+        spent on copies of one hard case. ``trigger.selection`` records the strategy and
+        the duplicates it skipped."""
         info, _ = self._call(
             "trigger_retraining",
-            {"n": n, "min_priority": min_priority, "where": where, "note": note},
+            {
+                "n": n,
+                "min_priority": min_priority,
+                "where": where,
+                "note": note,
+                "strategy": strategy,
+                "duplicate_radius": duplicate_radius,
+            },
         )
         return Trigger(**info["trigger"])
 
