@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import PriorityParams, priority_scores
 from chroma_core.algorithm import Algorithm, Result
 from chroma_core.errors import InvalidInput
@@ -19,7 +20,15 @@ from chroma_core.schema import embeddings_of
 
 log = logging.getLogger("chroma.priority")
 
-COMPONENTS = ("disagreement", "distance", "distance_pct", "mahalanobis", "mahalanobis_pct")
+COMPONENTS = (
+    "disagreement",
+    "distance",
+    "distance_pct",
+    "mahalanobis",
+    "mahalanobis_pct",
+    "margin",
+    "entropy",
+)
 TRAINING = {"context": "training"}
 
 
@@ -27,7 +36,8 @@ class Priority(Algorithm):
     name = "priority"
     description = (
         "Retraining priority of every non-training input: neighbour disagreement, "
-        "distance percentile and class-conditional Mahalanobis percentile, averaged."
+        "distance percentile and class-conditional Mahalanobis percentile, and the "
+        "margin and entropy of the model's outputs where sent, averaged."
     )
 
     def run(self, chroma, space, params):
@@ -75,6 +85,14 @@ class Priority(Algorithm):
             time.perf_counter() - started,
         )
         ids = queries.column("id").to_pylist()
+        scores["margin"], scores["entropy"] = uncertainty(queries.column("output"))
+        # rows sent with the model's outputs: the mean of the five components they have
+        with_outputs = ~np.isnan(scores["margin"])
+        scores["priority"] = np.where(
+            with_outputs,
+            (3 * scores["priority"] + scores["margin"] + scores["entropy"]) / 5,
+            scores["priority"],
+        )
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         store.replace_priorities(
             space.name, _scores_table(ids, scores["priority"], components, computed_at)
@@ -91,6 +109,7 @@ class Priority(Algorithm):
             "k": settings.k,
             "shrinkage": settings.shrinkage,
             "computed_at": computed_at,
+            "with_outputs": int(with_outputs.sum()),
         }
         return Result(_result_table(ids, scores["priority"], components), meta)
 

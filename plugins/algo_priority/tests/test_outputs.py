@@ -1,0 +1,55 @@
+"""Margin and entropy of the model's outputs, and how they join the priority."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from chroma_algo_priority.outputs import uncertainty
+from chroma_client import Client
+
+
+def test_probabilities_and_logits_give_margin_and_entropy():
+    outputs = pa.array(
+        [
+            [0.98, 0.01, 0.01],  # sure
+            [0.34, 0.33, 0.33],  # unsure
+            None,  # no output
+            [5.0, 5.0],  # logits, a tie
+            [0.7],  # one value: nothing to compare
+            [10.0, -10.0],  # logits, sure
+        ],
+        pa.list_(pa.float32()),
+    )
+    margin, entropy = uncertainty(pa.chunked_array([outputs]))
+    assert margin[0] < 0.1 and entropy[0] < 0.15
+    assert margin[1] > 0.95 and entropy[1] > 0.99
+    assert np.isnan(margin[2]) and np.isnan(entropy[2])
+    assert margin[3] == pytest.approx(1.0) and entropy[3] == pytest.approx(1.0)
+    assert np.isnan(margin[4])
+    assert margin[5] < 1e-6 and entropy[5] < 1e-6
+
+
+def test_unsure_outputs_raise_an_input_above_its_sure_twin(tmp_path):
+    rng = np.random.default_rng(3)
+    client = Client(path=tmp_path)
+    space = client.space("s")
+    train = np.vstack([rng.normal(4, 1, (100, 4)), rng.normal(-4, 1, (100, 4))])
+    space.add(train, dataset="train", labels=["a"] * 100 + ["b"] * 100)
+    twin = rng.normal(4, 1, (1, 4))
+    sure, unsure = space.add(
+        np.vstack([twin, twin]),
+        dataset="prod",
+        context="triage",
+        inferences="a",
+        outputs=np.array([[0.99, 0.01], [0.5, 0.5]]),
+    )
+    (plain,) = space.add(twin, dataset="prod", context="triage", inferences="a")
+    summary = space.compute_priorities(k=5)
+    assert summary["with_outputs"] == 2 and summary["scored"] == 3
+    scores = space.priorities(n=None).set_index("id")
+    assert scores.loc[unsure, "priority"] > scores.loc[sure, "priority"]
+    assert scores.loc[unsure, "entropy"] == pytest.approx(1.0)
+    assert np.isnan(scores.loc[plain, "margin"])
+    client.close()
