@@ -442,6 +442,26 @@ def test_a_diverse_trigger_skips_copies_of_one_hard_case(client, space_name):
         space.trigger_retraining(min_priority=0.1, strategy="diverse")
 
 
+def test_explain_shows_the_training_neighbours_behind_a_score(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    space.compute_priorities(k=10)
+    # planted[0] sits among class "a" training inputs but the model said "b"
+    why = space.explain(planted[0], k=7)
+    assert why.id == planted[0]
+    assert why.priority == pytest.approx(
+        float(space.priorities(n=None).set_index("id").loc[planted[0], "priority"])
+    )
+    assert why.components["disagreement"] == pytest.approx(1.0)
+    assert len(why.neighbors) == 7 and why.neighbors["rank"].tolist() == list(range(7))
+    assert set(why.neighbors["context"]) == {"training"}
+    assert why.label_votes == {"a": 7}
+    first_training = space.get(where={"context": "training"}, limit=1)["id"].iloc[0]
+    trained = space.explain(first_training, k=3)
+    assert trained.priority is None and first_training not in set(trained.neighbors["id"])
+    with pytest.raises(NotFound):
+        space.explain("no-such-id")
+
+
 def test_trigger_needs_scores_and_a_selection(client, space_name):
     space = client.space(space_name)
     space.add(vectors(4), dataset="d", context="triage")

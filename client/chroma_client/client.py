@@ -46,6 +46,21 @@ class Trigger:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why an input scores as it does: its scores and the training inputs nearest to it."""
+
+    id: str
+    #: None until ``compute_priorities`` has scored the input (training inputs never are)
+    priority: float | None
+    #: the components of ``priority`` by name
+    components: dict
+    #: the k nearest training inputs: rank, id, distance, label, dataset, input_uri, ...
+    neighbors: pd.DataFrame
+    #: how many of those neighbours carry each label, most first
+    label_votes: dict
+
+
 class Client:
     """Entry point. ``Client()`` runs in this process on ``./chroma_data`` (or ``CHROMA_PATH``);
     ``Client("http://host:8000")`` talks to a Chroma server. Both behave the same.
@@ -341,6 +356,27 @@ class Space:
         """Scored inputs, highest priority first, one column per component score."""
         _, table = self._call("priorities", {"n": n, "where": where, "min_priority": min_priority})
         return _priorities_frame(table)
+
+    def explain(self, id: str, k: int = 10) -> Explanation:
+        """The scores of input ``id`` and the ``k`` nearest training inputs behind them,
+        with their labels (itself excluded when it is a training input)."""
+        neighbors = self.nearest_neighbors(ids=[id], k=k, where={"context": "training"})
+        neighbors = neighbors.drop(columns=["query"]).reset_index(drop=True)
+        scored = self.priorities(n=1, where={"id": id})
+        priority, components = None, {}
+        if len(scored):
+            row = scored.iloc[0]
+            priority = float(row["priority"])
+            skip = {"id", "priority", "computed_at", *neighbors.columns}
+            components = {
+                name: (None if pd.isna(value) else float(value))
+                for name, value in row.items()
+                if name not in skip and isinstance(value, int | float)
+            }
+        votes = neighbors["label"].value_counts(dropna=True)
+        return Explanation(
+            id, priority, components, neighbors, {str(k): int(v) for k, v in votes.items()}
+        )
 
     def trigger_retraining(
         self,
