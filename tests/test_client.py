@@ -462,6 +462,26 @@ def test_explain_shows_the_training_neighbours_behind_a_score(client, space_name
         space.explain("no-such-id")
 
 
+def test_label_issues_rank_flipped_training_labels_first(client, space_name):
+    rng = np.random.default_rng(5)
+    space = client.space(space_name)
+    data = np.vstack([rng.normal(4, 1, (150, 8)), rng.normal(-4, 1, (150, 8))])
+    labels = np.array(["a"] * 150 + ["b"] * 150, dtype=object)
+    flipped = [3, 77, 160, 222]
+    labels[flipped] = ["b", "b", "a", "a"]
+    ids = space.add(data, dataset="train", labels=labels)
+    space.add(rng.normal(4, 1, (5, 8)), dataset="prod", context="triage", inferences="a")
+    issues = space.label_issues(k=10)
+    assert len(issues) == 300 and issues["issue_score"].is_monotonic_decreasing
+    assert set(issues["id"].head(4)) == {ids[i] for i in flipped}
+    top = issues.set_index("id").loc[[ids[i] for i in flipped]]
+    assert top["is_issue"].all()
+    assert top["suggested_label"].tolist() == ["a", "a", "b", "b"]
+    assert set(space.label_issues(only_issues=True)["id"]) >= {ids[i] for i in flipped}
+    with pytest.raises(InvalidInput, match="k"):
+        space.label_issues(k=0)
+
+
 def test_trigger_needs_scores_and_a_selection(client, space_name):
     space = client.space(space_name)
     space.add(vectors(4), dataset="d", context="triage")

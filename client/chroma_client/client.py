@@ -357,6 +357,21 @@ class Space:
         _, table = self._call("priorities", {"n": n, "where": where, "min_priority": min_priority})
         return _priorities_frame(table)
 
+    def label_issues(
+        self,
+        k: int = 10,
+        where: dict | None = None,
+        n: int | None = None,
+        only_issues: bool = False,
+        **params,
+    ) -> pd.DataFrame:
+        """Labelled training inputs ranked by how likely their label is wrong (highest
+        ``issue_score`` first), with ``suggested_label``, ``is_issue`` and the voting
+        ``neighbors``; ``frame.attrs["meta"]`` has counts and per-class thresholds. Other
+        parameters (``weighting``, ``exclude_duplicates``) go to the ``label_quality``
+        algorithm (docs/priority.md, "Label quality")."""
+        return self.run("label_quality", k=k, where=where, n=n, only_issues=only_issues, **params)
+
     def explain(self, id: str, k: int = 10) -> Explanation:
         """The scores of input ``id`` and the ``k`` nearest training inputs behind them,
         with their labels (itself excluded when it is a training input)."""

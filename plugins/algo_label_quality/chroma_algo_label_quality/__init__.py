@@ -1,0 +1,1 @@
+"""algo_label_quality"""

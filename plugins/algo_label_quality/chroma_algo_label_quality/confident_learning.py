@@ -1,0 +1,166 @@
+"""Training labels that are likely wrong: confident learning on out-of-fold k-NN votes.
+
+Pure numpy. The neighbour search is the priority plugin's ``knn``: an exact chunked scan on
+small sets and checked inverted lists on large ones. The method is written up in the
+"Label quality" section of ``docs/priority.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from chroma_algo_priority.scores import EXACT_LIMIT, knn
+
+METRICS = ("l2", "cosine", "ip")
+WEIGHTINGS = ("distance", "uniform")
+# Pseudo-votes spread evenly over the classes, so no class has probability 0.
+SMOOTHING = 1.0
+# Distance weights are 1 / (d / mean d + FLOOR), free of the embedding's scale: an exact
+# duplicate weighs 11 times a neighbour at the row's mean distance, never infinitely more.
+FLOOR = 0.1
+# Two probabilities this close count as equal (thresholds are means of the same values).
+TOLERANCE = 1e-9
+_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass
+class LabelIssues:
+    """Per labelled row: the given and suggested class (codes into ``classes``),
+    ``label_quality`` p(given | x), ``issue_score`` 1 - p(given | x), ``is_issue``,
+    ``neighbors`` (n, k) int64 row indices that voted (-1 where fewer voted). Per class:
+    ``thresholds`` t_c and ``counts``. ``search`` says how neighbours were found."""
+
+    classes: np.ndarray
+    given: np.ndarray
+    suggested: np.ndarray
+    label_quality: np.ndarray
+    issue_score: np.ndarray
+    is_issue: np.ndarray
+    neighbors: np.ndarray
+    thresholds: np.ndarray
+    counts: np.ndarray
+    k: int
+    search: str
+
+
+def label_issues(
+    x: np.ndarray,
+    labels: np.ndarray,
+    *,
+    metric: str = "l2",
+    k: int = 10,
+    weighting: str = "distance",
+    exclude_duplicates: bool = False,
+    exact_limit: int = EXACT_LIMIT,
+) -> LabelIssues:
+    """Score how likely each row's label is wrong from the labels of its k nearest other rows.
+
+    ``x`` is (n, d), ``labels`` (n,) with no None and at least two distinct values. With
+    ``exclude_duplicates`` rows whose embedding is identical to the row's (distance 0) do not
+    vote for it either. Raises ``ValueError`` naming the problem.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    x = np.asarray(x)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"x must be a float (n, d) matrix, got {x.dtype} of shape {x.shape}")
+    labels = np.asarray(labels, dtype=object)
+    if labels.shape != (len(x),):
+        raise ValueError(f"labels must have one value per row of x: {labels.shape} vs {len(x)}")
+    if any(label is None for label in labels):
+        raise ValueError("labels contain None: leave unlabelled rows out")
+    classes, given = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"label quality needs at least 2 classes, got {len(classes)}")
+    n, n_classes = len(x), len(classes)
+    k = int(min(k, n - 1))
+    fetch = min(n - 1, 2 * k) if exclude_duplicates else k
+    found, distances = knn(x, x, fetch, metric, exclude_self=True, exact_limit=exact_limit)
+    search = "exact" if n * n <= exact_limit else "inverted lists"
+
+    voters = found >= 0
+    if exclude_duplicates:
+        voters &= distances > 0
+    voters &= np.cumsum(voters, axis=1) <= k
+    front = np.argsort(~voters, axis=1, kind="stable")[:, :k]
+    neighbors = np.take_along_axis(found, front, axis=1)
+    distances = np.take_along_axis(distances, front, axis=1)
+    voters = np.take_along_axis(voters, front, axis=1)
+    neighbors[~voters] = -1
+    del found, front
+
+    weights = _weights(distances, voters, weighting)
+    votes_of = np.where(voters, given[np.maximum(neighbors, 0)], 0)
+    blocks = _blocks(n, n_classes)
+
+    label_quality = np.empty(n)
+    for block in blocks:
+        p = _probabilities(votes_of[block], weights[block], n_classes)
+        label_quality[block] = p[np.arange(len(p)), given[block]]
+    counts = np.bincount(given, minlength=n_classes)
+    thresholds = np.bincount(given, weights=label_quality, minlength=n_classes) / counts
+
+    suggested = np.empty(n, dtype=np.int64)
+    is_issue = np.empty(n, dtype=bool)
+    for block in blocks:
+        p = _probabilities(votes_of[block], weights[block], n_classes)
+        rows, own = np.arange(len(p)), given[block]
+        eligible = p >= thresholds[None, :] - TOLERANCE
+        confident = np.where(eligible, p, -1.0)
+        best = confident.argmax(axis=1)
+        # a tie with the given label goes to the given label
+        keep = eligible[rows, own] & (confident[rows, own] >= confident[rows, best] - TOLERANCE)
+        best = np.where(keep, own, best)
+        any_eligible = eligible.any(axis=1)
+        suggested[block] = np.where(any_eligible, best, p.argmax(axis=1))
+        is_issue[block] = any_eligible & (best != own)
+
+    return LabelIssues(
+        classes=classes,
+        given=given,
+        suggested=suggested,
+        label_quality=label_quality,
+        issue_score=1.0 - label_quality,
+        is_issue=is_issue,
+        neighbors=neighbors,
+        thresholds=thresholds,
+        counts=counts,
+        k=k,
+        search=search,
+    )
+
+
+def _weights(distances: np.ndarray, voters: np.ndarray, weighting: str) -> np.ndarray:
+    """Each voter's weight, scaled so a row's weights sum to its number of voters."""
+    count = voters.sum(axis=1, keepdims=True).astype(np.float64)
+    if weighting == "uniform":
+        return voters.astype(np.float64)
+    d = np.where(voters, distances, 0.0)
+    # ip distances can be negative: shift such rows so their nearest voter is at 0
+    low = np.where(voters, d, np.inf).min(axis=1, keepdims=True)
+    d = np.where(voters, d - np.minimum(np.where(np.isfinite(low), low, 0.0), 0.0), 0.0)
+    mean = d.sum(axis=1, keepdims=True) / np.maximum(count, 1.0)
+    relative = np.divide(d, mean, out=np.zeros_like(d), where=mean > 0)
+    w = np.where(voters, 1.0 / (relative + FLOOR), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    return np.divide(w * count, total, out=np.zeros_like(w), where=total > 0)
+
+
+def _probabilities(codes: np.ndarray, weights: np.ndarray, n_classes: int) -> np.ndarray:
+    """p(c | x) per row: weighted votes plus SMOOTHING pseudo-votes spread over the classes."""
+    n, k = codes.shape
+    flat = (np.arange(n)[:, None] * n_classes + codes).ravel()
+    votes = np.bincount(flat, weights=weights.ravel(), minlength=n * n_classes)
+    votes = votes.reshape(n, n_classes)
+    return (votes + SMOOTHING / n_classes) / (weights.sum(axis=1, keepdims=True) + SMOOTHING)
+
+
+def _blocks(n: int, n_classes: int) -> list[slice]:
+    step = max(1, _BLOCK_BYTES // (8 * n_classes))
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]

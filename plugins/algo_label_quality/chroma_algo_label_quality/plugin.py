@@ -1,0 +1,136 @@
+"""The ``label_quality`` algorithm: labelled training rows ranked by how likely their label
+is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chroma_algo_label_quality.confident_learning import WEIGHTINGS, LabelIssues, label_issues
+from chroma_core.algorithm import Algorithm, Result
+from chroma_core.errors import InvalidInput
+from chroma_core.filters import parse
+from chroma_core.hookspecs import hookimpl
+from chroma_core.schema import embeddings_of
+
+TRAINING = {"context": "training"}
+MAX_K = 1000
+
+
+class LabelQuality(Algorithm):
+    name = "label_quality"
+    description = (
+        "Labelled training inputs ranked by how likely their label is wrong: confident "
+        "learning on the out-of-fold votes of their k nearest training neighbours."
+    )
+
+    def run(self, chroma, space, params):
+        settings = _params(params)
+        where = TRAINING if settings["where"] is None else {"$and": [TRAINING, settings["where"]]}
+        rows = chroma.store.get(space.name, where=parse(where), include_embeddings=True)
+        rows = rows.filter(pc.is_valid(rows.column("label")))
+        scope = "" if settings["where"] is None else " matching where"
+        if rows.num_rows == 0:
+            raise InvalidInput(
+                f"space {space.name!r} has no labelled training inputs{scope}; label_quality "
+                "needs inputs added with context='training' and labels"
+            )
+        labels = rows.column("label").to_numpy(zero_copy_only=False).astype(object)
+        n_classes = len(np.unique(labels))
+        if n_classes < 2:
+            raise InvalidInput(
+                f"the labelled training inputs{scope} of space {space.name!r} carry "
+                f"{n_classes} class; label_quality needs at least 2"
+            )
+        found = label_issues(
+            embeddings_of(rows),
+            labels,
+            metric=space.metric,
+            k=settings["k"],
+            weighting=settings["weighting"],
+            exclude_duplicates=settings["exclude_duplicates"],
+        )
+        meta = {
+            "rows": rows.num_rows,
+            "issues": int(found.is_issue.sum()),
+            "classes": len(found.classes),
+            "k": found.k,
+            "weighting": settings["weighting"],
+            "exclude_duplicates": settings["exclude_duplicates"],
+            "method": "confident learning on out-of-fold k-NN votes, issue_score = 1 - p(given)",
+            "search": found.search,
+            "per_class": {
+                str(label): {
+                    "rows": int(found.counts[c]),
+                    "threshold": float(found.thresholds[c]),
+                    "issues": int((found.is_issue & (found.given == c)).sum()),
+                }
+                for c, label in enumerate(found.classes)
+            },
+        }
+        return Result(_table(rows, found, settings), meta)
+
+
+def _params(params: dict) -> dict:
+    k = params.pop("k", 10)
+    weighting = params.pop("weighting", "distance")
+    where = params.pop("where", None)
+    n = params.pop("n", None)
+    only_issues = params.pop("only_issues", False)
+    exclude_duplicates = params.pop("exclude_duplicates", False)
+    if params:
+        raise InvalidInput(f"unknown parameter(s) for label_quality: {', '.join(sorted(params))}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+    if weighting not in WEIGHTINGS:
+        raise InvalidInput(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if where is not None and not isinstance(where, dict):
+        raise InvalidInput(f"where must be a dict of conditions, got {type(where).__name__}")
+    parse(where)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InvalidInput(f"n must be a positive integer or None for every row, got {n!r}")
+    if not isinstance(only_issues, bool):
+        raise InvalidInput(f"only_issues must be true or false, got {only_issues!r}")
+    if not isinstance(exclude_duplicates, bool):
+        raise InvalidInput(f"exclude_duplicates must be true or false, got {exclude_duplicates!r}")
+    return {
+        "k": k,
+        "weighting": weighting,
+        "where": where or None,
+        "n": n,
+        "only_issues": only_issues,
+        "exclude_duplicates": exclude_duplicates,
+    }
+
+
+def _table(rows: pa.Table, found: LabelIssues, settings: dict) -> pa.Table:
+    ids = rows.column("id").combine_chunks()
+    # highest issue_score first, ties by id
+    order = np.lexsort((pc.rank(ids, sort_keys="ascending").to_numpy(), -found.issue_score))
+    if settings["only_issues"]:
+        order = order[found.is_issue[order]]
+    if settings["n"] is not None:
+        order = order[: settings["n"]]
+    neighbors = found.neighbors[order]
+    voted = neighbors >= 0
+    neighbour_ids = ids.take(pa.array(neighbors[voted]))
+    offsets = np.concatenate([[0], np.cumsum(voted.sum(axis=1))]).astype(np.int32)
+    take = pa.array(order)
+    return pa.table(
+        {
+            "id": ids.take(take),
+            "dataset": rows.column("dataset").take(take),
+            "label": rows.column("label").take(take),
+            "suggested_label": pa.array(found.classes[found.suggested[order]], pa.string()),
+            "label_quality": pa.array(found.label_quality[order]),
+            "issue_score": pa.array(found.issue_score[order]),
+            "is_issue": pa.array(found.is_issue[order]),
+            "neighbors": pa.ListArray.from_arrays(pa.array(offsets), neighbour_ids),
+        }
+    )
+
+
+@hookimpl
+def chroma_algorithms():
+    return [LabelQuality()]

@@ -1,0 +1,212 @@
+"""Planted label errors in clustered embeddings must come out on top."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chroma_algo_label_quality.confident_learning import label_issues
+from chroma_client import Client
+from chroma_core.errors import InvalidFilter, InvalidInput
+
+CLASSES = 5
+
+
+def planted(n: int = 2000, d: int = 16, rate: float = 0.03, seed: int = 0):
+    """Five well separated Gaussian clusters; ``rate`` of the labels moved to another class."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 4.0, (CLASSES, d))
+    true = rng.integers(0, CLASSES, n)
+    x = (centres[true] + rng.normal(0.0, 1.0, (n, d))).astype(np.float32)
+    flipped = rng.random(n) < rate
+    given = true.copy()
+    given[flipped] = (true[flipped] + rng.integers(1, CLASSES, flipped.sum())) % CLASSES
+    return x, true, given, flipped, centres
+
+
+def names(codes: np.ndarray) -> np.ndarray:
+    return np.array([f"class-{c}" for c in codes], dtype=object)
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    pos, neg = scores[positive], scores[~positive]
+    greater = (pos[:, None] > neg[None, :]).mean()
+    return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+@pytest.mark.parametrize("weighting", ["distance", "uniform"])
+def test_flipped_labels_rank_first_and_get_their_true_class(weighting):
+    x, true, given, flipped, _ = planted()
+    found = label_issues(x, names(given), k=10, weighting=weighting)
+
+    assert auroc(found.issue_score, flipped) > 0.95
+    top = np.argsort(-found.issue_score, kind="stable")[: int(flipped.sum())]
+    assert flipped[top].mean() >= 0.9
+    assert found.is_issue.sum() > 0
+    assert flipped[found.is_issue].mean() >= 0.9  # precision of the flags
+    assert found.is_issue[flipped].mean() >= 0.5  # recall of the flags
+    suggested = found.classes[found.suggested[flipped]]
+    assert (suggested == names(true[flipped])).mean() >= 0.9
+    np.testing.assert_allclose(found.issue_score, 1.0 - found.label_quality)
+    assert ((found.label_quality > 0) & (found.label_quality < 1)).all()
+
+
+def test_row_at_its_cluster_centre_is_not_flagged():
+    x, _, given, _, centres = planted()
+    x = np.vstack([x, centres[2:3].astype(np.float32)])
+    labels = names(np.append(given, 2))
+    found = label_issues(x, labels, k=10)
+    assert not found.is_issue[-1]
+    assert found.classes[found.suggested[-1]] == "class-2"
+    assert found.label_quality[-1] > found.thresholds[2]
+
+
+def test_a_row_never_votes_for_itself():
+    x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
+    labels = names(np.array([0, 0, 1, 1, 1, 1]))
+    found = label_issues(x, labels, k=2, weighting="uniform")
+    assert (found.neighbors != np.arange(6)[:, None]).all()
+    # row 2 sits among class 0; its own label 1 must not rescue it
+    assert found.is_issue[2] and found.classes[found.suggested[2]] == "class-0"
+    assert np.argmax(found.issue_score) == 2
+
+
+def test_exact_duplicates_can_be_kept_from_voting():
+    x, _, given, _, centres = planted(seed=1)
+    intruder = centres[0] + 0.01
+    x = np.vstack([x, intruder, intruder]).astype(np.float32)
+    labels = names(np.append(given, [3, 3]))
+    kept = label_issues(x, labels, k=10)
+    assert not kept.is_issue[-1]  # its twin with the same wrong label vouches for it
+    excluded = label_issues(x, labels, k=10, exclude_duplicates=True)
+    assert excluded.is_issue[-2:].all()
+    assert excluded.neighbors[-1].tolist().count(len(x) - 2) == 0
+    assert (excluded.classes[excluded.suggested[-2:]] == "class-0").all()
+
+
+def test_inverted_lists_agree_with_the_exact_search():
+    x, _, given, flipped, _ = planted(n=3000)
+    exact = label_issues(x, names(given), k=10)
+    approximate = label_issues(x, names(given), k=10, exact_limit=1000)
+    assert exact.search == "exact" and approximate.search == "inverted lists"
+    assert auroc(approximate.issue_score, flipped) > 0.95
+    assert (exact.is_issue == approximate.is_issue).mean() > 0.99
+
+
+def test_bad_arguments_raise_value_errors():
+    x = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        label_issues(x, names(np.zeros(4, int)))
+    with pytest.raises(ValueError, match="k must be"):
+        label_issues(x, names(np.array([0, 0, 1, 1])), k=0)
+    with pytest.raises(ValueError, match="None"):
+        label_issues(x, np.array(["a", None, "b", "b"], dtype=object))
+    with pytest.raises(ValueError, match="weighting"):
+        label_issues(x, names(np.array([0, 0, 1, 1])), weighting="gaussian")
+
+
+# --- through the public client -------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHROMA_SIMILARITY_BUILD", "lazy")
+    c = Client(path=tmp_path / "data")
+    yield c
+    c.close()
+
+
+def fill(space, seed: int, dataset: str, n: int = 1000):
+    x, true, given, flipped, _ = planted(n=n, seed=seed)
+    ids = [f"{dataset}-{i}" for i in range(n)]
+    space.add(x, dataset=dataset, context="training", labels=list(names(given)), ids=ids)
+    return np.array(ids), true, given, flipped
+
+
+def test_client_run_ranks_planted_errors(client):
+    space = client.space("labels")
+    ids, true, _, flipped = fill(space, seed=3, dataset="a", n=2000)
+    rng = np.random.default_rng(9)
+    space.add(rng.normal(size=(50, 16)).astype(np.float32), dataset="a", context="triage")
+    space.add(
+        rng.normal(size=(20, 16)).astype(np.float32), dataset="a", context="training"
+    )  # unlabelled: not scored
+
+    frame = space.run("label_quality", k=10)
+
+    assert list(frame.columns) == [
+        "id",
+        "dataset",
+        "label",
+        "suggested_label",
+        "label_quality",
+        "issue_score",
+        "is_issue",
+        "neighbors",
+    ]
+    assert len(frame) == 2000 and set(frame["id"]) == set(ids)
+    assert frame["issue_score"].is_monotonic_decreasing
+    meta = frame.attrs["meta"]
+    assert meta["rows"] == 2000 and meta["classes"] == CLASSES and meta["k"] == 10
+    assert meta["issues"] == int(frame["is_issue"].sum()) > 0
+    planted_ids = set(ids[flipped])
+    top = frame["id"].iloc[: len(planted_ids)]
+    assert top.isin(planted_ids).mean() >= 0.9
+    truth = dict(zip(ids, names(true), strict=True))
+    flagged = frame[frame["id"].isin(planted_ids) & frame["is_issue"]]
+    assert (flagged["suggested_label"] == flagged["id"].map(truth)).mean() >= 0.9
+    first = frame.iloc[0]
+    assert len(first["neighbors"]) == 10 and first["id"] not in set(first["neighbors"])
+    assert set(first["neighbors"]) <= set(ids)
+
+    issues = space.run("label_quality", k=10, only_issues=True, n=5)
+    assert len(issues) == 5 and issues["is_issue"].all()
+    assert issues["id"].tolist() == frame[frame["is_issue"]]["id"].iloc[:5].tolist()
+
+
+def test_where_restricts_scoring_and_voting_to_one_dataset(client):
+    space = client.space("two_sets")
+    ids_a, *_ = fill(space, seed=4, dataset="a", n=600)
+    fill(space, seed=5, dataset="b", n=400)
+
+    frame = space.run("label_quality", k=5, where={"dataset": "b"})
+
+    assert len(frame) == 400 and set(frame["dataset"]) == {"b"}
+    assert frame.attrs["meta"]["rows"] == 400
+    voters = {i for row in frame["neighbors"] for i in row}
+    assert voters and all(i.startswith("b-") for i in voters)
+    assert len(space.run("label_quality", k=5)) == 1000
+
+
+def test_bad_parameters_and_data_raise_invalid_input(client):
+    space = client.space("errors")
+    rng = np.random.default_rng(0)
+    space.add(rng.normal(size=(10, 4)).astype(np.float32), dataset="x", context="triage")
+    with pytest.raises(InvalidInput, match="no labelled training inputs"):
+        space.run("label_quality")
+    space.add(
+        rng.normal(size=(10, 4)).astype(np.float32), dataset="x", context="training", labels="cat"
+    )
+    with pytest.raises(InvalidInput, match="at least 2"):
+        space.run("label_quality")
+    space.add(
+        rng.normal(size=(10, 4)).astype(np.float32), dataset="y", context="training", labels="dog"
+    )
+    assert len(space.run("label_quality", k=3)) == 20
+    with pytest.raises(InvalidInput, match="no labelled training inputs matching where"):
+        space.run("label_quality", where={"dataset": "z"})
+    for k in (0, -1, 1001, 2.5, "10", True, None):
+        with pytest.raises(InvalidInput, match="k must be"):
+            space.run("label_quality", k=k)
+    with pytest.raises(InvalidInput, match="n must be"):
+        space.run("label_quality", n=0)
+    with pytest.raises(InvalidInput, match="only_issues"):
+        space.run("label_quality", only_issues="yes")
+    with pytest.raises(InvalidInput, match="weighting"):
+        space.run("label_quality", weighting="gaussian")
+    with pytest.raises(InvalidInput, match="unknown parameter"):
+        space.run("label_quality", top=3)
+    with pytest.raises(InvalidFilter):
+        space.run("label_quality", where={"dataset": {"$regex": "x"}})
+    with pytest.raises(InvalidInput, match="where must be a dict"):
+        space.run("label_quality", where="dataset = x")
