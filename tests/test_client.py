@@ -482,6 +482,26 @@ def test_label_issues_rank_flipped_training_labels_first(client, space_name):
         space.label_issues(k=0)
 
 
+def test_duplicates_and_drift_through_the_client(client, space_name):
+    rng = np.random.default_rng(9)
+    space = client.space(space_name)
+    train = rng.normal(0, 1, (400, 16))
+    ids = space.add(train, dataset="train", labels=["a"] * 200 + ["b"] * 200)
+    # a triage copy of a training input is leakage; a moved dataset has drifted
+    (leak,) = space.add(train[7:8] + 1e-4, dataset="same", context="triage", inferences="a")
+    space.add(rng.normal(0, 1, (200, 16)), dataset="same", context="triage", inferences="a")
+    space.add(rng.normal(3, 1, (200, 16)), dataset="moved", context="triage", inferences="a")
+    pairs = space.duplicates()
+    leakage = pairs[pairs["kind"] == "leakage"]
+    assert {(a, b) for a, b in zip(leakage["id_a"], leakage["id_b"], strict=True)} == {
+        (ids[7], leak)
+    }
+    assert pairs.attrs["meta"]["threshold"] > 0
+    drift = space.drift(seed=1)
+    overall = drift[drift["class"].isna()].set_index("dataset")
+    assert bool(overall.loc["moved", "drifted"]) and not bool(overall.loc["same", "drifted"])
+
+
 def test_trigger_needs_scores_and_a_selection(client, space_name):
     space = client.space(space_name)
     space.add(vectors(4), dataset="d", context="triage")

@@ -372,6 +372,33 @@ class Space:
         algorithm (docs/priority.md, "Label quality")."""
         return self.run("label_quality", k=k, where=where, n=n, only_issues=only_issues, **params)
 
+    def drift(self, **params) -> pd.DataFrame:
+        """How far each non-training dataset's embeddings moved from training, overall and
+        per class: MMD with a permutation p-value, mean shift, out-of-distribution rate and
+        a ``drifted`` flag. Parameters go to the ``drift`` algorithm
+        (plugins/algo_drift/README.md), e.g. ``where={"dataset": "week_32"}``,
+        ``alpha=0.01``; ``frame.attrs["meta"]`` lists skipped classes and the settings."""
+        return self.run("drift", **params)
+
+    def duplicates(
+        self,
+        threshold: float | None = None,
+        *,
+        ratio: float | None = None,
+        k: int = 5,
+        where: dict | None = None,
+        kinds: list[str] | None = None,
+        n: int | None = None,
+    ) -> pd.DataFrame:
+        """Pairs of near-duplicate rows (close embeddings or the same input_uri), leakage
+        first: a non-training row duplicated in training. Without ``threshold`` it is
+        calibrated as ``ratio`` (0.1) times the training rows' median nearest-neighbour
+        distance; ``frame.attrs["meta"]`` holds the threshold used and the counts per kind
+        (plugins/algo_duplicates/README.md)."""
+        params: dict = {"threshold": threshold, "ratio": ratio, "k": k, "where": where}
+        params |= {"kinds": kinds, "n": n}
+        return self.run("duplicates", **{key: v for key, v in params.items() if v is not None})
+
     def explain(self, id: str, k: int = 10) -> Explanation:
         """The scores of input ``id`` and the ``k`` nearest training inputs behind them,
         with their labels (itself excluded when it is a training input)."""

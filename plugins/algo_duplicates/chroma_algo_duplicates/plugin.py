@@ -1,0 +1,221 @@
+"""The ``duplicates`` algorithm: near-duplicate rows, and triage rows leaked from training."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from chroma_algo_duplicates.pairs import (
+    BY_EMBEDDING,
+    BY_URI,
+    CALIBRATION_ROWS,
+    calibrate,
+    embedding_pairs,
+    merge,
+    neighbours,
+    pair_distances,
+    search_metric,
+    uri_pairs,
+)
+from chroma_core.algorithm import Algorithm, Result
+from chroma_core.errors import InvalidInput
+from chroma_core.filters import parse
+from chroma_core.hookspecs import hookimpl
+from chroma_core.schema import embeddings_of
+
+if TYPE_CHECKING:
+    from chroma_core.service import Chroma
+    from chroma_core.store import SpaceInfo
+
+TRAINING = "training"
+# The order pairs are listed in: leakage first.
+KINDS = ("leakage", "across_datasets", "within_dataset")
+DEFAULT_K = 5
+MAX_K = 100
+DEFAULT_RATIO = 0.1
+COLUMNS = (
+    "id_a",
+    "id_b",
+    "dataset_a",
+    "dataset_b",
+    "context_a",
+    "context_b",
+    "distance",
+    "by",
+    "kind",
+    "label_a",
+    "label_b",
+)
+
+
+class Duplicates(Algorithm):
+    name = "duplicates"
+    description = (
+        "Pairs of near-duplicate rows (close embeddings or the same input_uri) within a "
+        "dataset, across datasets, and triage rows duplicated in training (leakage)."
+    )
+
+    def run(self, chroma: Chroma, space: SpaceInfo, params: dict) -> Result:
+        settings = _params(params)
+        store = chroma.store
+        metric = search_metric(space.metric)
+        table = store.get(space.name, include_embeddings=True)
+        n = table.num_rows
+        seqs = table.column("seq").to_numpy()
+        if settings["where"] is None:
+            checked = np.ones(n, dtype=bool)
+        else:
+            matching, _ = store.vectors(space.name, where=settings["where"], with_vectors=False)
+            checked = np.isin(seqs, matching)
+        queries = np.flatnonzero(checked)
+        meta: dict = {
+            "metric": metric,
+            "k": settings["k"],
+            "rows": n,
+            "rows_checked": len(queries),
+        }
+        if n == 0:
+            return Result(_table(_empty_frame()), meta | {"counts": dict.fromkeys(KINDS, 0)})
+
+        x = embeddings_of(table)
+        catalogue = {
+            name: table.column(name).to_numpy(zero_copy_only=False)
+            for name in ("id", "dataset", "context", "input_uri", "label")
+        }
+        del table
+        training = np.flatnonzero(catalogue["context"] == TRAINING)
+        if settings["threshold"] is not None:
+            threshold = settings["threshold"]
+            meta |= {"threshold": threshold, "threshold_from": "given"}
+        else:
+            reference = training if len(training) >= 2 else np.arange(n)
+            threshold, median = calibrate(x, reference, settings["ratio"], metric)
+            meta |= {
+                "threshold": threshold,
+                "threshold_from": (
+                    "median nearest-neighbour distance of "
+                    f"{'training' if len(training) >= 2 else 'all'} rows x ratio"
+                    + (" squared (cosine)" if metric == "cosine" else "")
+                ),
+                "ratio": settings["ratio"],
+                "median_nn_distance": median,
+                "calibration_rows": int(min(len(reference), CALIBRATION_ROWS)),
+            }
+
+        found = neighbours(x, queries, settings["k"], metric)
+        meta["method"] = found.method
+        codes = pd.Series(catalogue["input_uri"], dtype=object).factorize()[0]
+        by_uri, starred = uri_pairs(codes, checked)
+        meta["uri_groups_starred"] = starred
+        pairs, by = merge(embedding_pairs(found, queries, threshold), by_uri, n)
+        distance = pair_distances(x, pairs[:, 0], pairs[:, 1], metric)
+
+        is_training = catalogue["context"] == TRAINING
+        a, b = pairs[:, 0], pairs[:, 1]
+        leak = is_training[a] != is_training[b]
+        # A leaked pair names its training row first.
+        swap = leak & is_training[b]
+        a, b = np.where(swap, b, a), np.where(swap, a, b)
+        same = pd.Series(catalogue["dataset"][a]).eq(pd.Series(catalogue["dataset"][b])).to_numpy()
+        kind = np.where(leak, 0, np.where(same, 2, 1))
+        meta["counts"] = {name: int((kind == i).sum()) for i, name in enumerate(KINDS)}
+
+        keep = np.isin(kind, [KINDS.index(name) for name in settings["kinds"]])
+        order = np.lexsort((b[keep], a[keep], distance[keep], kind[keep]))
+        meta["pairs"] = int(keep.sum())
+        order = order[: settings["n"]]
+        a, b = a[keep][order], b[keep][order]
+        frame = pd.DataFrame(
+            {
+                "id_a": catalogue["id"][a],
+                "id_b": catalogue["id"][b],
+                "dataset_a": catalogue["dataset"][a],
+                "dataset_b": catalogue["dataset"][b],
+                "context_a": catalogue["context"][a],
+                "context_b": catalogue["context"][b],
+                "distance": distance[keep][order],
+                "by": _by_names(by[keep][order]),
+                "kind": np.asarray(KINDS, dtype=object)[kind[keep][order]],
+                "label_a": catalogue["label"][a],
+                "label_b": catalogue["label"][b],
+            }
+        )
+        meta["returned"] = len(frame)
+        return Result(_table(frame), meta)
+
+
+def _by_names(by: np.ndarray) -> np.ndarray:
+    names = np.empty(len(by), dtype=object)
+    names[by == BY_EMBEDDING] = "embedding"
+    names[by == BY_URI] = "input_uri"
+    names[by == BY_EMBEDDING | BY_URI] = "both"
+    return names
+
+
+def _empty_frame() -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series([], dtype=object) for name in COLUMNS})
+    return frame.astype({"distance": np.float64})
+
+
+def _table(frame: pd.DataFrame) -> pa.Table:
+    schema = pa.schema(
+        [(name, pa.float64() if name == "distance" else pa.string()) for name in COLUMNS]
+    )
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def _params(params: dict) -> dict:
+    threshold = params.pop("threshold", None)
+    ratio = params.pop("ratio", None)
+    k = params.pop("k", DEFAULT_K)
+    where = params.pop("where", None)
+    kinds = params.pop("kinds", None)
+    n = params.pop("n", None)
+    if params:
+        raise InvalidInput(f"unknown parameter(s) for duplicates: {', '.join(sorted(params))}")
+    if threshold is not None and ratio is not None:
+        raise InvalidInput(
+            "pass threshold (a distance) or ratio (to calibrate one from the data), not both"
+        )
+    if threshold is not None and not (_is_number(threshold) and threshold >= 0):
+        raise InvalidInput(f"threshold must be a finite number >= 0, got {threshold!r}")
+    if ratio is None:
+        ratio = DEFAULT_RATIO
+    elif not (_is_number(ratio) and 0 < ratio <= 1):
+        raise InvalidInput(f"ratio must be a number in (0, 1], got {ratio!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise InvalidInput(f"n must be a positive integer (the most pairs to return), got {n!r}")
+    if kinds is None:
+        kinds = list(KINDS)
+    elif isinstance(kinds, str):
+        kinds = [kinds]
+    if not isinstance(kinds, list | tuple) or not kinds:
+        raise InvalidInput(f"kinds must be a non-empty list of {', '.join(KINDS)}, got {kinds!r}")
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown kind(s) {', '.join(map(repr, unknown))}; use {', '.join(KINDS)}"
+        )
+    return {
+        "threshold": None if threshold is None else float(threshold),
+        "ratio": float(ratio),
+        "k": k,
+        "where": parse(where),
+        "kinds": list(kinds),
+        "n": n,
+    }
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+@hookimpl
+def chroma_algorithms():
+    return [Duplicates()]
