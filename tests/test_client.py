@@ -502,6 +502,39 @@ def test_duplicates_and_drift_through_the_client(client, space_name):
     assert bool(overall.loc["moved", "drifted"]) and not bool(overall.loc["same", "drifted"])
 
 
+def test_new_inputs_are_scored_alone_until_the_training_set_changes(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    first = space.compute_priorities(k=10)
+    assert first["scored"] == 50
+    before = space.priorities(n=None).set_index("id")
+    assert space.priority_status() == {
+        "training_version": first["training_version"],
+        "labelled_training": 400,
+        "scored": 50,
+        "unscored": 0,
+        "stale": 0,
+    }
+    rng = np.random.default_rng(21)
+    new = space.add(rng.normal(0, 1, (6, 8)) - 4, dataset="prod", context="triage", inferences="b")
+    assert space.priority_status()["unscored"] == 6
+    again = space.compute_priorities(k=10, only_new=True)
+    assert again["scored"] == 6 and again["kept"] == 50 and again["stale"] == 0
+    after = space.priorities(n=None).set_index("id")
+    assert set(after.index) == set(before.index) | set(new)
+    # the earlier scores are kept as they were, not recomputed
+    assert after.loc[before.index, "computed_at"].tolist() == before["computed_at"].tolist()
+    assert after.loc[before.index, "priority"].tolist() == before["priority"].tolist()
+    # a changed training set makes every score stale, and only_new then redoes them all
+    space.add(rng.normal(0, 1, (3, 8)) + 4, dataset="train", labels="a")
+    status = space.priority_status()
+    assert status["stale"] == 56 and status["training_version"] != first["training_version"]
+    redone = space.compute_priorities(k=10, only_new=True)
+    assert redone["scored"] == 56 and redone["stale"] == 56 and "kept" not in redone
+    assert space.priority_status()["stale"] == 0
+    with pytest.raises(InvalidInput, match="only_new"):
+        space.compute_priorities(only_new="yes")
+
+
 def test_trigger_needs_scores_and_a_selection(client, space_name):
     space = client.space(space_name)
     space.add(vectors(4), dataset="d", context="triage")

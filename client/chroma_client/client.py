@@ -347,8 +347,17 @@ class Space:
     def compute_priorities(self, **params) -> dict:
         """Score every non-training input against the training inputs; returns a summary.
 
-        Parameters go to the ``priority`` algorithm (see docs/priority.md), e.g. ``k=10``."""
+        Parameters go to the ``priority`` algorithm (see docs/priority.md), e.g. ``k=10``.
+        ``only_new=True`` scores only the inputs without a score, keeping the others as
+        they are, when every stored score was computed against the current training set;
+        when the training set has changed since, everything is scored again."""
         return self.run("priority", **params).attrs["meta"]
+
+    def priority_status(self) -> dict:
+        """Whether the stored priorities are current: ``scored``, ``unscored`` (non-training
+        inputs without a score), ``stale`` (scores computed against a training set that has
+        changed since) and the current ``training_version``."""
+        return self.run("priority_status").attrs["meta"]
 
     def priorities(
         self, n: int | None = 100, where: dict | None = None, min_priority: float | None = None

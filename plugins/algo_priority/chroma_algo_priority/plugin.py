@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -9,6 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import PriorityParams, priority_scores
@@ -30,6 +33,7 @@ COMPONENTS = (
     "entropy",
 )
 TRAINING = {"context": "training"}
+NOT_TRAINING = {"context": {"$ne": "training"}}
 
 
 class Priority(Algorithm):
@@ -41,6 +45,9 @@ class Priority(Algorithm):
     )
 
     def run(self, chroma, space, params):
+        only_new = params.pop("only_new", False)
+        if not isinstance(only_new, bool):
+            raise InvalidInput(f"only_new must be true or false, got {only_new!r}")
         settings = _params(params)
         store = chroma.store
         started = time.perf_counter()
@@ -52,9 +59,17 @@ class Priority(Algorithm):
                 f"space {space.name!r} has {int(labelled.sum())} labelled training inputs; "
                 "priority needs at least 2 (add them with context='training' and labels)"
             )
-        queries = store.get(
-            space.name, where=parse({"context": {"$ne": "training"}}), include_embeddings=True
-        )
+        version = training_version(training.column("seq"), labelled)
+        queries = store.get(space.name, where=parse(NOT_TRAINING), include_embeddings=True)
+        kept, stale = None, 0
+        if only_new:
+            kept, stale = _stored_scores(store, space.name, version)
+            if stale:
+                # the training set changed since some scores were computed: all are redone
+                kept = None
+            else:
+                new = pc.invert(pc.is_in(queries.column("id"), kept.column("id")))
+                queries = queries.filter(new)
         computed_at = datetime.now(UTC).isoformat(timespec="seconds")
         log.info(
             "priority of %s: read %d training and %d other rows after %.1f s",
@@ -63,9 +78,14 @@ class Priority(Algorithm):
             queries.num_rows,
             time.perf_counter() - started,
         )
+        summary = {"training_version": version, "only_new": only_new, "stale": stale}
+        if kept is not None:
+            summary["kept"] = kept.num_rows
         if queries.num_rows == 0:
-            store.replace_priorities(space.name, _scores_table([], [], pd.DataFrame(), computed_at))
-            return Result(_result_table([], [], pd.DataFrame()), {"scored": 0})
+            if kept is None:
+                empty = _scores_table([], [], pd.DataFrame(), computed_at)
+                store.replace_priorities(space.name, empty)
+            return Result(_result_table([], [], pd.DataFrame()), {"scored": 0, **summary})
         train_x = embeddings_of(training)
         if not labelled.all():
             train_x, labels = train_x[labelled], labels[labelled]
@@ -94,9 +114,13 @@ class Priority(Algorithm):
             scores["priority"],
         )
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
-        store.replace_priorities(
-            space.name, _scores_table(ids, scores["priority"], components, computed_at)
+        stored = _scores_table(
+            ids, scores["priority"], components.assign(training_version=version), computed_at
         )
+        if kept is not None:
+            # scores of earlier rows are kept as they are: same training set, same answer
+            stored = pa.concat_tables([kept, stored])
+        store.replace_priorities(space.name, stored)
         log.info(
             "priority of %s: stored %d scores after %.1f s",
             space.name,
@@ -110,8 +134,56 @@ class Priority(Algorithm):
             "shrinkage": settings.shrinkage,
             "computed_at": computed_at,
             "with_outputs": int(with_outputs.sum()),
+            **summary,
         }
         return Result(_result_table(ids, scores["priority"], components), meta)
+
+
+def training_version(seqs: pa.ChunkedArray | pa.Array, labelled: np.ndarray) -> str:
+    """A short name for the labelled training rows: rows are never changed in place, only
+    added and deleted, so their seqs name the set, and so what any score was computed from."""
+    used = np.asarray(seqs, dtype=np.int64)[labelled]
+    digest = hashlib.blake2b(np.sort(used).tobytes(), digest_size=8)
+    return digest.hexdigest()
+
+
+def _stored_scores(store, space: str, version: str) -> tuple[pa.Table, int]:
+    """The stored scores as ``replace_priorities`` takes them, and how many were computed
+    against another training set than ``version``."""
+    scores = store.priorities(space, n=None).select(["id", "priority", "components", "computed_at"])
+    versions = [
+        json.loads(text).get("training_version") if text else None
+        for text in scores.column("components").to_pylist()
+    ]
+    return scores, sum(v != version for v in versions)
+
+
+class PriorityStatus(Algorithm):
+    name = "priority_status"
+    description = (
+        "Whether stored priorities are current: rows scored, rows not yet scored, and scores "
+        "computed against a training set that has changed since."
+    )
+
+    def run(self, chroma, space, params):
+        if params:
+            raise InvalidInput(
+                f"unknown parameter(s) for priority_status: {', '.join(sorted(params))}"
+            )
+        store = chroma.store
+        training = store.get(space.name, where=parse(TRAINING))
+        labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
+        version = training_version(training.column("seq"), labelled)
+        scores, stale = _stored_scores(store, space.name, version)
+        others = store.count(space.name, parse(NOT_TRAINING))
+        meta = {
+            "training_version": version,
+            "labelled_training": int(labelled.sum()),
+            "scored": scores.num_rows,
+            "unscored": others - scores.num_rows,
+            "stale": stale,
+        }
+        return Result(pa.table({"id": pa.array([], pa.string())}), meta)
 
 
 def _params(params: dict) -> PriorityParams:
@@ -152,4 +224,4 @@ def _result_table(ids, priority, components: pd.DataFrame) -> pa.Table:
 
 @hookimpl
 def chroma_algorithms():
-    return [Priority()]
+    return [Priority(), PriorityStatus()]
