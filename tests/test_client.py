@@ -513,6 +513,7 @@ def test_new_inputs_are_scored_alone_until_the_training_set_changes(client, spac
         "scored": 50,
         "unscored": 0,
         "stale": 0,
+        "job": None,
     }
     rng = np.random.default_rng(21)
     new = space.add(rng.normal(0, 1, (6, 8)) - 4, dataset="prod", context="triage", inferences="b")
@@ -533,6 +534,26 @@ def test_new_inputs_are_scored_alone_until_the_training_set_changes(client, spac
     assert space.priority_status()["stale"] == 0
     with pytest.raises(InvalidInput, match="only_new"):
         space.compute_priorities(only_new="yes")
+
+
+def test_a_background_computation_reports_its_progress_and_outcome(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    started = space.compute_priorities(k=10, background=True)
+    assert started["job"]["state"] == "running"
+    status = space.wait_for_priorities(timeout=120)
+    job = status["job"]
+    assert job["state"] == "done" and job["phase"] == "done" and job["finished_at"]
+    assert job["rows"] == 50 and job["summary"]["scored"] == 50
+    assert status["scored"] == 50 and status["stale"] == 0
+    assert set(space.priorities(n=10)["id"]) == set(planted)
+    # a failure in the background is reported, not raised
+    empty = client.space(space_name + "-empty")
+    empty.add(vectors(4), dataset="d", context="triage")
+    empty.compute_priorities(background=True)
+    failed = empty.wait_for_priorities(timeout=120)["job"]
+    assert failed["state"] == "failed" and "labelled training" in failed["error"]
+    with pytest.raises(InvalidInput, match="background"):
+        space.compute_priorities(background=1)
 
 
 def test_trigger_needs_scores_and_a_selection(client, space_name):

@@ -350,13 +350,32 @@ class Space:
         Parameters go to the ``priority`` algorithm (see docs/priority.md), e.g. ``k=10``.
         ``only_new=True`` scores only the inputs without a score, keeping the others as
         they are, when every stored score was computed against the current training set;
-        when the training set has changed since, everything is scored again."""
+        when the training set has changed since, everything is scored again.
+        ``background=True`` returns at once with ``{"job": ...}``; the computation runs in
+        the service and ``priority_status()["job"]`` shows its phase and outcome (see
+        ``wait_for_priorities``)."""
         return self.run("priority", **params).attrs["meta"]
+
+    def wait_for_priorities(self, timeout: float | None = None, interval: float = 0.2) -> dict:
+        """Block until no background priority computation of this space is running;
+        returns ``priority_status()``. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.priority_status()
+            if (status.get("job") or {}).get("state") != "running":
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"priorities of {self.name!r} still computing after {timeout} s "
+                    f"(phase {status['job'].get('phase')})"
+                )
+            time.sleep(interval)
 
     def priority_status(self) -> dict:
         """Whether the stored priorities are current: ``scored``, ``unscored`` (non-training
         inputs without a score), ``stale`` (scores computed against a training set that has
-        changed since) and the current ``training_version``."""
+        changed since), the current ``training_version``, and ``job``: the last background
+        computation (state running/done/failed, phase, counts, error) or None."""
         return self.run("priority_status").attrs["meta"]
 
     def priorities(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import PriorityParams, priority_scores
 from chroma_core.algorithm import Algorithm, Result
-from chroma_core.errors import InvalidInput
+from chroma_core.errors import Conflict, InvalidInput
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
@@ -32,6 +33,7 @@ COMPONENTS = (
     "margin",
     "entropy",
 )
+STATE = "algo_priority"
 TRAINING = {"context": "training"}
 NOT_TRAINING = {"context": {"$ne": "training"}}
 
@@ -45,12 +47,22 @@ class Priority(Algorithm):
     )
 
     def run(self, chroma, space, params):
-        only_new = params.pop("only_new", False)
-        if not isinstance(only_new, bool):
-            raise InvalidInput(f"only_new must be true or false, got {only_new!r}")
+        only_new = _flag(params, "only_new")
+        background = _flag(params, "background")
         settings = _params(params)
+        if not background:
+            return self.compute(chroma, space, settings, only_new, _no_progress)
+        job = _jobs(chroma).start(
+            space.name,
+            lambda progress: self.compute(chroma, space, settings, only_new, progress),
+        )
+        return Result(pa.table({"id": pa.array([], pa.string())}), {"job": job})
+
+    def compute(self, chroma, space, settings: PriorityParams, only_new: bool, progress):
+        """Score, store and return the scores; ``progress(phase, **counts)`` hears how far."""
         store = chroma.store
         started = time.perf_counter()
+        progress("reading")
         training = store.get(space.name, where=parse(TRAINING), include_embeddings=True)
         labels = training.column("label").to_numpy(zero_copy_only=False)
         labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
@@ -71,6 +83,7 @@ class Priority(Algorithm):
                 new = pc.invert(pc.is_in(queries.column("id"), kept.column("id")))
                 queries = queries.filter(new)
         computed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        progress("scoring", rows=queries.num_rows, training=int(labelled.sum()))
         log.info(
             "priority of %s: read %d training and %d other rows after %.1f s",
             space.name,
@@ -113,6 +126,7 @@ class Priority(Algorithm):
             (3 * scores["priority"] + scores["margin"] + scores["entropy"]) / 5,
             scores["priority"],
         )
+        progress("storing")
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         stored = _scores_table(
             ids, scores["priority"], components.assign(training_version=version), computed_at
@@ -137,6 +151,77 @@ class Priority(Algorithm):
             **summary,
         }
         return Result(_result_table(ids, scores["priority"], components), meta)
+
+
+def _no_progress(phase: str, **counts) -> None:
+    pass
+
+
+def _flag(params: dict, name: str) -> bool:
+    value = params.pop(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Jobs:
+    """Priority computations running in the background, one at a time per space, and how
+    far each has got (shown by ``priority_status``)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.by_space: dict[str, dict] = {}
+        self.threads: dict[str, threading.Thread] = {}
+
+    def start(self, space: str, work) -> dict:
+        with self.lock:
+            current = self.by_space.get(space)
+            if current is not None and current["state"] == "running":
+                raise Conflict(f"a priority computation of space {space!r} is already running")
+            job = {"state": "running", "phase": "starting", "started_at": _now()}
+            self.by_space[space] = job
+            thread = threading.Thread(
+                target=self._run, args=(space, job, work), name=f"chroma-priority-{space}"
+            )
+            thread.daemon = True
+            self.threads[space] = thread
+            thread.start()
+            return dict(job)
+
+    def _run(self, space: str, job: dict, work) -> None:
+        def progress(phase: str, **counts) -> None:
+            with self.lock:
+                job.update(phase=phase, **counts)
+
+        try:
+            result = work(progress)
+            outcome = {"state": "done", "phase": "done", "summary": result.meta}
+        except Exception as exc:  # the job reports it; nobody waits on this thread
+            log.exception("priority computation of %s failed", space)
+            outcome = {"state": "failed", "error": getattr(exc, "detail", None) or str(exc)}
+        with self.lock:
+            job.update(finished_at=_now(), **outcome)
+
+    def status(self, space: str) -> dict | None:
+        with self.lock:
+            job = self.by_space.get(space)
+            return None if job is None else dict(job)
+
+    def join(self, timeout: float) -> None:
+        for thread in list(self.threads.values()):
+            thread.join(timeout)
+
+
+def _jobs(chroma) -> Jobs:
+    state = chroma.state(STATE)
+    with chroma._state_lock:
+        if "jobs" not in state:
+            state["jobs"] = Jobs()
+        return state["jobs"]
 
 
 def training_version(seqs: pa.ChunkedArray | pa.Array, labelled: np.ndarray) -> str:
@@ -182,6 +267,7 @@ class PriorityStatus(Algorithm):
             "scored": scores.num_rows,
             "unscored": others - scores.num_rows,
             "stale": stale,
+            "job": _jobs(chroma).status(space.name),
         }
         return Result(pa.table({"id": pa.array([], pa.string())}), meta)
 
@@ -225,3 +311,10 @@ def _result_table(ids, priority, components: pd.DataFrame) -> pa.Table:
 @hookimpl
 def chroma_algorithms():
     return [Priority(), PriorityStatus()]
+
+
+@hookimpl
+def chroma_shutdown(chroma):
+    # a computation under way finishes (and stores its scores) before the store closes
+    if "jobs" in chroma.state(STATE):
+        chroma.state(STATE)["jobs"].join(timeout=300)
