@@ -67,8 +67,20 @@ def main(url: str | None = None) -> None:
     top = space.priorities(n=10)
     print(top[["input_uri", "priority", "disagreement", "distance_pct", "mahalanobis_pct"]])
 
-    # 5. hand the top of the list to the retraining pipeline
-    trigger = space.trigger_retraining(n=10, note="quickstart: relabel the worst ten")
+    # 5. why the top input scores as it does
+    why = space.explain(top["id"].iloc[0], k=5)
+    print(f"\n{top['input_uri'].iloc[0]}: neighbours' labels {why.label_votes}")
+
+    # 6. training labels that look wrong, and how far production moved from training
+    print("\nTraining labels most likely wrong")
+    print(space.label_issues(n=3)[["id", "label", "suggested_label", "issue_score"]])
+    print("\nDrift of production against training")
+    print(space.drift(seed=0)[["dataset", "class", "rows", "p_value", "ood_rate", "drifted"]])
+
+    # 7. hand the top of the list to the retraining pipeline, spread over the space
+    trigger = space.trigger_retraining(
+        n=10, strategy="diverse", note="quickstart: relabel ten, no two alike"
+    )
     print(f"\nTrigger {trigger.id}: {trigger.count} inputs, status {trigger.status}")
     print("manifest:", trigger.deliveries.get("manifest", {}).get("path"))
     client.close()
