@@ -187,17 +187,16 @@ class Space:
 
         Queries never need this (rows are findable once added); scripts timing the index
         do. Raises ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if status.get("index", {}).get("pending", 0) == 0:
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the index of {self.name!r} still has {status['index']['pending']} rows "
-                    f"pending after {timeout} s"
-                )
-            time.sleep(interval)
+        return _poll(
+            self.status,
+            lambda status: status.get("index", {}).get("pending", 0) == 0,
+            lambda status: (
+                f"the index of {self.name!r} still has "
+                f"{status['index']['pending']} rows pending after {timeout} s"
+            ),
+            timeout,
+            interval,
+        )
 
     @property
     def dim(self) -> int | None:
@@ -359,17 +358,16 @@ class Space:
     def wait_for_priorities(self, timeout: float | None = None, interval: float = 0.2) -> dict:
         """Block until no background priority computation of this space is running;
         returns ``priority_status()``. Raises ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.priority_status()
-            if (status.get("job") or {}).get("state") != "running":
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"priorities of {self.name!r} still computing after {timeout} s "
-                    f"(phase {status['job'].get('phase')})"
-                )
-            time.sleep(interval)
+        return _poll(
+            self.priority_status,
+            lambda status: (status.get("job") or {}).get("state") != "running",
+            lambda status: (
+                f"priorities of {self.name!r} still computing after {timeout} s "
+                f"(phase {status['job'].get('phase')})"
+            ),
+            timeout,
+            interval,
+        )
 
     def priority_status(self) -> dict:
         """Whether the stored priorities are current: ``scored``, ``unscored`` (non-training
@@ -478,6 +476,19 @@ class Space:
             },
         )
         return Trigger(**info["trigger"])
+
+
+def _poll(read, done, late, timeout: float | None, interval: float) -> dict:
+    """``read()`` every ``interval`` seconds until ``done`` of it; ``TimeoutError`` with the
+    message ``late`` gives of the last reading once ``timeout`` seconds have passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = read()
+        if done(status):
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(late(status))
+        time.sleep(interval)
 
 
 def _stored_before(error: ChromaError, stored: int, start: int) -> ChromaError:
