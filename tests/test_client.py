@@ -596,3 +596,12 @@ def test_plugins_are_listed_with_their_hooks(client):
     assert plugins["store_sqlite"]["hooks"] == ["chroma_open_store"]
     assert "chroma_nearest_neighbors" in plugins["algo_similarity"]["hooks"]
     assert plugins["outlier"]["package"] == "chroma-outlier"
+
+
+def test_waiting_returns_when_done_and_gives_up_after_its_timeout():
+    from chroma_client.client import _poll
+
+    readings = iter(range(100))
+    assert _poll(lambda: next(readings), lambda r: r == 3, str, None, 0.0) == 3
+    with pytest.raises(TimeoutError, match="still at"):
+        _poll(lambda: 1, lambda r: False, lambda r: f"still at {r}", 0.05, 0.01)
