@@ -34,6 +34,9 @@ COMPONENTS = (
     "entropy",
 )
 STATE = "algo_priority"
+#: quiet seconds after labelled training rows arrive before stale scores are recomputed in
+#: the background (CHROMA_PRIORITY_REFRESH_SECONDS; 0 turns it off)
+REFRESH_SECONDS = 30.0
 TRAINING = {"context": "training"}
 NOT_TRAINING = {"context": {"$ne": "training"}}
 
@@ -50,6 +53,7 @@ class Priority(Algorithm):
         only_new = _flag(params, "only_new")
         background = _flag(params, "background")
         settings = _params(params)
+        _jobs(chroma).settings[space.name] = settings
         if not background:
             return self.compute(chroma, space, settings, only_new, _no_progress)
         job = _jobs(chroma).start(
@@ -176,13 +180,43 @@ class Jobs:
         self.lock = threading.Lock()
         self.by_space: dict[str, dict] = {}
         self.threads: dict[str, threading.Thread] = {}
+        self.timers: dict[str, threading.Timer] = {}
+        self.settings: dict[str, PriorityParams] = {}
+        self.closed = False
+
+    def refresh_later(self, space: str, delay: float, start) -> None:
+        """Call ``start()`` once ``delay`` seconds pass without another call for ``space``
+        (a bulk load of many batches sets off one refresh, after its last batch)."""
+        with self.lock:
+            if self.closed:
+                return
+            timer = self.timers.pop(space, None)
+            if timer is not None:
+                timer.cancel()
+            timer = threading.Timer(delay, self._fire, args=(space, delay, start))
+            timer.daemon = True
+            self.timers[space] = timer
+            timer.start()
+
+    def _fire(self, space: str, delay: float, start) -> None:
+        with self.lock:
+            self.timers.pop(space, None)
+            running = (self.by_space.get(space) or {}).get("state") == "running"
+        if running:  # the running one may have read the old training set: go again after it
+            self.refresh_later(space, delay, start)
+            return
+        try:
+            start()
+        except Exception:  # a space deleted meanwhile, or a start that lost a race
+            log.exception("refreshing the priorities of %s did not start", space)
 
     def start(self, space: str, work) -> dict:
         with self.lock:
             current = self.by_space.get(space)
             if current is not None and current["state"] == "running":
                 raise Conflict(f"a priority computation of space {space!r} is already running")
-            job = {"state": "running", "phase": "starting", "started_at": _now()}
+            number = 1 if current is None else current["number"] + 1
+            job = {"number": number, "state": "running", "phase": "starting", "started_at": _now()}
             self.by_space[space] = job
             thread = threading.Thread(
                 target=self._run, args=(space, job, work), name=f"chroma-priority-{space}"
@@ -212,6 +246,10 @@ class Jobs:
             return None if job is None else dict(job)
 
     def join(self, timeout: float) -> None:
+        with self.lock:
+            self.closed = True
+            for timer in self.timers.values():
+                timer.cancel()
         for thread in list(self.threads.values()):
             thread.join(timeout)
 
@@ -311,6 +349,36 @@ def _result_table(ids, priority, components: pd.DataFrame) -> pa.Table:
 @hookimpl
 def chroma_algorithms():
     return [Priority(), PriorityStatus()]
+
+
+@hookimpl
+def chroma_rows_added(chroma, space, seqs, rows):
+    delay = float(chroma.settings.extra.get("priority_refresh_seconds", REFRESH_SECONDS))
+    if delay <= 0 or not _labelled_training(rows):
+        return
+
+    def start() -> None:
+        store = chroma.store
+        # only scores that exist go stale: a space never scored waits for its first run
+        if store.priorities(space, n=1).num_rows == 0:
+            return
+        info = store.get_space(space, count=False)
+        jobs = _jobs(chroma)
+        # with the parameters of the last run this service made, else the defaults
+        settings = jobs.settings.get(space, PriorityParams())
+        jobs.start(
+            space,
+            lambda progress: Priority().compute(chroma, info, settings, False, progress),
+        )
+
+    _jobs(chroma).refresh_later(space, delay, start)
+
+
+def _labelled_training(rows: pa.Table) -> bool:
+    training = pc.equal(rows.column("context"), "training")
+    labelled = pc.is_valid(rows.column("label")) if "label" in rows.column_names else None
+    mask = training if labelled is None else pc.and_(training, labelled)
+    return bool(pc.any(mask).as_py())
 
 
 @hookimpl

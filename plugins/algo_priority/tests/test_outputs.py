@@ -53,3 +53,35 @@ def test_unsure_outputs_raise_an_input_above_its_sure_twin(tmp_path):
     assert scores.loc[unsure, "entropy"] == pytest.approx(1.0)
     assert np.isnan(scores.loc[plain, "margin"])
     client.close()
+
+
+def test_new_labelled_training_rows_refresh_stale_scores_in_the_background(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("CHROMA_PRIORITY_REFRESH_SECONDS", "0.2")
+    rng = np.random.default_rng(4)
+    client = Client(path=tmp_path)
+    space = client.space("s")
+    space.add(rng.normal(0, 1, (60, 4)), dataset="train", labels=["a", "b"] * 30)
+    space.add(rng.normal(0, 1, (10, 4)), dataset="prod", context="triage", inferences="a")
+    never = client.space("never-scored")
+    never.add(rng.normal(0, 1, (10, 4)), dataset="train", labels=["a", "b"] * 5)
+    space.compute_priorities(k=3)
+    # two batches in a row set off one refresh, after the second
+    space.add(rng.normal(0, 1, (5, 4)), dataset="train", labels="a")
+    space.add(rng.normal(0, 1, (5, 4)), dataset="train", labels="b")
+    assert space.priority_status()["stale"] == 10
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = space.priority_status()
+        if status["stale"] == 0 and (status["job"] or {}).get("state") == "done":
+            break
+        time.sleep(0.05)
+    assert status["stale"] == 0 and status["job"]["state"] == "done"
+    assert status["job"]["summary"]["k"] == 3  # the parameters of the last run
+    # unlabelled training rows change nothing the scores depend on
+    space.add(rng.normal(0, 1, (2, 4)), dataset="train")
+    time.sleep(0.5)
+    assert space.priority_status()["job"]["number"] == status["job"]["number"] == 1
+    assert never.priority_status()["job"] is None
+    client.close()
