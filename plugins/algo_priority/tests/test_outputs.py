@@ -67,7 +67,7 @@ def test_new_labelled_training_rows_refresh_stale_scores_in_the_background(tmp_p
     never = client.space("never-scored")
     never.add(rng.normal(0, 1, (10, 4)), dataset="train", labels=["a", "b"] * 5)
     space.compute_priorities(k=3)
-    # two batches in a row set off one refresh, after the second
+    # labelled training rows make the scores stale, and a refresh follows by itself
     space.add(rng.normal(0, 1, (5, 4)), dataset="train", labels="a")
     space.add(rng.normal(0, 1, (5, 4)), dataset="train", labels="b")
     assert space.priority_status()["stale"] == 10
