@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chroma_core import api
+from chroma_core import api, auth
 from chroma_core.config import Settings
 from chroma_core.errors import ChromaError, PayloadTooLarge, ProtocolMismatch, ServerError
 from chroma_core.protocol import (
@@ -48,6 +48,7 @@ def endpoint(op: str, chroma: Chroma):
     async def handle(request: Request) -> Response:
         carried = {TRANSPORT_HEADER: "shm" if SHM_HEADER in request.headers else "socket"}
         try:
+            auth.check(request.headers.get("authorization"), request.app.state.tokens)
             sent = request.headers.get(PROTOCOL_HEADER)
             if sent is not None and sent != PROTOCOL_VERSION:
                 raise ProtocolMismatch(
@@ -126,6 +127,10 @@ async def healthz(request: Request) -> Response:
 
 async def shared_memory_offer(request: Request) -> Response:
     """Where a client on this machine may put requests, or ``{"directory": null}``."""
+    try:
+        auth.check(request.headers.get("authorization"), request.app.state.tokens)
+    except ChromaError as exc:
+        return error_response(exc)
     shared: SharedMemory | None = request.app.state.shared_memory
     offer = shared.offer() if shared is not None else {"directory": None}
     return JSONResponse(offer, headers={PROTOCOL_HEADER: PROTOCOL_VERSION})
@@ -133,6 +138,9 @@ async def shared_memory_offer(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -> Starlette:
     """The web app over ``chroma`` (or a new service from ``settings``)."""
+    settings = chroma.settings if chroma is not None else settings or Settings.from_env()
+    # a token file that cannot be read stops the start before the store is opened
+    tokens = auth.tokens(settings)
     service = chroma or Chroma(settings)
 
     @contextlib.asynccontextmanager
@@ -153,5 +161,6 @@ def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -
     routes += [Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.chroma = service
+    app.state.tokens = tokens
     app.state.shared_memory = None
     return app

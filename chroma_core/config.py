@@ -22,6 +22,9 @@ class Settings:
     webhook_url: str | None = None
     webhook_timeout: float = 5.0
     webhook_retries: int = 3
+    #: bearer tokens the HTTP API accepts; none configured means no authentication
+    auth_tokens: tuple[str, ...] = ()
+    auth_token_file: str | None = None
     #: every CHROMA_* variable, lower-cased without the prefix, for plugins' own settings
     extra: Mapping[str, str] = field(default_factory=dict)
 

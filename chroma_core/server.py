@@ -25,6 +25,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
+    parser.add_argument(
+        "--auth-token-file",
+        help="file of bearer tokens, one a line: every route but /healthz then wants one "
+        "(also CHROMA_AUTH_TOKENS, comma-separated)",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,9 +46,10 @@ def main(argv=None) -> None:
         print(f"chroma-server: {exc.detail}", file=sys.stderr)
         raise SystemExit(2) from None
     chroma = app.state.chroma
+    guarded = ", bearer tokens required" if app.state.tokens else ""
     print(
         f"Chroma {chroma.store.name} store at {settings.path.resolve()}, "
-        f"listening on http://{settings.host}:{settings.port}",
+        f"listening on http://{settings.host}:{settings.port}{guarded}",
         flush=True,
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
