@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from reference_env import reference_python
 from workload import BATCH_QUERIES, GENERATORS, Workload
 
 from chroma_algo_similarity.index import EF_CONSTRUCTION, EF_SEARCH, M
@@ -87,28 +88,6 @@ def metrics(work: Workload) -> list[Metric]:
 
 
 # --- running the systems -----------------------------------------------------
-def reference_python(venv: Path) -> Path:
-    """The reference environment's Python, created or updated from the requirements."""
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    wanted = (BENCH / "reference-requirements.txt").read_text()
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    print(f"installing the reference systems into {venv} ...", file=sys.stderr, flush=True)
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        + ["-r", str(BENCH / "reference-requirements.txt")],
-        capture_output=True,
-        text=True,
-    )
-    if install.returncode != 0:
-        raise RuntimeError(f"installing the reference systems failed:\n{install.stderr[-3000:]}")
-    stamp.write_text(wanted)
-    return python
-
-
 def run_system(name: str, python: Path, workload: Path, tmp: str | None) -> dict:
     """Run one system's runner in a fresh scratch directory; its result, or ``error``."""
     script = BENCH / SYSTEMS[name][1]
@@ -395,7 +374,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     pythons = {name: Path(sys.executable) for name in args.systems}
     if any(name.startswith("chromadb") for name in args.systems):
-        reference = reference_python(args.reference_venv)
+        reference = reference_python(args.reference_venv, BENCH / "reference-requirements.txt")
         pythons.update({n: reference for n in args.systems if n.startswith("chromadb")})
 
     t0 = time.perf_counter()

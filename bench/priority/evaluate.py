@@ -46,6 +46,9 @@ os.environ.setdefault("CHROMA_SIMILARITY_BUILD", "lazy")
 from chroma_client import Client  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+from reference_env import reference_python  # noqa: E402
+
 REAL = ("digits", "wine", "breast_cancer")
 KNOWN = (*REAL, "synthetic")
 METRICS = ("auroc", "ap", "p_at_1pct", "p_at_5pct")
@@ -168,29 +171,6 @@ def synthetic(
         "triage_pred": proba.argmax(axis=1),
         "triage_proba": proba,
     }
-
-
-def reference_python(venv: Path) -> Path:
-    """The reference environment's Python, created or updated from the requirements."""
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    requirements = BENCH / "requirements.txt"
-    wanted = requirements.read_text()
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    log(f"installing scikit-learn and cleanlab into {venv} ...")
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        + ["-r", str(requirements)],
-        capture_output=True,
-        text=True,
-    )
-    if install.returncode != 0:
-        raise RuntimeError(f"installing the reference tools failed:\n{install.stderr[-3000:]}")
-    stamp.write_text(wanted)
-    return python
 
 
 def run_reference(python: Path, mode: str, directory: Path) -> dict:
@@ -416,7 +396,9 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     real = [d for d in args.datasets if d in REAL]
-    python = reference_python(args.venv) if real or args.timing else None
+    python = (
+        reference_python(args.venv, BENCH / "requirements.txt") if real or args.timing else None
+    )
     prepared: dict[str, dict] = {}
     reference_versions = None
     loaded: dict[str, dict] = {}
