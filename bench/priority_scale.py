@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from chroma_algo_priority.scores import knn
 from chroma_client import Client
+from chroma_core.neighbours import knn
 
 SPACE = "bench"
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chroma_algo_priority.scores import knn
 from chroma_core.distance import exact_knn
+from chroma_core.neighbours import knn
 
 # Query rows times data rows up to which neighbours come from an exact scan.
 EXACT_PAIRS = 400_000_000

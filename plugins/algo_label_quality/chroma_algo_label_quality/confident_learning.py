@@ -1,6 +1,6 @@
 """Training labels that are likely wrong: confident learning on out-of-fold k-NN votes.
 
-Pure numpy. The neighbour search is the priority plugin's ``knn``: an exact chunked scan on
+Pure numpy. The neighbour search is ``chroma_core.neighbours.knn``: an exact chunked scan on
 small sets and checked inverted lists on large ones. The method is written up in the
 "Label quality" section of ``docs/priority.md``.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chroma_algo_priority.scores import EXACT_LIMIT, knn
+from chroma_core.neighbours import EXACT_LIMIT, knn
 
 METRICS = ("l2", "cosine", "ip")
 WEIGHTINGS = ("distance", "uniform")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from chroma_algo_priority.scores import PriorityParams, knn, priority_scores
+from chroma_algo_priority.scores import PriorityParams, priority_scores
+from chroma_core.neighbours import knn
 
 METRICS = ["l2", "cosine", "ip"]
 KEYS = {
@@ -109,7 +110,7 @@ def test_inverted_lists_recall_against_exact(metric, caplog):
     train, queries = points[:4_000], points[4_000:]
 
     exact, exact_distances = knn(train, queries, 10, metric)
-    with caplog.at_level(logging.DEBUG, logger="chroma.priority"):
+    with caplog.at_level(logging.DEBUG, logger="chroma.neighbours"):
         approximate, approximate_distances = knn(train, queries, 10, metric, exact_limit=1)
 
     assert "lists probed" in caplog.text
