@@ -1,9 +1,9 @@
 """Uncertainty from the model's own outputs, for rows sent with them (the ``outputs`` field).
 
 An output row is taken as probabilities when its values lie in [0, 1] and sum to 1 (within
-1e-3), otherwise as logits and passed through a softmax. Two scores in [0, 1], higher for a
-less certain model:
+1e-3), otherwise as logits and passed through a softmax. Three scores in [0, 1]:
 
+- ``confidence``: the largest probability, the model's own belief in its inference.
 - ``margin``: 1 - (p1 - p2), the gap between the two most likely classes, turned around.
 - ``entropy``: the entropy of p divided by log(number of classes).
 
@@ -17,15 +17,18 @@ import numpy as np
 import pyarrow as pa
 
 
-def uncertainty(outputs: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """``(margin, entropy)``, float64 arrays with NaN where a row has no output or fewer
-    than two values."""
+def uncertainty(
+    outputs: pa.ChunkedArray | pa.Array,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(confidence, margin, entropy)``, float64 arrays with NaN where a row has no output
+    or fewer than two values."""
     column = outputs.combine_chunks() if isinstance(outputs, pa.ChunkedArray) else outputs
     n = len(column)
+    confidence = np.full(n, np.nan)
     margin = np.full(n, np.nan)
     entropy = np.full(n, np.nan)
     if n == 0 or column.null_count == n:
-        return margin, entropy
+        return confidence, margin, entropy
     lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     starts = column.offsets.to_numpy()[:-1]
     values = column.values.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -34,11 +37,12 @@ def uncertainty(outputs: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nda
         rows = np.nonzero(lengths == width)[0]
         p = _probabilities(values[starts[rows, None] + np.arange(width)])
         top = -np.sort(-p, axis=1)
+        confidence[rows] = top[:, 0]
         margin[rows] = 1.0 - (top[:, 0] - top[:, 1])
         with np.errstate(divide="ignore", invalid="ignore"):
             h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
         entropy[rows] = h / np.log(width)
-    return np.clip(margin, 0.0, 1.0), np.clip(entropy, 0.0, 1.0)
+    return tuple(np.clip(x, 0.0, 1.0) for x in (confidence, margin, entropy))  # type: ignore[return-value]
 
 
 def _probabilities(x: np.ndarray) -> np.ndarray:

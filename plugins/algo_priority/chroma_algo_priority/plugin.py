@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chroma_algo_priority.outputs import uncertainty
-from chroma_algo_priority.scores import PriorityParams, priority_scores
+from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
 from chroma_core.algorithm import Algorithm, Result
 from chroma_core.errors import Conflict, InvalidInput
 from chroma_core.filters import parse
@@ -25,6 +25,9 @@ from chroma_core.schema import embeddings_of
 log = logging.getLogger("chroma.priority")
 
 COMPONENTS = (
+    "support",
+    "novelty",
+    "confidence",
     "disagreement",
     "distance",
     "distance_pct",
@@ -44,9 +47,10 @@ NOT_TRAINING = {"context": {"$ne": "training"}}
 class Priority(Algorithm):
     name = "priority"
     description = (
-        "Retraining priority of every non-training input: neighbour disagreement, "
-        "distance percentile and class-conditional Mahalanobis percentile, and the "
-        "margin and entropy of the model's outputs where sent, averaged."
+        "Retraining priority of every non-training input: how weakly its training "
+        "neighbours and, where outputs are sent, the model's confidence back its inference, "
+        "or how far it lies outside the training data; with the distance, Mahalanobis, "
+        "margin and entropy components behind it."
     )
 
     def run(self, chroma, space, params):
@@ -122,14 +126,10 @@ class Priority(Algorithm):
             time.perf_counter() - started,
         )
         ids = queries.column("id").to_pylist()
-        scores["margin"], scores["entropy"] = uncertainty(queries.column("output"))
-        # rows sent with the model's outputs: the mean of the five components they have
-        with_outputs = ~np.isnan(scores["margin"])
-        scores["priority"] = np.where(
-            with_outputs,
-            (3 * scores["priority"] + scores["margin"] + scores["entropy"]) / 5,
-            scores["priority"],
-        )
+        confidence, scores["margin"], scores["entropy"] = uncertainty(queries.column("output"))
+        scores["confidence"] = confidence
+        with_outputs = ~np.isnan(confidence)
+        scores["priority"] = combine(scores["support"], scores["novelty"], confidence)
         progress("storing")
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         stored = _scores_table(

@@ -23,6 +23,8 @@ from chroma_core.neighbours import (
 log = logging.getLogger("chroma.priority")
 
 REFERENCE_ROWS = 100_000
+#: ``novelty`` starts at this quantile of the training rows' own neighbour distances
+NOVELTY_QUANTILE = 0.99
 
 # Query codes below zero: the model gave no inference, or one no training row carries.
 _MISSING = -1
@@ -30,6 +32,8 @@ _UNKNOWN = -2
 _NONE = np.array(None, dtype=object)
 _SCORE_KEYS = (
     "priority",
+    "support",
+    "novelty",
     "disagreement",
     "distance",
     "distance_pct",
@@ -68,9 +72,11 @@ def priority_scores(
 ) -> dict[str, np.ndarray]:
     """Score how much each query input deserves relabelling and retraining, in [0, 1].
 
-    Returns float64 (n_queries,) arrays ``priority``, ``disagreement``, ``distance``,
-    ``distance_pct``, ``mahalanobis`` and ``mahalanobis_pct``, and ``neighbors``, the int64
-    (n_queries, k) indices into the training rows the scores were computed from.
+    Returns float64 (n_queries,) arrays ``priority``, ``support``, ``novelty``,
+    ``disagreement``, ``distance``, ``distance_pct``, ``mahalanobis`` and ``mahalanobis_pct``,
+    and ``neighbors``, the int64 (n_queries, k) indices into the training rows the scores were
+    computed from. ``priority`` here is ``1 - support * (1 - novelty)``; with the model's
+    outputs, :func:`combine` folds its confidence in.
     """
     check_metric(metric)
     if params.k < 1:
@@ -104,14 +110,18 @@ def priority_scores(
         mahalanobis = model.to_class(query_x, query_codes)
 
     distance = distances.mean(axis=1)
-    distance_pct = _percentile(np.sort(reference_distances.mean(axis=1)), distance)
+    reference_mean = np.sort(reference_distances.mean(axis=1))
+    distance_pct = _percentile(reference_mean, distance)
     disagreement = _disagreement(train_codes[neighbors], query_codes)
+    support = _support(disagreement, k, len(classes))
+    novelty = _novelty(distance, reference_mean)
     mahalanobis_pct = _percentile(reference_mahalanobis, mahalanobis)
     mahalanobis_pct[query_codes == _UNKNOWN] = 1.0
 
-    priority = (disagreement + distance_pct + mahalanobis_pct) / 3.0
     return {
-        "priority": priority,
+        "priority": combine(support, novelty),
+        "support": support,
+        "novelty": novelty,
         "disagreement": disagreement,
         "distance": distance,
         "distance_pct": distance_pct,
@@ -119,6 +129,40 @@ def priority_scores(
         "mahalanobis_pct": mahalanobis_pct,
         "neighbors": neighbors,
     }
+
+
+def combine(
+    support: np.ndarray, novelty: np.ndarray, confidence: np.ndarray | None = None
+) -> np.ndarray:
+    """Priority from its evidence, in [0, 1].
+
+    The inference is taken as right when the evidence backs it: ``support`` from the
+    training neighbours and, where the model sent outputs, its own ``confidence``, joined
+    by their geometric mean so that either one doubting is enough. An input is worth a look
+    when its inference is not backed or when it lies outside the training data
+    (``novelty``): ``1 - backing * (1 - novelty)``.
+    """
+    backing = support
+    if confidence is not None:
+        known = ~np.isnan(confidence)
+        backing = np.where(known, np.sqrt(support * np.where(known, confidence, 1.0)), support)
+    return np.clip(1.0 - backing * (1.0 - novelty), 0.0, 1.0)
+
+
+def _support(disagreement: np.ndarray, k: int, n_classes: int) -> np.ndarray:
+    """The neighbours' vote for the inference, add-one smoothed over the classes, so that
+    10 of 10 votes count for more than 1 of 1 and no inference is ruled out entirely."""
+    agreeing = np.rint((1.0 - disagreement) * k)
+    return (agreeing + 1.0) / (k + n_classes)
+
+
+def _novelty(distance: np.ndarray, reference_sorted: np.ndarray) -> np.ndarray:
+    """0 up to the training rows' own ``NOVELTY_QUANTILE`` neighbour distance, rising
+    linearly to 1 at twice that distance."""
+    edge = float(np.quantile(reference_sorted, NOVELTY_QUANTILE))
+    if edge <= 0.0:  # the training rows sit on top of each other
+        return (distance > 0.0).astype(np.float64)
+    return np.clip(distance / edge - 1.0, 0.0, 1.0)
 
 
 def _encode_labels(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

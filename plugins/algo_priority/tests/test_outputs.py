@@ -1,4 +1,4 @@
-"""Margin and entropy of the model's outputs, and how they join the priority."""
+"""Confidence, margin and entropy of the model's outputs, and how they join the priority."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from chroma_algo_priority.outputs import uncertainty
 from chroma_client import Client
 
 
-def test_probabilities_and_logits_give_margin_and_entropy():
+def test_probabilities_and_logits_give_confidence_margin_and_entropy():
     outputs = pa.array(
         [
             [0.98, 0.01, 0.01],  # sure
@@ -22,7 +22,10 @@ def test_probabilities_and_logits_give_margin_and_entropy():
         ],
         pa.list_(pa.float32()),
     )
-    margin, entropy = uncertainty(pa.chunked_array([outputs]))
+    confidence, margin, entropy = uncertainty(pa.chunked_array([outputs]))
+    assert confidence[0] == pytest.approx(0.98) and confidence[1] == pytest.approx(0.34)
+    assert confidence[3] == pytest.approx(0.5) and confidence[5] == pytest.approx(1.0)
+    assert np.isnan(confidence[2]) and np.isnan(confidence[4])
     assert margin[0] < 0.1 and entropy[0] < 0.15
     assert margin[1] > 0.95 and entropy[1] > 0.99
     assert np.isnan(margin[2]) and np.isnan(entropy[2])
@@ -52,6 +55,14 @@ def test_unsure_outputs_raise_an_input_above_its_sure_twin(tmp_path):
     assert scores.loc[unsure, "priority"] > scores.loc[sure, "priority"]
     assert scores.loc[unsure, "entropy"] == pytest.approx(1.0)
     assert np.isnan(scores.loc[plain, "margin"])
+    # the geometric mean of the neighbours' support and the model's confidence backs it
+    for row in (sure, unsure):
+        backing = np.sqrt(scores.loc[row, "support"] * scores.loc[row, "confidence"])
+        expected = 1 - backing * (1 - scores.loc[row, "novelty"])
+        assert scores.loc[row, "priority"] == pytest.approx(expected)
+    assert scores.loc[plain, "priority"] == pytest.approx(
+        1 - scores.loc[plain, "support"] * (1 - scores.loc[plain, "novelty"])
+    )
     client.close()
 
 

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from chroma_algo_priority.scores import PriorityParams, priority_scores
+from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
 from chroma_core.neighbours import knn
 
 METRICS = ["l2", "cosine", "ip"]
 KEYS = {
     "priority",
+    "support",
+    "novelty",
     "disagreement",
     "distance",
     "distance_pct",
@@ -334,10 +336,14 @@ def test_components_match_their_definitions():
     )
     np.testing.assert_allclose(scores["mahalanobis"], expected, rtol=1e-9)
 
+    k = scores["neighbors"].shape[1]
+    agreeing = (1 - scores["disagreement"]) * k
+    np.testing.assert_allclose(scores["support"], (agreeing + 1) / (k + len(classes)))
+    edge = np.quantile(own.mean(1), 0.99)
     np.testing.assert_allclose(
-        scores["priority"],
-        (scores["disagreement"] + scores["distance_pct"] + scores["mahalanobis_pct"]) / 3,
+        scores["novelty"], np.clip(scores["distance"] / edge - 1, 0, 1), atol=1e-6
     )
+    np.testing.assert_allclose(scores["priority"], 1 - scores["support"] * (1 - scores["novelty"]))
 
 
 def test_scores_are_bounded_and_shaped():
@@ -536,3 +542,36 @@ def test_error_unlabelled_training_rows_and_length_mismatch():
         priority_scores(train_x, train_labels, query_x, inferences)
     with pytest.raises(ValueError, match="query_inferences must have shape"):
         priority_scores(train_x, np.array(["a", "b"] * 5), query_x, inferences[:3])
+
+
+def test_combine_needs_both_backers_and_lets_novelty_through():
+    support = np.array([0.9, 0.9, 0.9, 0.1])
+    novelty = np.array([0.0, 0.0, 1.0, 0.0])
+    confidence = np.array([0.9, 0.1, 0.9, np.nan])
+
+    priority = combine(support, novelty, confidence)
+
+    # backed by both: low; the model doubting alone is enough to raise it
+    assert priority[0] == pytest.approx(0.1)
+    assert priority[1] == pytest.approx(1 - np.sqrt(0.09))
+    # far outside the training data: first, whatever the backing
+    assert priority[2] == pytest.approx(1.0)
+    # no outputs: the neighbours' support alone
+    assert priority[3] == pytest.approx(0.9)
+    np.testing.assert_allclose(combine(support, novelty), 1 - support * (1 - novelty))
+
+
+def test_far_inputs_with_agreeing_neighbours_still_rank_above_ordinary_ones():
+    rng = np.random.default_rng(11)
+    train_x, train_labels, offset = two_blobs(rng)
+    dim = train_x.shape[1]
+    ordinary = rng.standard_normal((100, dim))
+    far = rng.standard_normal((20, dim)) + offset * 6  # beyond blob B, nearest to it
+    query_x = np.vstack([ordinary, far])
+    inferences = np.array(["A"] * 100 + ["B"] * 20, dtype=object)
+
+    scores = priority_scores(train_x, train_labels, query_x, inferences)
+
+    assert scores["disagreement"][100:].max() == 0.0
+    assert scores["novelty"][100:].min() == 1.0
+    assert scores["priority"][100:].min() > scores["priority"][:100].max()
