@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from chroma_client import Client
+from chroma_client.errors import Unauthorized
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,9 @@ BIN = Path(sys.executable).parent
 WRAPPER = ROOT / "chroma-compose"
 BASH = shutil.which("bash") or "/bin/bash"
 ENV_EXAMPLE = ROOT / "clickhouse.env.example"
+TOKEN_EXAMPLE = ROOT / "chroma.env.example"
+#: the env files compose reads, and the committed examples the tests read in their place
+ENV_FILES = {"clickhouse.env": ENV_EXAMPLE, "chroma.env": TOKEN_EXAMPLE}
 #: what points the server at the clickhouse container; the native runs use chdb instead
 CLICKHOUSE_CONNECTION = [
     f"CHROMA_CLICKHOUSE_{name}" for name in ("HOST", "PORT", "USER", "PASSWORD", "SECURE", "DSN")
@@ -124,13 +128,12 @@ def service_environment(
     name: str, shell: dict[str, str] | None = None, image: bool = True
 ) -> dict[str, str]:
     """What the service's process sees: the image's ENV, then its env files (the committed
-    example stands in for clickhouse.env), then ``environment`` interpolated from ``shell``."""
+    examples stand in for them), then ``environment`` interpolated from ``shell``."""
     service = compose_file()["services"][name]
     env = image_env() if image else {}
     env_files = service.get("env_file", [])
     for env_file in [env_files] if isinstance(env_files, str) else env_files:
-        assert env_file == "clickhouse.env"
-        env.update(read_env_file(ENV_EXAMPLE))
+        env.update(read_env_file(ENV_FILES[env_file]))
     environment = service.get("environment", {})
     if isinstance(environment, list):
         environment = dict(item.partition("=")[::2] for item in environment)
@@ -183,9 +186,12 @@ def test_every_service_has_a_healthcheck_and_the_server_waits_for_clickhouse():
 def test_credentials_come_from_the_env_file_only():
     text = (ROOT / "docker-compose.yml").read_text()
     assert not re.search(r"PASSWORD\s*[:=]", text), "a password is written in the compose file"
+    assert "TOKEN" not in text, "a token is written in the compose file"
     services = compose_file()["services"]
-    assert services["clickhouse"]["env_file"] == services["server"]["env_file"] == "clickhouse.env"
-    assert "clickhouse.env" in (ROOT / ".gitignore").read_text().splitlines()
+    assert services["clickhouse"]["env_file"] == "clickhouse.env"
+    assert services["server"]["env_file"] == ["clickhouse.env", "chroma.env"]
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "clickhouse.env" in ignored and "chroma.env" in ignored
     example = read_env_file(ENV_EXAMPLE)
     for image_name, chroma_name in CREDENTIAL_PAIRS:
         assert example[f"CLICKHOUSE_{image_name}"] == example[f"CHROMA_CLICKHOUSE_{chroma_name}"]
@@ -204,7 +210,7 @@ def test_server_is_configured_for_the_clickhouse_container():
 def test_the_sqlite_profile_runs_the_server_alone():
     service = compose_file()["services"]["server-sqlite"]
     assert service["profiles"] == ["sqlite"]
-    assert "depends_on" not in service and "env_file" not in service
+    assert "depends_on" not in service and service["env_file"] == "chroma.env"
     assert service_environment("server-sqlite")["CHROMA_STORE"] == "sqlite"
 
 
@@ -233,6 +239,7 @@ def compose_project(tmp_path) -> Path:
     """The compose file beside an env file made from the example, as ./chroma-compose does."""
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)
     shutil.copy(ENV_EXAMPLE, tmp_path / "clickhouse.env")
+    shutil.copy(TOKEN_EXAMPLE, tmp_path / "chroma.env")
     return tmp_path
 
 
@@ -361,7 +368,7 @@ def tools_dir(path: Path, docker: str | None = None) -> dict[str, str]:
 def wrapper_copy(directory: Path) -> Path:
     """The wrapper with the files it reads, where it may write clickhouse.env."""
     directory.mkdir()
-    for name in ("chroma-compose", "docker-compose.yml", "clickhouse.env.example"):
+    for name in ("chroma-compose", "docker-compose.yml", *(p.name for p in ENV_FILES.values())):
         shutil.copy(ROOT / name, directory)
     return directory / "chroma-compose"
 
@@ -460,6 +467,11 @@ def test_wrapper_up_starts_the_sqlite_trial_and_waits_for_health(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{48}", env_file["CLICKHOUSE_PASSWORD"])
     for image_name, chroma_name in CREDENTIAL_PAIRS:
         assert env_file[f"CLICKHOUSE_{image_name}"] == env_file[f"CHROMA_CLICKHOUSE_{chroma_name}"]
+    tokens = wrapper.parent / "chroma.env"
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+    token = read_env_file(tokens)["CHROMA_AUTH_TOKENS"]
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    assert "export CHROMA_TOKEN=<CHROMA_AUTH_TOKENS in chroma.env>" in done.stdout
 
     # nothing answers now: a bounded wait, then a pointer to the logs
     env["CHROMA_WAIT_SECONDS"] = "1"
@@ -469,6 +481,14 @@ def test_wrapper_up_starts_the_sqlite_trial_and_waits_for_health(tmp_path):
     assert done.returncode == 1 and "did not answer" in done.stderr
     assert "docker compose --profile sqlite up -d --build clickhouse server" in calls.read_text()
     assert read_env_file(made) == env_file, "the password is made once"
+    assert read_env_file(tokens)["CHROMA_AUTH_TOKENS"] == token, "the token is made once"
+
+    tokens.write_text(tokens.read_text().replace(token, "change-me"))
+    done = subprocess.run(
+        [BASH, str(wrapper), "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "set CHROMA_AUTH_TOKENS in chroma.env" in done.stderr
+    tokens.write_text(tokens.read_text().replace("change-me", token))
 
     made.write_text(
         made.read_text().replace("CHROMA_CLICKHOUSE_USER=chroma", "CHROMA_CLICKHOUSE_USER=x")
@@ -518,6 +538,14 @@ def exercise(client: Client) -> None:
     assert set(client.trigger_items(trigger.id)["id"]) == set(triage_ids[15:])
 
 
+def refuses_without_the_token(url: str) -> None:
+    """The compose services run with the env file's bearer tokens: no token, no data."""
+    with Client(url, token="") as client, pytest.raises(Unauthorized):
+        client.spaces()
+    with Client(url, token="not-the-token") as client, pytest.raises(Unauthorized):
+        client.space("x")
+
+
 def native_environment(service: str, tmp_path: Path) -> dict[str, str]:
     env = service_environment(service)
     env.update(CHROMA_PATH=str(tmp_path / "data"), CHROMA_HOST="127.0.0.1")
@@ -528,7 +556,8 @@ def native_environment(service: str, tmp_path: Path) -> dict[str, str]:
 def test_sqlite_profile_serves_natively(tmp_path):
     env = native_environment("server-sqlite", tmp_path)
     with serve(service_command("server-sqlite"), env, tmp_path / "server.log") as url:
-        with Client(url) as client:
+        refuses_without_the_token(url)
+        with Client(url, token=env["CHROMA_AUTH_TOKENS"]) as client:
             assert client.version()["store"] == "sqlite"
             exercise(client)
 
@@ -545,7 +574,8 @@ def test_clickhouse_server_serves_natively_on_embedded_clickhouse(tmp_path):
     env["CHROMA_CLICKHOUSE_DSN"] = f"chdb://{tmp_path / 'ch'}"
     assert env["CHROMA_STORE"] == "clickhouse"
     with serve(service_command("server"), env, tmp_path / "server.log") as url:
-        with Client(url) as client:
+        refuses_without_the_token(url)
+        with Client(url, token=env["CHROMA_AUTH_TOKENS"]) as client:
             assert client.version()["store"] == "clickhouse"
             exercise(client)
     assert (tmp_path / "ch").is_dir()
