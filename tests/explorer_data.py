@@ -11,7 +11,12 @@ import numpy as np
 
 from chroma_client import Client
 
-CLASSES = {"cat": (222, 120, 60), "dog": (70, 120, 200), "bird": (90, 170, 90), "fox": (200, 80, 140)}
+CLASSES = {
+    "cat": (222, 120, 60),
+    "dog": (70, 120, 200),
+    "bird": (90, 170, 90),
+    "fox": (200, 80, 140),
+}
 DIM = 32
 TRAIN_PER_CLASS = 400
 SPACE = "pets-resnet18"
@@ -29,7 +34,12 @@ def png(colour: tuple[int, int, int], size: int = 48) -> bytes:
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def images(directory: Path, kind: str, names: list[str]) -> list[str]:

@@ -59,10 +59,13 @@ def read_image(uri: str, roots: tuple[str, ...]) -> tuple[bytes, str]:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         raise refused from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise refused
         if info.st_size > MAX_BYTES:
             raise PayloadTooLarge(f"{str(real)!r:.200} is larger than {MAX_BYTES} bytes")
-        return file.read(MAX_BYTES + 1)[:MAX_BYTES], media_type
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return file.read(MAX_BYTES + 1)[:MAX_BYTES], media_type
+    finally:
+        os.close(fd)

@@ -90,7 +90,9 @@ export async function fetchMap(name, algorithm, sample) {
   const priority = take(Float32Array);
   const codes = {};
   for (const field of Object.keys(header.categories)) codes[field] = take(Int32Array);
-  return { ...header, n, x, y, priority, codes };
+  // the header's priority summary becomes ``scores``; ``priority`` is the per-point array
+  const { priority: scores, ...rest } = header;
+  return { ...rest, scores, n, x, y, priority, codes };
 }
 
 const IMAGE = /\.(png|jpe?g|gif|webp|bmp)$/i;

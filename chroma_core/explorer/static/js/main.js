@@ -176,7 +176,7 @@ function applyColours() {
   let order = state.shuffled;
   const legend = $("legend");
   if (field === "priority") {
-    const { min, max, scored } = data.priority;
+    const { min, max, scored } = data.scores;
     const span = max - min || 1;
     const none = rgb(NONE);
     for (let i = 0; i < n; i++) {
