@@ -179,6 +179,9 @@ def test_the_map_route_runs_maps_only_and_names_bad_parameters(served):
         response = http.get("/api/v1/explorer/spaces/pets/map", params=params)
         assert response.status_code == 400, params
         assert response.json()["error"] == "InvalidInput" and named in response.json()["detail"]
+    Client(served[0].url).space("empty")
+    empty = decode_map(http.get("/api/v1/explorer/spaces/empty/map").content)
+    assert empty["count"] == 0 and empty["ids"] == [] and empty["meta"]["rows"] == 0
     missing = http.get("/api/v1/explorer/spaces/nope/map")
     assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
 

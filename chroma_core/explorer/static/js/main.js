@@ -22,6 +22,8 @@ const FIELDS = ["dataset", "context", "label", "inference"];
 const FILTERS = ["dataset", "context", "label"];
 const LEGEND_ROWS = 12;
 const NEIGHBOURS = 10;
+// a filter list longer than this (labels that are nearly unique) offers its most common values
+const FILTER_VALUES = 500;
 
 const state = {
   spaces: [],
@@ -260,7 +262,8 @@ function hover(i, px, py) {
       el("table", {}, ...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v)))),
     );
     imageSource(uri, state.files).then((src) => {
-      if (src && state.tip === i) tip.prepend(el("img", { src, alt: "", onerror: null }));
+      // an image that does not load (a URL out of reach) leaves no broken icon behind
+      if (src && state.tip === i) tip.prepend(el("img", { src, alt: "", onerror: (e) => e.target.remove() }));
     });
   }
   tip.hidden = false;
@@ -373,9 +376,19 @@ function bar(value) {
 function fillFilters() {
   for (const field of FILTERS) {
     const select = $(`filter-${field}`);
-    const values = [...state.data.categories[field]].sort();
+    const values = common(field).sort();
     select.replaceChildren(el("option", { value: "" }, "all"), ...values.map((v) => el("option", { value: v }, v)));
   }
+}
+
+function common(field) {
+  const { categories, codes } = state.data;
+  const values = categories[field];
+  if (values.length <= FILTER_VALUES) return [...values];
+  const sizes = new Array(values.length).fill(0);
+  for (const code of codes[field]) if (code >= 0) sizes[code]++;
+  const ranked = values.map((_, code) => code).sort((a, b) => sizes[b] - sizes[a]);
+  return ranked.slice(0, FILTER_VALUES).map((code) => values[code]);
 }
 
 function filterWhere() {
@@ -484,7 +497,7 @@ async function loadTriggers() {
     ...triggers.map((t) =>
       el(
         "tr",
-        { title: JSON.stringify(t.selection) },
+        { title: `${t.selection.strategy || ""}, n = ${t.selection.n ?? "all"}` },
         el("td", { class: "num" }, t.id),
         el("td", {}, new Date(t.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" })),
         el("td", { class: "num" }, count.format(t.count)),
@@ -526,4 +539,7 @@ function bind() {
 
 adoptTokenFromUrl();
 bind();
+$("details-image").addEventListener("error", (event) => {
+  event.target.hidden = true;
+});
 loadOverview().catch(fail);
