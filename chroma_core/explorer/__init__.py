@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chroma_core import auth
+from chroma_core import auth, filters
 from chroma_core.errors import ChromaError, InvalidInput, ServerError
 from chroma_core.explorer.files import read_image
 from chroma_core.service import Chroma
@@ -94,7 +94,10 @@ def space_map(chroma: Chroma, params: dict) -> Response:
     options = {"sample": _integer(params, "sample"), "seed": _integer(params, "seed")}
     given = {name: value for name, value in options.items() if value is not None}
     result = chroma.run(params["space"], algorithm, given)
-    scored = chroma.priorities(params["space"], n=None)
+    ids = result.table.column("id")
+    # only the mapped points' scores, where the filter can name them all
+    where = {"id": {"$in": ids.to_pylist()}} if len(ids) <= filters.MAX_IN_VALUES else None
+    scored = chroma.priorities(params["space"], n=None, where=where)
     return Response(
         encode_map(result.table, result.meta, scored),
         media_type=MAP_TYPE,

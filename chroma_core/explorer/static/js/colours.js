@@ -6,8 +6,9 @@ const PALETTE = [
   "#b07aa1", "#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#7f7f7f",
 ];
 export const NONE = "#c3c8d1";
-// dark blue to yellow through teal and green: readable on white, even in grey
-const RAMP = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+// light gold to dark plum: the higher the priority, the darker and the more it stands out
+// on the light map, and every step is clearly apart from the grey of unscored points
+const RAMP = ["#f7c873", "#f29b52", "#e4572e", "#a4133c", "#4a0e4e"];
 export const RAMP_CSS = `linear-gradient(to right, ${RAMP.join(", ")})`;
 export const BACKGROUND = "#fbfbfc";
 
