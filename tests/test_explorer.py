@@ -249,3 +249,26 @@ def test_with_tokens_the_page_is_open_and_its_data_is_not(tmp_path, images):
         assert http.get(guarded[2], headers=token).content == PNG
     finally:
         server.stop()
+
+
+def test_the_map_and_its_cache_work_on_every_store(client, space_name):
+    space = client.space(space_name)
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (120, 5)).astype(np.float32) * np.array([5, 3, 1, 1, 1], np.float32)
+    ids = space.add(x, dataset="train", labels=["a", "b"] * 60)
+    first = space.run("projection", sample=100, seed=1)
+    assert len(first) == 100 and first["id"].is_unique
+    assert set(first["id"]) <= set(ids)
+    assert space.run("projection", sample=100, seed=1).attrs["meta"]["cached"] is True
+    full = space.run("projection")
+    centred = x - x.mean(axis=0)
+    order = {id_: i for i, id_ in enumerate(ids)}
+    expected = centred[[order[i] for i in full["id"]]]
+    # the first axis is the direction of largest spread: the first coordinate, up to sign
+    assert abs(np.corrcoef(full["x"], expected[:, 0])[0, 1]) > 0.99
+    space.delete(ids=ids[:10])
+    after = space.run("projection")
+    assert after.attrs["meta"]["cached"] is False and len(after) == 110
+    space.add(x[:3] + 10, dataset="late", context="triage")
+    grown = space.run("projection")
+    assert grown.attrs["meta"]["cached"] is False and len(grown) == 113
