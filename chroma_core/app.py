@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chroma_core import api, auth
+from chroma_core import api, auth, explorer
 from chroma_core.config import Settings
 from chroma_core.errors import ChromaError, PayloadTooLarge, ProtocolMismatch, ServerError
 from chroma_core.protocol import (
     ARROW_TYPE,
+    JSON_TYPE,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     ROUTES,
@@ -25,10 +26,12 @@ from chroma_core.protocol import (
     SHM_ROUTE,
     SHM_UNREADABLE,
     TRANSPORT_HEADER,
+    asks_json,
     decode_arrow,
     decode_json,
     encode_arrow,
     encode_json,
+    encode_json_table,
 )
 from chroma_core.service import Chroma
 from chroma_core.shared_memory import SharedMemory, Unreadable
@@ -79,6 +82,8 @@ def _serve(op: str, chroma: Chroma, request: Request, body: bytes | None, carrie
         log.exception("operation %s failed", op)
         return error_response(ServerError(f"internal error in {op}; see the server log"), carried)
     headers = {PROTOCOL_HEADER: PROTOCOL_VERSION, **carried}
+    if out is not None and asks_json(request.headers.get("accept")):
+        return Response(encode_json_table(result, out), media_type=JSON_TYPE, headers=headers)
     shared: SharedMemory | None = request.app.state.shared_memory
     if out is not None and shared and request.headers.get(SHM_REPLY_HEADER) == SHM_REPLY_ACCEPT:
         name = shared.write_reply(result, out)
@@ -159,6 +164,7 @@ def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -
         Route(SHM_ROUTE, shared_memory_offer, methods=["GET"]),
     ]
     routes += [Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES]
+    routes += explorer.routes()
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.chroma = service
     app.state.tokens = tokens

@@ -25,6 +25,9 @@ class Settings:
     #: bearer tokens the HTTP API accepts; none configured means no authentication
     auth_tokens: tuple[str, ...] = ()
     auth_token_file: str | None = None
+    #: directories whose image files the explorer page may show (comma-separated); none by
+    #: default, so it serves no file
+    explorer_files: tuple[str, ...] = ()
     #: every CHROMA_* variable, lower-cased without the prefix, for plugins' own settings
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chroma_core.errors import MalformedPayload
 
@@ -103,6 +104,24 @@ def decode_json(body: bytes) -> dict:
     if not isinstance(value, dict):
         raise MalformedPayload("the JSON body must be an object")
     return value
+
+
+def asks_json(accept: str | None) -> bool:
+    """Whether a request's Accept header asks for JSON rather than Arrow (a browser does;
+    the client sends neither, and gets Arrow)."""
+    return accept is not None and JSON_TYPE in accept and ARROW_TYPE not in accept
+
+
+def encode_json_table(params: dict, table: pa.Table) -> bytes:
+    """``params`` with the table's rows under ``"rows"``, as JSON objects; NaN becomes null
+    (JSON has no NaN)."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_floating(column.type):
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        columns.append(column)
+    rows = pa.Table.from_arrays(columns, names=table.column_names).to_pylist()
+    return encode_json({**params, "rows": rows})
 
 
 def _json_default(value):

@@ -1,0 +1,545 @@
+// The explorer page: a space's map, the details of a point, the top priorities and the
+// retraining triggers. Every value shown comes from the server and goes into the page as
+// text, never as markup.
+
+import { ApiError, adoptTokenFromUrl, api, fetchMap, imageSource, setToken } from "./api.js";
+import {
+  BACKGROUND,
+  NONE,
+  RAMP_CSS,
+  categoryColour,
+  mix,
+  pack,
+  rampColour,
+  rgb,
+  toRgb,
+} from "./colours.js";
+import { PointMap } from "./map.js";
+
+const $ = (id) => document.getElementById(id);
+const count = new Intl.NumberFormat("en");
+const FIELDS = ["dataset", "context", "label", "inference"];
+const FILTERS = ["dataset", "context", "label"];
+const LEGEND_ROWS = 12;
+const NEIGHBOURS = 10;
+// a filter list longer than this (labels that are nearly unique) offers its most common values
+const FILTER_VALUES = 500;
+
+const state = {
+  spaces: [],
+  space: null,
+  maps: [],
+  files: false,
+  data: null,
+  index: new Map(),
+  shuffled: null,
+  selection: null,
+  selected: 0,
+  current: null,
+  tip: -1,
+};
+
+const map = new PointMap($("map"), { onHover: hover, onClick: clickPoint, onSelect: select });
+// for scripts driving the page (and tests): the state and the map
+window.chromaExplorer = { state, map };
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "onclick") node.addEventListener("click", value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
+  return node;
+}
+
+function setStatus(text, kind = "") {
+  const status = $("status");
+  status.textContent = text;
+  status.className = `status ${kind}`;
+}
+
+function showMessage(text) {
+  const message = $("map-message");
+  message.hidden = !text;
+  message.textContent = text || "";
+}
+
+function fail(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    $("token-dialog").hidden = false;
+    $("token-input").focus();
+    setStatus("This server wants a token.", "error");
+    return;
+  }
+  setStatus(error.message || String(error), "error");
+  document.body.dataset.state = "error";
+}
+
+// ids made by the server share a prefix per batch: keep both ends
+const shortId = (id) => (id.length > 16 ? `${id.slice(0, 7)}…${id.slice(-7)}` : id);
+const fixed = (value, digits = 3) => (value == null || Number.isNaN(value) ? "–" : value.toFixed(digits));
+const percent = (value) => `${(100 * value).toFixed(1)}%`;
+
+// --- loading --------------------------------------------------------------
+async function loadOverview() {
+  const [overview, spaces] = await Promise.all([api.overview(), api.spaces()]);
+  state.maps = overview.maps;
+  state.files = overview.files;
+  state.spaces = spaces;
+  const algorithms = $("map-algorithm");
+  algorithms.replaceChildren(
+    ...state.maps.map((m) => el("option", { value: m.name, title: m.description }, m.name)),
+  );
+  const select = $("space");
+  select.replaceChildren(
+    ...spaces.map((s) => el("option", { value: s.name }, `${s.name} (${count.format(s.count)})`)),
+  );
+  if (!spaces.length) {
+    showMessage("No space yet: add embeddings with the client, then reload this page.");
+    document.body.dataset.state = "ready";
+    return;
+  }
+  if (!state.maps.length) {
+    showMessage("No map algorithm is installed: install the chroma-algo-projection plugin.");
+    document.body.dataset.state = "ready";
+    return;
+  }
+  const wanted = new URLSearchParams(window.location.hash.slice(1)).get("space");
+  const chosen =
+    spaces.find((s) => s.name === wanted) || spaces.find((s) => s.count > 0) || spaces[0];
+  select.value = chosen.name;
+  await loadSpace(chosen.name);
+}
+
+async function loadSpace(name) {
+  state.space = name;
+  window.history.replaceState(null, "", `#space=${encodeURIComponent(name)}`);
+  document.body.dataset.state = "loading";
+  setStatus("Computing the map…");
+  showMessage(null);
+  const data = await fetchMap(name, $("map-algorithm").value);
+  if (state.space !== name) return;
+  state.data = data;
+  state.index = new Map(data.ids.map((id, i) => [id, i]));
+  state.shuffled = shuffled(data.n);
+  state.selection = new Uint8Array(data.n);
+  state.selected = 0;
+  map.setData(data.x, data.y);
+  applyColours();
+  fillFilters();
+  describeMap();
+  clearDetails();
+  updateSelection();
+  if (!data.n) showMessage("This space holds no embeddings yet.");
+  await Promise.all([loadPriorities(), loadTriggers()]);
+  setStatus("");
+  document.body.dataset.state = "ready";
+}
+
+function describeMap() {
+  const { n, meta } = state.data;
+  const parts = [`${count.format(n)} points`];
+  if (meta.rows > n) parts[0] += ` (a sample of ${count.format(meta.rows)})`;
+  const ratio = meta.explained_variance_ratio;
+  if (ratio) parts.push(`${(meta.method || "").toUpperCase()} axes: ${percent(ratio[0])} + ${percent(ratio[1])} of variance`);
+  $("map-summary").textContent = parts.join(" · ");
+}
+
+function shuffled(n) {
+  // a fixed shuffle, so no category is always drawn over the others
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  let seed = 2463534242;
+  for (let i = n - 1; i > 0; i--) {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    const j = (seed >>> 0) % (i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+// --- colours and legend ---------------------------------------------------
+function applyColours() {
+  const data = state.data;
+  if (!data) return;
+  const field = $("colour-by").value;
+  const n = data.n;
+  const colours = new Uint32Array(n);
+  const faded = new Uint32Array(n);
+  const background = rgb(BACKGROUND);
+  const paint = (i, colour) => {
+    colours[i] = pack(colour);
+    faded[i] = pack(mix(colour, background, 0.82));
+  };
+  let order = state.shuffled;
+  const legend = $("legend");
+  if (field === "priority") {
+    const { min, max, scored } = data.scores;
+    const span = max - min || 1;
+    const none = rgb(NONE);
+    for (let i = 0; i < n; i++) {
+      const p = data.priority[i];
+      paint(i, Number.isNaN(p) ? none : rampColour((p - min) / span));
+    }
+    // unscored first, then by priority, so the highest are drawn on top
+    const key = (i) => (Number.isNaN(data.priority[i]) ? -Infinity : data.priority[i]);
+    order = Uint32Array.from(state.shuffled).sort((a, b) => key(a) - key(b));
+    legend.replaceChildren(
+      el("h4", {}, "priority"),
+      ...(scored
+        ? [
+            el("div", { class: "ramp", style: `background: ${RAMP_CSS}` }),
+            el("div", { class: "ends" }, el("span", {}, fixed(min)), el("span", {}, fixed(max))),
+          ]
+        : []),
+      legendRow(NONE, "unscored", n - scored),
+    );
+  } else {
+    const codes = data.codes[field];
+    const values = data.categories[field];
+    const sizes = new Array(values.length).fill(0);
+    let missing = 0;
+    for (let i = 0; i < n; i++) {
+      if (codes[i] < 0) missing++;
+      else sizes[codes[i]]++;
+    }
+    const ranked = values.map((_, code) => code).sort((a, b) => sizes[b] - sizes[a]);
+    const colourOf = new Array(values.length);
+    ranked.forEach((code, rank) => {
+      colourOf[code] = categoryColour(rank);
+    });
+    const rgbOf = colourOf.map(toRgb);
+    const none = rgb(NONE);
+    for (let i = 0; i < n; i++) paint(i, codes[i] < 0 ? none : rgbOf[codes[i]]);
+    const rows = ranked.slice(0, LEGEND_ROWS).map((code) => legendRow(colourOf[code], values[code], sizes[code]));
+    if (ranked.length > LEGEND_ROWS) {
+      const rest = ranked.slice(LEGEND_ROWS);
+      const points = rest.reduce((total, code) => total + sizes[code], 0);
+      rows.push(el("div", { class: "row muted" }, `+ ${rest.length} more (${count.format(points)} points)`));
+    }
+    if (missing) rows.push(legendRow(NONE, "(none)", missing));
+    legend.replaceChildren(el("h4", {}, field), ...rows);
+  }
+  legend.hidden = n === 0;
+  map.setColours(colours, faded, order);
+}
+
+function legendRow(colour, name, size) {
+  return el(
+    "div",
+    { class: "row", title: name },
+    el("span", { class: "swatch", style: `background: ${colour}` }),
+    el("span", { class: "name" }, name),
+    el("span", { class: "count" }, count.format(size)),
+  );
+}
+
+// --- hover ----------------------------------------------------------------
+function hover(i, px, py) {
+  const tip = $("tooltip");
+  if (i < 0 || !state.data) {
+    tip.hidden = true;
+    state.tip = -1;
+    return;
+  }
+  const data = state.data;
+  if (state.tip !== i) {
+    state.tip = i;
+    const uri = data.input_uris[i];
+    const rows = [["id", data.ids[i]]];
+    for (const field of FIELDS) {
+      const code = data.codes[field][i];
+      if (code >= 0) rows.push([field, data.categories[field][code]]);
+    }
+    const p = data.priority[i];
+    rows.push(["priority", Number.isNaN(p) ? "unscored" : fixed(p)]);
+    tip.replaceChildren(
+      ...(uri ? [el("div", { class: "uri" }, uri)] : []),
+      el("table", {}, ...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v)))),
+    );
+    imageSource(uri, state.files).then((src) => {
+      // an image that does not load (a URL out of reach) leaves no broken icon behind
+      if (src && state.tip === i) tip.prepend(el("img", { src, alt: "", onerror: (e) => e.target.remove() }));
+    });
+  }
+  tip.hidden = false;
+  const { width, height } = $("map").getBoundingClientRect();
+  const left = px + 16 + tip.offsetWidth > width ? px - 16 - tip.offsetWidth : px + 16;
+  const top = py + 16 + tip.offsetHeight > height ? py - 16 - tip.offsetHeight : py + 16;
+  tip.style.left = `${Math.max(4, left)}px`;
+  tip.style.top = `${Math.max(4, top)}px`;
+}
+
+// --- details --------------------------------------------------------------
+function clearDetails() {
+  state.current = null;
+  $("details-empty").hidden = false;
+  $("details-body").hidden = true;
+  map.setFocus(-1);
+}
+
+function clickPoint(i) {
+  if (i >= 0) showDetails(state.data.ids[i]);
+}
+
+async function showDetails(id) {
+  const space = state.space;
+  state.current = id;
+  const at = state.index.get(id) ?? -1;
+  map.setFocus(at);
+  for (const row of $("priority-table").tBodies[0].rows) row.classList.toggle("current", row.dataset.id === id);
+  $("details-empty").hidden = true;
+  $("details-body").hidden = false;
+  $("details-image").hidden = true;
+  try {
+    const [rows, scored] = await Promise.all([
+      api.get(space, [id]),
+      api.priorities(space, 1, { id }),
+    ]);
+    let neighbours = await api.neighbours(space, id, NEIGHBOURS, { context: "training" });
+    let title = "Nearest training inputs";
+    if (!neighbours.length) {
+      neighbours = await api.neighbours(space, id, NEIGHBOURS, null);
+      title = "Nearest inputs";
+    }
+    if (state.current !== id || state.space !== space) return;
+    renderDetails(rows[0], scored[0], neighbours, title);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function renderDetails(row, scored, neighbours, title) {
+  const fields = [["id", row.id], ["input_uri", row.input_uri]];
+  for (const field of FIELDS) fields.push([field, row[field]]);
+  if (row.metadata && row.metadata !== "{}") fields.push(["metadata", row.metadata]);
+  $("details-fields").replaceChildren(
+    ...fields.flatMap(([k, v]) => [
+      el("dt", {}, k),
+      el("dd", { class: k === "id" || k === "input_uri" ? "mono" : "" }, v ?? "–"),
+    ]),
+  );
+  const priority = $("details-priority");
+  if (scored) {
+    const components = JSON.parse(scored.components || "{}");
+    const parts = Object.entries(components).filter(([k, v]) => typeof v === "number");
+    priority.replaceChildren(
+      el("div", { class: "score" }, el("span", { class: "value" }, fixed(scored.priority)), bar(scored.priority)),
+      el("dl", { class: "components" }, ...parts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, fixed(v))])),
+    );
+  } else {
+    priority.replaceChildren(
+      el("p", { class: "muted" }, row.context === "training" ? "Training inputs are not scored." : "Not scored yet: run compute_priorities."),
+    );
+  }
+  $("neighbours-title").textContent = title;
+  const votes = new Map();
+  for (const n of neighbours) if (n.label != null) votes.set(n.label, (votes.get(n.label) || 0) + 1);
+  const ranked = [...votes.entries()].sort((a, b) => b[1] - a[1]);
+  $("details-votes").textContent = ranked.length
+    ? `Labels: ${ranked.map(([label, n]) => `${label} ${n}`).join(" · ")}`
+    : "";
+  $("neighbours").tBodies[0].replaceChildren(
+    ...neighbours.map((n) =>
+      el(
+        "tr",
+        { title: n.id, onclick: () => showDetails(n.id) },
+        el("td", { class: "num" }, n.rank + 1),
+        el("td", { class: "mono" }, shortId(n.id)),
+        el("td", {}, n.label ?? "–"),
+        el("td", { class: "num" }, fixed(n.distance)),
+      ),
+    ),
+  );
+  const at = state.index.get(row.id) ?? -1;
+  map.setFocus(at, neighbours.map((n) => state.index.get(n.id)).filter((i) => i !== undefined));
+  imageSource(row.input_uri, state.files).then((src) => {
+    const image = $("details-image");
+    if (src && state.current === row.id) {
+      image.src = src;
+      image.hidden = false;
+    }
+  });
+}
+
+function bar(value) {
+  const fill = el("div", { class: "fill" });
+  fill.style.width = `${Math.round(100 * Math.min(1, Math.max(0, value || 0)))}%`;
+  return el("div", { class: "track" }, fill);
+}
+
+// --- priorities -------------------------------------------------------------
+function fillFilters() {
+  for (const field of FILTERS) {
+    const select = $(`filter-${field}`);
+    const values = common(field).sort();
+    select.replaceChildren(el("option", { value: "" }, "all"), ...values.map((v) => el("option", { value: v }, v)));
+  }
+}
+
+function common(field) {
+  const { categories, codes } = state.data;
+  const values = categories[field];
+  if (values.length <= FILTER_VALUES) return [...values];
+  const sizes = new Array(values.length).fill(0);
+  for (const code of codes[field]) if (code >= 0) sizes[code]++;
+  const ranked = values.map((_, code) => code).sort((a, b) => sizes[b] - sizes[a]);
+  return ranked.slice(0, FILTER_VALUES).map((code) => values[code]);
+}
+
+function filterWhere() {
+  const parts = FILTERS.map((field) => [field, $(`filter-${field}`).value])
+    .filter(([, value]) => value)
+    .map(([field, value]) => ({ [field]: value }));
+  if (!parts.length) return null;
+  return parts.length === 1 ? parts[0] : { $and: parts };
+}
+
+function topN() {
+  const value = Number.parseInt($("top-n").value, 10);
+  return Number.isFinite(value) && value > 0 ? Math.min(value, 1000) : 50;
+}
+
+async function loadPriorities() {
+  const space = state.space;
+  const rows = await api.priorities(space, topN(), filterWhere());
+  if (state.space !== space) return;
+  const body = $("priority-table").tBodies[0];
+  body.replaceChildren(
+    ...rows.map((row, rank) => {
+      const tr = el(
+        "tr",
+        { onclick: () => showDetails(row.id), title: row.input_uri || row.id },
+        el("td", { class: "num" }, rank + 1),
+        el("td", { class: "mono" }, shortId(row.id)),
+        el("td", {}, row.dataset ?? "–"),
+        el("td", {}, row.context ?? "–"),
+        el("td", {}, row.label ?? "–"),
+        el("td", {}, row.inference ?? "–"),
+        el("td", {}, el("div", { class: "bar-cell" }, bar(row.priority), fixed(row.priority))),
+      );
+      tr.dataset.id = row.id;
+      if (row.id === state.current) tr.classList.add("current");
+      return tr;
+    }),
+  );
+  const empty = $("priority-empty");
+  empty.hidden = rows.length > 0;
+  empty.textContent = filterWhere()
+    ? "No scored input matches these filters."
+    : "No input is scored yet: run space.compute_priorities() with the client.";
+  updateSelection();
+}
+
+// --- selection and triggers ------------------------------------------------
+function select(indices, additive) {
+  if (!state.data) return;
+  if (!additive) state.selection.fill(0);
+  for (const i of indices) state.selection[i] = 1;
+  state.selected = state.selection.reduce((total, v) => total + v, 0);
+  map.setSelection(state.selected ? state.selection : null);
+  updateSelection();
+}
+
+function selectedIds() {
+  const ids = [];
+  state.selection.forEach((v, i) => {
+    if (v) ids.push(state.data.ids[i]);
+  });
+  return ids;
+}
+
+function updateSelection() {
+  const summary = $("selection-summary");
+  const button = $("trigger-button");
+  $("clear-selection").disabled = !state.selected;
+  if (state.selected) {
+    let scored = 0;
+    state.selection.forEach((v, i) => {
+      if (v && !Number.isNaN(state.data.priority[i])) scored++;
+    });
+    summary.textContent = `${count.format(state.selected)} points selected on the map, ${count.format(scored)} of them scored.`;
+    button.textContent = "Trigger retraining for the selection";
+  } else {
+    summary.textContent = `No points selected (shift-drag on the map): a trigger takes the top ${topN()} of the table.`;
+    button.textContent = `Trigger retraining for the top ${topN()}`;
+  }
+}
+
+async function trigger() {
+  const note = $("trigger-note").value.trim() || null;
+  const params = state.selected
+    ? { n: state.selected, where: { id: { $in: selectedIds() } }, note }
+    : { n: topN(), where: filterWhere(), note };
+  const button = $("trigger-button");
+  button.disabled = true;
+  try {
+    const made = await api.trigger(state.space, params);
+    setStatus(`Trigger #${made.id} holds ${count.format(made.count)} inputs.`, "ok");
+    $("trigger-note").value = "";
+    await loadTriggers();
+  } catch (error) {
+    fail(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function loadTriggers() {
+  const space = state.space;
+  const triggers = await api.triggers(space);
+  if (state.space !== space) return;
+  $("trigger-table").tBodies[0].replaceChildren(
+    ...triggers.map((t) =>
+      el(
+        "tr",
+        { title: `${t.selection.strategy || ""}, n = ${t.selection.n ?? "all"}` },
+        el("td", { class: "num" }, t.id),
+        el("td", {}, new Date(t.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" })),
+        el("td", { class: "num" }, count.format(t.count)),
+        el("td", {}, el("span", { class: `pill ${t.status}` }, t.status)),
+        el("td", {}, t.note ?? ""),
+      ),
+    ),
+  );
+  $("trigger-empty").hidden = triggers.length > 0;
+}
+
+// --- controls ---------------------------------------------------------------
+function guarded(work) {
+  return (...args) => work(...args).catch(fail);
+}
+
+function bind() {
+  $("space").addEventListener("change", guarded(() => loadSpace($("space").value)));
+  $("map-algorithm").addEventListener("change", guarded(() => loadSpace(state.space)));
+  $("colour-by").addEventListener("change", applyColours);
+  for (const field of FILTERS) $(`filter-${field}`).addEventListener("change", guarded(loadPriorities));
+  $("top-n").addEventListener("change", guarded(loadPriorities));
+  $("zoom-in").addEventListener("click", () => map.zoom(1.5));
+  $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));
+  $("zoom-fit").addEventListener("click", () => map.fit());
+  $("trigger-button").addEventListener("click", trigger);
+  $("clear-selection").addEventListener("click", () => select([], false));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") select([], false);
+  });
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    setToken($("token-input").value.trim());
+    $("token-dialog").hidden = true;
+    setStatus("");
+    loadOverview().catch(fail);
+  });
+}
+
+adoptTokenFromUrl();
+bind();
+$("details-image").addEventListener("error", (event) => {
+  event.target.hidden = true;
+});
+loadOverview().catch(fail);
