@@ -18,8 +18,11 @@ from chroma_client.errors import (
     InvalidInput,
     RetriesExhausted,
 )
+from chroma_core.config import Settings
+from chroma_core.hookspecs import hookimpl
 from chroma_core.protocol import decode_arrow
 from chroma_core.schema import batch_fingerprint, validate_rows
+from chroma_core.service import Chroma
 from tests.conftest import Server, free_port
 from tests.lossy_proxy import Exchange, LossyProxy
 from tests.stores import STORES
@@ -263,3 +266,23 @@ def test_a_batch_fingerprint_depends_on_its_values_only():
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(moved.ravel()), DIM)
     other = table.set_column(table.schema.get_field_index("embedding"), "embedding", embedding)
     assert batch_fingerprint(other) != digest
+
+
+def test_a_batch_stored_before_is_not_announced_to_the_plugins_again(tmp_path):
+    chroma = Chroma(Settings.from_env({}, path=tmp_path, store="sqlite"))
+    announced: list[list[int]] = []
+
+    class Recorder:
+        @hookimpl
+        def chroma_rows_added(self, chroma, space, seqs, rows):
+            announced.append(seqs.tolist())
+
+    chroma.pm.register(Recorder())
+    try:
+        chroma.space("s")
+        first = chroma.add("s", rows(["a", "b"]), "key-1")
+        assert chroma.add("s", rows(["a", "b"]), "key-1") == first == ["a", "b"]
+        chroma.add("s", rows(["c"]), "key-2")
+        assert announced == [[1, 2], [3]]
+    finally:
+        chroma.close()

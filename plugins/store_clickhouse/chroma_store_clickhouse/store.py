@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,7 @@ from chroma_core.errors import (
     ServerError,
 )
 from chroma_core.filters import Filter
-from chroma_core.schema import batch_fingerprint, embeddings_of
+from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
     CATALOGUE_COLUMNS,
     METRICS,
@@ -251,19 +252,29 @@ class ClickHouseStore(Store):
     def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> np.ndarray:
         """Store a batch: its ids registered, then its key (when it has one), then its rows.
 
-        A keyed batch is crash-safe in this order. The key is on disk before the rows, so
-        rows are never durable without their key. A key is honoured only once rows under
-        its seqs are found (in the rows or among the tombstones of deleted rows); a key
-        whose rows are missing (a crash, or a failed insert, came between the two inserts)
-        is completed: its rows go in under the same seqs and the same deduplication token,
-        so even an insert that was reported failed but lands after all is stored once.
+        A keyed batch is crash-safe in this order, with no transaction across the inserts:
+
+        - the key is on disk (fsync) before the rows are inserted, so rows are never
+          durable without their key being found after a restart;
+        - a key is honoured (the batch answered as stored, nothing stored) only when a row
+          of its seqs is found, in the rows or among the tombstones of deleted rows, so no
+          key stands for rows that are not durable;
+        - a key without its rows (a crash, or a failed insert, came between the two inserts)
+          is completed when the batch comes again: its rows go in under the seqs the key
+          recorded, with the same deduplication token, so an earlier insert that was
+          reported failed but lands after all makes the same block, stored once. The
+          token's window (``DEDUPLICATION_WINDOW`` blocks) only has to outlast such an
+          insert still on its way, not the key.
+
+        Everything runs under the store's lock, so one server never checks a key while
+        another of its threads is between the two inserts of the same key.
         """
         embedding_type = rows.schema.field("embedding").type
         if not pa.types.is_fixed_size_list(embedding_type):
             raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
         dim, n = embedding_type.list_size, rows.num_rows
-        # hashed before the lock is taken, so other writers do not wait for it
-        fingerprint = batch_fingerprint(rows) if batch_key is not None else ""
+        # hashed while the lock is waited for and the ids are checked, not before
+        fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, stored_dim = row[1], row[3]
@@ -274,7 +285,7 @@ class ClickHouseStore(Store):
                 )
             if n == 0:
                 return np.empty(0, dtype=np.int64)
-            if batch_key is not None:
+            if batch_key is not None and fingerprint is not None:
                 seqs = self._batch_seqs(space, sid, batch_key, fingerprint)
                 if seqs is not None:
                     if self._batch_stored(sid, seqs):
@@ -287,10 +298,10 @@ class ClickHouseStore(Store):
             # seqs are spent from here on, stored or not: none is ever handed out twice
             self._max_seq[sid] = start + n
             self._check_new_ids(space, sid, rows.column("id"), seqs, start)
-            if batch_key is not None:
+            if batch_key is not None and fingerprint is not None:
                 self._client().insert(
                     "batch_keys",
-                    [[sid, batch_key, fingerprint, start + 1, n, datetime.now(UTC)]],
+                    [[sid, batch_key, fingerprint.result(), start + 1, n, datetime.now(UTC)]],
                     column_names=["space_id", "key", "fingerprint", "first_seq", "count",
                                   "added_at"],
                 )  # fmt: skip
@@ -316,7 +327,9 @@ class ClickHouseStore(Store):
                 if ddl:
                     self._command(ddl)
 
-    def _batch_seqs(self, space: str, sid: int, key: str, fingerprint: str) -> np.ndarray | None:
+    def _batch_seqs(
+        self, space: str, sid: int, key: str, fingerprint: Future[str]
+    ) -> np.ndarray | None:
         """The seqs recorded for ``key`` with these rows, None for a new key; ``Conflict``
         when the key was recorded for other rows."""
         found = self._query(
@@ -327,7 +340,7 @@ class ClickHouseStore(Store):
         if not found:
             return None
         stored, first_seq, count = found[0]
-        if stored != fingerprint:
+        if stored != fingerprint.result():
             raise Conflict(
                 f"batch key {key!r} already names another batch in space {space!r} (its "
                 f"{count} rows from seq {first_seq}); a key names one batch, send new rows "

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import repeat
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.filters import Filter
-from chroma_core.schema import TEXT_FIELDS, batch_fingerprint, embeddings_of
+from chroma_core.schema import TEXT_FIELDS, batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
     BATCH_KEY_RETENTION_SECONDS,
     CATALOGUE_COLUMNS,
@@ -333,15 +334,15 @@ class SqliteStore(Store):
             raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
         dim = embedding_type.list_size
         n = rows.num_rows
-        # hashed before the write lock is taken, so other writers do not wait for it
-        fingerprint = batch_fingerprint(rows) if batch_key is not None else None
+        # hashed while the batch is converted and written, not before
+        fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
         # little-endian float32 rows: the blob layout vectors() and get() read back
         matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
         columns = [_text_column(rows, name) for name in TEXT_FIELDS]
         outputs = _output_blobs(rows, n)
         with self._write() as conn:
             space_id, stored_dim, max_seq = _space(conn, space)
-            if batch_key is not None:
+            if fingerprint is not None:
                 _check_batch_key(conn, space, space_id, batch_key, fingerprint)
             if stored_dim is not None and stored_dim != dim:
                 raise DimensionMismatch(
@@ -377,13 +378,13 @@ class SqliteStore(Store):
                 "WHERE space_id = ?",
                 (dim, max_seq + n, n, space_id),
             )
-            if batch_key is not None:
+            if fingerprint is not None:
                 # in the rows' transaction: the key is durable exactly when they are
                 now = time.time()
                 conn.execute(
                     "INSERT INTO batch_keys (space, key, fingerprint, first_seq, count, "
                     "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (space_id, batch_key, fingerprint, max_seq + 1, n, now),
+                    (space_id, batch_key, fingerprint.result(), max_seq + 1, n, now),
                 )
                 conn.execute(
                     "DELETE FROM batch_keys WHERE added_at < ?", (now - self.batch_key_retention,)
@@ -623,7 +624,7 @@ def _space(conn: sqlite3.Connection, name: str) -> tuple[int, int | None, int]:
 
 
 def _check_batch_key(
-    conn: sqlite3.Connection, space: str, space_id: int, key: str, fingerprint: str | None
+    conn: sqlite3.Connection, space: str, space_id: int, key: str | None, fingerprint: Future
 ) -> None:
     """Nothing when ``key`` is new in the space; ``BatchAlreadyStored`` when it names these
     rows, stored before; ``Conflict`` when it names other rows."""
@@ -634,7 +635,7 @@ def _check_batch_key(
     if found is None:
         return
     stored, first_seq, count = found
-    if stored != fingerprint:
+    if stored != fingerprint.result():
         raise Conflict(
             f"batch key {key!r} already names another batch in space {space!r} (its "
             f"{count} rows from seq {first_seq}); a key names one batch, send new rows "
