@@ -342,7 +342,7 @@ class SqliteStore(Store):
         outputs = _output_blobs(rows, n)
         with self._write() as conn:
             space_id, stored_dim, max_seq = _space(conn, space)
-            if fingerprint is not None:
+            if batch_key is not None and fingerprint is not None:
                 _check_batch_key(conn, space, space_id, batch_key, fingerprint)
             if stored_dim is not None and stored_dim != dim:
                 raise DimensionMismatch(
@@ -624,7 +624,7 @@ def _space(conn: sqlite3.Connection, name: str) -> tuple[int, int | None, int]:
 
 
 def _check_batch_key(
-    conn: sqlite3.Connection, space: str, space_id: int, key: str | None, fingerprint: Future
+    conn: sqlite3.Connection, space: str, space_id: int, key: str, fingerprint: Future[str]
 ) -> None:
     """Nothing when ``key`` is new in the space; ``BatchAlreadyStored`` when it names these
     rows, stored before; ``Conflict`` when it names other rows."""
