@@ -205,6 +205,8 @@ def batch_fingerprint(rows: pa.Table) -> str:
     for name in rows.column_names:
         column = rows.column(name).combine_chunks()
         digest.update(f"{name}:{len(column)}:{column.null_count}:".encode())
+        if column.null_count == len(column):
+            continue
         if column.null_count:
             valid = column.is_valid().to_numpy(zero_copy_only=False)
             digest.update(np.packbits(valid).tobytes())
