@@ -62,10 +62,10 @@ def delete_space(chroma, params, table) -> Reply:
 
 
 def add(chroma, params, table) -> Reply:
-    p = _take(params, "space")
+    p = _take(params, "space", "batch_key")
     if table is None:
         raise InvalidInput("add needs the rows as an Arrow table")
-    ids = chroma.add(p.get("space"), table)
+    ids = chroma.add(p.get("space"), table, p.get("batch_key"))
     return {"count": len(ids)}, pa.table({"id": pa.array(ids, pa.string())})
 
 

@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 
 from chroma_core.errors import MalformedPayload
 
-PROTOCOL_VERSION = "1"
+# 2: an add carries the batch_key parameter, which a server of version 1 refuses
+PROTOCOL_VERSION = "2"
 PROTOCOL_HEADER = "X-Chroma-Protocol"
 ARROW_TYPE = "application/vnd.apache.arrow.stream"
 JSON_TYPE = "application/json"

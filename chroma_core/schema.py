@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +19,8 @@ MAX_ID_CHARS = 512
 MAX_TEXT_CHARS = 4096
 MAX_METADATA_CHARS = 65_536
 MAX_DIM = 65_536
+# a client's name for one batch, kept with it so that the batch sent again is stored once
+BATCH_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 def rows_schema(dim: int) -> pa.Schema:
@@ -176,3 +181,63 @@ def _outputs(table: pa.Table, n: int) -> pa.Array:
     if len(values) and not np.isfinite(values).all():
         raise InvalidInput("output contains NaN or infinite values")
     return column
+
+
+def check_batch_key(key) -> str | None:
+    """``key`` when it is a batch key a store can keep (None for none); ``InvalidInput``
+    naming the problem otherwise."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not BATCH_KEY.match(key):
+        raise InvalidInput(
+            f"batch_key must be 1 to 128 letters, digits, '_', '.', ':' or '-'; got {key!r:.60}"
+        )
+    return key
+
+
+def batch_fingerprint(rows: pa.Table) -> str:
+    """A SHA-256 digest of every value of a validated batch, in its column order.
+
+    A store keeps it with the batch's key: the batch sent again has the same digest, a
+    different batch under the same key does not. It depends on the values only, not on how
+    the Arrow arrays happen to be laid out (slices, chunks, what lies under a null)."""
+    digest = hashlib.sha256()
+    for name in rows.column_names:
+        column = rows.column(name).combine_chunks()
+        digest.update(f"{name}:{len(column)}:{column.null_count}:".encode())
+        if column.null_count == len(column):
+            continue
+        if column.null_count:
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            digest.update(np.packbits(valid).tobytes())
+        if name == "embedding":
+            digest.update(np.ascontiguousarray(embeddings_of(rows), dtype="<f4").data.cast("B"))
+        elif pa.types.is_list(column.type):
+            lengths = pc.list_value_length(column).fill_null(0)
+            digest.update(lengths.to_numpy(zero_copy_only=False).astype("<i4").tobytes())
+            values = column.flatten().to_numpy(zero_copy_only=False)
+            digest.update(np.ascontiguousarray(values, dtype="<f4").tobytes())
+        else:
+            _digest_text(digest, column.cast(pa.string()).fill_null(""))
+    return digest.hexdigest()
+
+
+# hashlib lets go of the GIL while it hashes, so a digest taken on a thread beside the store's
+# own work on the batch costs the add little on a second core
+_digests = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chroma-digest")
+
+
+def batch_fingerprint_soon(rows: pa.Table) -> Future[str]:
+    """:func:`batch_fingerprint` of ``rows`` taken on a worker thread."""
+    return _digests.submit(batch_fingerprint, rows)
+
+
+def _digest_text(digest, column: pa.Array) -> None:
+    """Feed the lengths and bytes of a string array (no nulls) to ``digest``."""
+    _, offsets_buffer, data = column.buffers()
+    n = len(column)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=column.offset + n + 1)
+    offsets = offsets[column.offset :]
+    digest.update(np.diff(offsets).astype("<i4").tobytes())
+    if data is not None and offsets[-1] > offsets[0]:
+        digest.update(memoryview(data)[offsets[0] : offsets[-1]])

@@ -6,6 +6,8 @@ store, and announces changes through the hooks. It never imports a plugin.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import threading
 import uuid
@@ -19,13 +21,15 @@ from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.plugins import describe_plugins, plugin_manager
-from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
-from chroma_core.store import METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_core.schema import check_batch_key, embedding_matrix, embeddings_of, validate_rows
+from chroma_core.store import METRICS, TRIGGER_STATUSES, BatchAlreadyStored, SpaceInfo, Store
 
 SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_K = 10_000
 MAX_QUERIES = 100_000
 NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
+
+log = logging.getLogger("chroma.service")
 
 
 class Chroma:
@@ -120,14 +124,26 @@ class Chroma:
         self.hook.chroma_space_deleted(chroma=self, space=name)
 
     # --- rows ---------------------------------------------------------------
-    def add(self, space: str, rows: pa.Table) -> list[str]:
-        """Validate and store a batch; returns its ids. Ids absent from ``rows`` are made."""
+    def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> list[str]:
+        """Validate and store a batch; returns its ids. Ids absent from ``rows`` are made.
+
+        A ``batch_key`` names the batch: sent again with the same key, it is stored once and
+        answered with the same ids (see :meth:`Store.add`)."""
         info = self._space(space)
+        batch_key = check_batch_key(batch_key)
         if isinstance(rows, pa.Table) and "id" not in rows.column_names:
-            ids = pa.array([uuid.uuid4().hex for _ in range(rows.num_rows)], pa.string())
-            rows = rows.append_column("id", ids)
+            rows = rows.append_column("id", _new_ids(rows.num_rows, batch_key))
         rows = validate_rows(rows, info.dim)
-        seqs = self.store.add(space, rows)
+        if batch_key is None:
+            seqs = self.store.add(space, rows)
+        else:
+            try:
+                seqs = self.store.add(space, rows, batch_key=batch_key)
+            except BatchAlreadyStored:
+                # its first add was acknowledged and announced to the plugins already; the
+                # same rows mean the same ids
+                log.info("batch %s of space %s was stored before, not again", batch_key, space)
+                return rows.column("id").to_pylist()
         self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
         return rows.column("id").to_pylist()
 
@@ -327,6 +343,15 @@ class Chroma:
 
     def trigger_items(self, trigger_id: int) -> pa.Table:
         return self.store.trigger_items(_required_int("trigger_id", trigger_id, 1))
+
+
+def _new_ids(n: int, batch_key: str | None) -> pa.Array:
+    """Ids for rows sent without them; a keyed batch gets the same ids each time it is sent,
+    so that it is recognised as the same batch."""
+    if batch_key is None:
+        return pa.array([uuid.uuid4().hex for _ in range(n)], pa.string())
+    prefix = hashlib.sha256(batch_key.encode()).hexdigest()[:24]
+    return pa.array([f"{prefix}-{i}" for i in range(n)], pa.string())
 
 
 def _check_space_name(name) -> None:

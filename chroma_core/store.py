@@ -4,6 +4,11 @@ A store keeps model spaces, their rows, the priority scores of rows and retraini
 triggers. Every write is all or nothing. Each stored row gets a ``seq``: an int64 unique in
 its space, larger than every seq committed before it, which indexes use as their label.
 Rows travel as Arrow tables in :func:`chroma_core.schema.rows_schema`.
+
+An add may carry a batch key, the client's name for that batch. The store keeps the key with
+the batch, made durable with its rows (in the same transaction, or in an order that a crash
+cannot break), for at least :data:`BATCH_KEY_RETENTION_SECONDS`, so that a batch sent again
+after its acknowledgement was lost is stored once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from chroma_core.filters import Filter
 METRICS = ("l2", "cosine", "ip")
 TRIGGER_STATUSES = ("pending", "acknowledged", "done", "failed")
 
+# How long a store remembers a batch key, at least: a client retries within seconds, so a
+# day covers a server restart in between with room to spare, and the keys of a day take less
+# room than the rows they vouch for
+BATCH_KEY_RETENTION_SECONDS = 24 * 3600
+
 # Columns of get(): the catalogue, then embedding/output when asked for.
 CATALOGUE_COLUMNS = ("id", "dataset", "context", "input_uri", "inference", "label", "metadata")
 
@@ -35,6 +45,15 @@ class SpaceInfo:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+class BatchAlreadyStored(Exception):  # noqa: N818 - an outcome, not a failure
+    """What :meth:`Store.add` raises for a batch key it already keeps, with the same rows:
+    nothing was stored now, and ``seqs`` are the seqs the batch got when it was stored."""
+
+    def __init__(self, space: str, batch_key: str, seqs: np.ndarray):
+        super().__init__(f"batch {batch_key!r} is already stored in space {space!r}")
+        self.seqs = seqs
 
 
 class Store(ABC):
@@ -63,12 +82,19 @@ class Store(ABC):
 
     # --- rows ---------------------------------------------------------------
     @abstractmethod
-    def add(self, space: str, rows: pa.Table) -> np.ndarray:
+    def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> np.ndarray:
         """Store a validated batch in one transaction and return the seqs given to its rows.
 
         The first add fixes the space's dimension. An id already stored in the space raises
         ``Conflict`` and stores nothing; a dimension other than the space's raises
         ``DimensionMismatch`` and stores nothing.
+
+        With a ``batch_key``, the key is kept with the batch and its
+        :func:`~chroma_core.schema.batch_fingerprint`, durable together with the rows. The
+        same key again in the same space, with the same rows, stores nothing and raises
+        :class:`BatchAlreadyStored` with the first add's seqs, even when some of those rows
+        have been deleted since; with other rows it raises ``Conflict`` naming the key.
+        Keys of one space never affect another.
         """
 
     @abstractmethod

@@ -18,7 +18,7 @@ from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFou
 from chroma_core.filters import parse
 from chroma_core.plugins import plugin_manager
 from chroma_core.schema import embeddings_of, validate_rows
-from chroma_core.store import CATALOGUE_COLUMNS, SpaceInfo, Store
+from chroma_core.store import CATALOGUE_COLUMNS, BatchAlreadyStored, SpaceInfo, Store
 from tests.stores import STORES, store_settings
 
 DIM = 4
@@ -291,6 +291,106 @@ def test_seqs_increase_and_are_never_reused(store, space):
     third = store.add(space, batch(["d"]))
     assert third[0] > second.max()
     assert seqs_of(store.get(space)) == [*first.tolist(), *third.tolist()]
+
+
+# --- batch keys --------------------------------------------------------------------
+def test_a_batch_sent_again_under_its_key_is_stored_once(store, space):
+    rows = batch(["a", "b", "c"], label=["cat", None, "dog"], outputs=[[1.0], None, [2.0, 3.0]])
+    first = store.add(space, rows, batch_key="k-1")
+    with pytest.raises(BatchAlreadyStored) as again:
+        store.add(space, rows, batch_key="k-1")
+    assert again.value.seqs.dtype == np.int64
+    assert again.value.seqs.tolist() == first.tolist()
+    # the same values in other Arrow arrays are the same batch
+    with pytest.raises(BatchAlreadyStored):
+        store.add(space, pa.concat_tables([rows.slice(0, 1), rows.slice(1)]), batch_key="k-1")
+    assert store.count(space) == 3
+    assert seqs_of(store.get(space)) == first.tolist()
+    assert store.max_seq(space) == first.max()
+
+    # a batch without a key, or under another key, is a batch of its own
+    later = store.add(space, batch(["d"]), batch_key="k-2")
+    assert later[0] > first.max() and store.count(space) == 4
+
+
+def test_a_key_sent_with_other_rows_conflicts_and_stores_nothing(store, space):
+    store.add(space, batch(["a", "b"]), batch_key="k-1")
+    for other in (batch(["c", "d"]), batch(["a", "b"], label="cat"), batch(["a"])):
+        with pytest.raises(Conflict, match="k-1"):
+            store.add(space, other, batch_key="k-1")
+    assert ids_of(store.get(space)) == ["a", "b"]
+    assert store.get(space, ids=["c", "d"]).num_rows == 0
+
+
+def test_a_key_still_names_its_batch_after_rows_of_it_are_deleted(store, space):
+    rows = batch(["a", "b"])
+    first = store.add(space, rows, batch_key="k-1")
+    store.delete(space, ids=["a"])
+    with pytest.raises(BatchAlreadyStored) as again:
+        store.add(space, rows, batch_key="k-1")
+    assert again.value.seqs.tolist() == first.tolist()
+    assert ids_of(store.get(space)) == ["b"]
+
+
+def test_batch_keys_belong_to_one_space(store, space):
+    store.create_space("other", "l2", {})
+    rows = batch(["a", "b"])
+    in_space = store.add(space, rows, batch_key="k-1")
+    in_other = store.add("other", batch(["x"]), batch_key="k-1")
+    assert store.count(space) == 2 and store.count("other") == 1
+    with pytest.raises(BatchAlreadyStored) as again:
+        store.add(space, rows, batch_key="k-1")
+    assert again.value.seqs.tolist() == in_space.tolist()
+
+    # a space dropped and made again starts without keys
+    store.delete_space("other")
+    store.create_space("other", "l2", {})
+    assert store.add("other", batch(["x"]), batch_key="k-1").tolist() == [1]
+    assert in_other.tolist() == [1]
+
+
+def test_a_batch_key_survives_closing_and_reopening(reopen):
+    store = reopen()
+    store.create_space("space", "l2", {})
+    rows = batch(["a", "b", "c"])
+    first = store.add("space", rows, batch_key="k-1")
+    store.close()
+
+    store = reopen()
+    with pytest.raises(BatchAlreadyStored) as again:
+        store.add("space", rows, batch_key="k-1")
+    assert again.value.seqs.tolist() == first.tolist()
+    assert store.count("space") == 3
+    with pytest.raises(Conflict, match="k-1"):
+        store.add("space", batch(["d"]), batch_key="k-1")
+
+
+def test_the_same_batch_sent_at_once_from_several_threads_is_stored_once(store, space):
+    threads = 4
+    rows = batch([f"r{i}" for i in range(50)])
+    start = threading.Barrier(threads)
+    stored: list[np.ndarray] = []
+    repeated: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        start.wait()
+        try:
+            stored.append(store.add(space, rows, batch_key="k-1"))
+        except BatchAlreadyStored as exc:
+            repeated.append(exc.seqs)
+        except BaseException as exc:  # the main thread asserts on it
+            errors.append(exc)
+
+    workers = [threading.Thread(target=writer) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert errors == []
+    assert len(stored) == 1 and len(repeated) == threads - 1
+    assert all(seqs.tolist() == stored[0].tolist() for seqs in repeated)
+    assert store.count(space) == 50
 
 
 def test_get_by_ids_in_seq_order(store, space):

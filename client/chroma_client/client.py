@@ -15,8 +15,14 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from chroma_client import convert
-from chroma_client.errors import ChromaError, InvalidInput
-from chroma_client.transport import Embedded, Http, Outgoing
+from chroma_client.errors import ChromaError, ConnectionFailed, InvalidInput
+from chroma_client.transport import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_BACKOFF,
+    Embedded,
+    Http,
+    Outgoing,
+)
 
 DEFAULT_BATCH_ROWS = 50_000
 
@@ -66,7 +72,14 @@ class Client:
     ``Client("http://host:8000")`` talks to a Chroma server. Both behave the same.
 
     A server on this machine receives large requests through shared memory instead of the
-    socket; ``shared_memory=False`` (or ``CHROMA_SHARED_MEMORY=0``) keeps them on the socket."""
+    socket; ``shared_memory=False`` (or ``CHROMA_SHARED_MEMORY=0``) keeps them on the socket.
+
+    A request that fails on the way to a server (refused, no reply within ``timeout``
+    seconds, connection dropped) is sent again up to ``retries`` times, after
+    ``retry_backoff`` seconds and twice as long each time after, when receiving it twice
+    cannot do it twice: a request that never left, a read, a batch of ``add`` (each carries
+    a key, so the server stores it once). Then :class:`~chroma_client.errors.RetriesExhausted`
+    says how many attempts were made."""
 
     def __init__(
         self,
@@ -77,17 +90,31 @@ class Client:
         timeout: float = 300.0,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         shared_memory: bool | None = None,
+        retries: int = DEFAULT_RETRIES,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
     ):
         url = url or os.environ.get("CHROMA_URL") or None
         self._transport: Embedded | Http
         if url is not None and path is not None:
             raise InvalidInput("give either a server url or a local path, not both")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(f"retries must be an integer of at least 0, got {retries!r:.40}")
+        if (
+            isinstance(retry_backoff, bool)
+            or not isinstance(retry_backoff, int | float)
+            or not 0 <= retry_backoff <= 60
+        ):
+            raise InvalidInput(
+                f"retry_backoff must be a number of seconds from 0 to 60, got {retry_backoff!r:.40}"
+            )
         if url is not None:
             self._transport = Http(
                 url,
                 timeout=timeout,
                 token=token or os.environ.get("CHROMA_TOKEN"),
                 shared_memory=shared_memory,
+                retries=retries,
+                retry_backoff=float(retry_backoff),
             )
         else:
             self._transport = Embedded(path)
@@ -495,10 +522,16 @@ def _stored_before(error: ChromaError, stored: int, start: int) -> ChromaError:
     """``error`` of the batch from row ``start``, saying how many rows earlier batches stored."""
     if stored == 0:
         return error
-    return type(error)(
+    rest = "this batch and the rest were not"
+    if isinstance(error, ConnectionFailed):
+        # the server may have stored a batch whose reply never came
+        rest = "this batch may have been (no reply came), the rest were not"
+    told = type(error)(
         f"{error.detail} (in the batch from row {start}; the {stored} rows before it were "
-        "stored, this batch and the rest were not)"
+        f"stored, {rest})"
     )
+    told.__dict__.update({k: v for k, v in vars(error).items() if k != "detail"})
+    return told
 
 
 def _id_list(ids):

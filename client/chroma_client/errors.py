@@ -21,6 +21,15 @@ class ConnectionFailed(ChromaError):
     status = 503
 
 
+class RetriesExhausted(ConnectionFailed):
+    """A request safe to send again failed on every attempt the client allows
+    (``Client(retries=...)``); ``attempts`` says how many were made."""
+
+    def __init__(self, detail: str, attempts: int = 0):
+        super().__init__(detail)
+        self.attempts = attempts
+
+
 __all__ = [
     "ChromaError",
     "Conflict",
@@ -32,6 +41,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProtocolMismatch",
+    "RetriesExhausted",
     "ServerError",
     "Unauthorized",
 ]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import secrets
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +16,7 @@ import httpx
 import pyarrow as pa
 
 from chroma_client import shared_memory as shared_memory_module
-from chroma_client.errors import ConnectionFailed, ProtocolMismatch, ServerError
+from chroma_client.errors import ConnectionFailed, ProtocolMismatch, RetriesExhausted, ServerError
 from chroma_core import api
 from chroma_core.config import Settings
 from chroma_core.errors import from_json
@@ -35,6 +38,30 @@ from chroma_core.protocol import (
 )
 
 Reply = tuple[dict, pa.Table | None]
+
+#: operations the server may carry out twice with the outcome of once: reads, get-or-create
+#: of a space, setting a trigger's status; an add is one too when it carries a batch key
+IDEMPOTENT = frozenset(
+    {
+        "version", "plugins", "algorithms", "spaces", "space", "space_info", "status", "get",
+        "count", "nearest_neighbors", "priorities", "triggers", "set_trigger_status",
+        "trigger_items",
+    }
+)  # fmt: skip
+# failures before the request left: any request may be sent again
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# failures after it may have arrived and been carried out, its reply lost
+_MAYBE_SENT = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+    httpx.CloseError,
+)
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_BACKOFF = 0.2
+_MAX_DELAY = 10.0
 
 
 class Embedded:
@@ -83,7 +110,14 @@ class Http:
     Large Arrow requests and replies go through shared memory when the server is on this
     machine and ``shared_memory`` (default: ``CHROMA_SHARED_MEMORY``, on) allows it;
     ``carried`` counts requests by the transport the server says carried them (``shm`` or
-    ``socket``) and replies that came through shared memory (``shm reply``)."""
+    ``socket``) and replies that came through shared memory (``shm reply``).
+
+    A request that fails on the way (no connection, a timeout, a connection dropped before
+    the reply) is sent again, the same bytes each time, up to ``retries`` more times with
+    exponential backoff from ``retry_backoff`` seconds, when that is safe: always if it
+    never left, otherwise only for :data:`IDEMPOTENT` operations and adds, which carry a
+    batch key the server recognises when the batch arrives twice. Then
+    :class:`~chroma_client.errors.RetriesExhausted` says how many attempts were made."""
 
     def __init__(
         self,
@@ -92,8 +126,12 @@ class Http:
         timeout: float = 300.0,
         token: str | None = None,
         shared_memory: bool | None = None,
+        retries: int = DEFAULT_RETRIES,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
     ):
         self.location = url.rstrip("/")
+        self.retries = retries
+        self.retry_backoff = retry_backoff
         headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -120,6 +158,9 @@ class Http:
         this machine's memory, otherwise into the request body."""
         if not self._checked:
             self._check_version()
+        if op == "add" and not params.get("batch_key"):
+            # one key per batch, made once: every attempt to send the batch carries it
+            params = {**params, "batch_key": secrets.token_hex(16)}
         outgoing = Outgoing(op, params, table)
         shm = self._shm if self._shm_requests else None
         if shm is not None and table is not None and table.nbytes >= shared_memory_module.MIN_BYTES:
@@ -131,14 +172,19 @@ class Http:
         """Send a prepared call and read its reply; its shared-memory file is removed."""
         assert outgoing.request is not None
         through_file = outgoing.file is not None
+        repeatable = outgoing.op in IDEMPOTENT or (
+            outgoing.op == "add" and bool(outgoing.params.get("batch_key"))
+        )
         try:
-            response = self._exchange(outgoing.request, outgoing.op)
+            # every attempt names the same file: the server only maps it, read-only, and it
+            # stays until the last attempt is over
+            response = self._exchange(outgoing.request, outgoing.op, repeatable)
         finally:
             outgoing.discard()
         if through_file and response.headers.get(SHM_HEADER) == SHM_UNREADABLE:
             # the server cannot open our files: this request and the next go on the socket
             self._shm_requests = False
-            response = self._exchange(self._request(outgoing), outgoing.op)
+            response = self._exchange(self._request(outgoing), outgoing.op, repeatable)
         return self._reply(response, outgoing.op)
 
     def _check_version(self) -> None:
@@ -179,15 +225,40 @@ class Http:
             content = encode_json(params)
         return self._http.build_request(method, path, content=content, headers=headers)
 
-    def _exchange(self, request: httpx.Request, op: str) -> httpx.Response:
-        try:
-            return self._http.send(request)
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.location} did not answer {op} in time: {exc}") from None
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(
-                f"cannot reach the Chroma server at {self.location}: {exc}"
-            ) from None
+    def _exchange(self, request: httpx.Request, op: str, repeatable: bool) -> httpx.Response:
+        """The response to ``request``, sent again after a failure on the way when that is
+        safe (``repeatable``: the server may receive it twice) and retries are left."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return self._http.send(request)
+            except httpx.TransportError as exc:
+                error = exc
+            problem = self._problem(op, error)
+            if not isinstance(error, _NOT_SENT + _MAYBE_SENT):
+                raise ConnectionFailed(problem) from None
+            if not repeatable and not isinstance(error, _NOT_SENT):
+                raise ConnectionFailed(
+                    f"{problem}; {op} was not sent again, since the server may have carried "
+                    "it out: check before repeating it"
+                ) from None
+            if attempts > self.retries:
+                raise RetriesExhausted(
+                    f"{problem}; gave up after {attempts} attempt{'s' if attempts > 1 else ''}",
+                    attempts,
+                ) from None
+            delay = min(self.retry_backoff * 2 ** (attempts - 1), _MAX_DELAY)
+            # spread out, so clients that lost the server at once do not return at once
+            time.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _problem(self, op: str, error: httpx.TransportError) -> str:
+        what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if isinstance(error, _NOT_SENT) or not isinstance(error, _MAYBE_SENT):
+            return f"cannot reach the Chroma server at {self.location} for {op} ({what})"
+        if isinstance(error, httpx.TimeoutException):
+            return f"{self.location} did not answer {op} in time ({what})"
+        return f"the connection to {self.location} broke during {op} ({what})"
 
     def _reply(self, response: httpx.Response, op: str) -> Reply:
         carrier = response.headers.get(TRANSPORT_HEADER)

@@ -46,10 +46,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) ENGINE = MergeTree ORDER BY (trigger_id, position)""",
     ),
 )
-SCHEMA_VERSION = len(MIGRATIONS)
 
 # An insert is acknowledged only once its part is on disk, not just in the page cache.
 DURABLE = "fsync_after_insert = 1, fsync_part_directory = 1"
+
+# Migration 2: the key of each keyed batch, with the digest of its rows and the seqs it was
+# given (see ClickHouseStore.add for the order of the inserts that makes this crash-safe).
+# A key is kept a day at least (chroma_core.store.BATCH_KEY_RETENTION_SECONDS); ClickHouse
+# drops it at a merge after that.
+MIGRATIONS += (
+    (
+        f"""CREATE TABLE IF NOT EXISTS batch_keys (
+            space_id UInt64,
+            key String,
+            fingerprint String,
+            first_seq UInt64,
+            count UInt64,
+            added_at DateTime
+        ) ENGINE = MergeTree ORDER BY (space_id, key)
+        TTL added_at + INTERVAL 1 DAY
+        SETTINGS {DURABLE}""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # A retried insert with the same token within this many recent blocks is stored once.
 DEDUPLICATION_WINDOW = 1000

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +32,15 @@ from chroma_core.errors import (
     ServerError,
 )
 from chroma_core.filters import Filter
-from chroma_core.schema import embeddings_of
-from chroma_core.store import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_core.schema import batch_fingerprint_soon, embeddings_of
+from chroma_core.store import (
+    CATALOGUE_COLUMNS,
+    METRICS,
+    TRIGGER_STATUSES,
+    BatchAlreadyStored,
+    SpaceInfo,
+    Store,
+)
 from chroma_store_clickhouse import schema
 from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.where import compile_where
@@ -202,6 +210,7 @@ class ClickHouseStore(Store):
             self._write_space(row, deleted=1)
             for table in ("rows", "ids", "deleted", "priorities"):
                 self._command(f"DROP TABLE IF EXISTS {table}_{sid}")
+            self._command("DELETE FROM batch_keys WHERE space_id = {s:UInt64}", {"s": sid})
             self._command(
                 "DELETE FROM trigger_items WHERE trigger_id IN "
                 "(SELECT id FROM triggers WHERE space_id = {s:UInt64})",
@@ -240,14 +249,35 @@ class ClickHouseStore(Store):
             )
         return self._max_seq[sid]
 
-    def add(self, space: str, rows: pa.Table) -> np.ndarray:
+    def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> np.ndarray:
+        """Store a batch: its ids registered, then its key (when it has one), then its rows.
+
+        A keyed batch is crash-safe in this order, with no transaction across the inserts:
+
+        - the key is on disk (fsync) before the rows are inserted, so rows are never
+          durable without their key being found after a restart;
+        - a key is honoured (the batch answered as stored, nothing stored) only when a row
+          of its seqs is found, in the rows or among the tombstones of deleted rows, so no
+          key stands for rows that are not durable;
+        - a key without its rows (a crash, or a failed insert, came between the two inserts)
+          is completed when the batch comes again: its rows go in under the seqs the key
+          recorded, with the same deduplication token, so an earlier insert that was
+          reported failed but lands after all makes the same block, stored once. The
+          token's window (``DEDUPLICATION_WINDOW`` blocks) only has to outlast such an
+          insert still on its way, not the key.
+
+        Everything runs under the store's lock, so one server never checks a key while
+        another of its threads is between the two inserts of the same key.
+        """
         embedding_type = rows.schema.field("embedding").type
         if not pa.types.is_fixed_size_list(embedding_type):
             raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
         dim, n = embedding_type.list_size, rows.num_rows
+        # hashed while the lock is waited for and the ids are checked, not before
+        fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
         with self._lock:
             row = self._space_row(space, fresh=True)
-            sid, metric, stored_dim = row[1], row[2], row[3]
+            sid, stored_dim = row[1], row[3]
             if stored_dim and stored_dim != dim:
                 raise DimensionMismatch(
                     f"embeddings have dimension {dim} but space {space!r} holds dimension "
@@ -255,23 +285,90 @@ class ClickHouseStore(Store):
                 )
             if n == 0:
                 return np.empty(0, dtype=np.int64)
+            if batch_key is not None and fingerprint is not None:
+                seqs = self._batch_seqs(space, sid, batch_key, fingerprint)
+                if seqs is not None:
+                    if self._batch_stored(sid, seqs):
+                        raise BatchAlreadyStored(space, batch_key, seqs)
+                    self._check_ids_elsewhere(space, sid, rows.column("id"), seqs)
+                    self._insert_rows(row, rows, seqs)
+                    return seqs
             start = self._current_max_seq(sid)
             seqs = np.arange(start + 1, start + n + 1, dtype=np.int64)
             # seqs are spent from here on, stored or not: none is ever handed out twice
             self._max_seq[sid] = start + n
             self._check_new_ids(space, sid, rows.column("id"), seqs, start)
-            table = _rows_for_insert(rows, seqs)
-            token = hashlib.sha1(f"{sid}:{start}:{n}".encode()).hexdigest()
-            self._client().insert_arrow(
-                f"rows_{sid}", table, settings={"insert_deduplication_token": token}
-            )
-            if not stored_dim:
-                self._write_space((*row[:3], dim, *row[4:]))
-                if self.target.vector_index:
-                    ddl = schema.vector_index(sid, metric, dim)
-                    if ddl:
-                        self._command(ddl)
+            if batch_key is not None and fingerprint is not None:
+                self._client().insert(
+                    "batch_keys",
+                    [[sid, batch_key, fingerprint.result(), start + 1, n, datetime.now(UTC)]],
+                    column_names=["space_id", "key", "fingerprint", "first_seq", "count",
+                                  "added_at"],
+                )  # fmt: skip
+            self._insert_rows(row, rows, seqs)
         return seqs
+
+    def _insert_rows(self, row: tuple, rows: pa.Table, seqs: np.ndarray) -> None:
+        """One insert of the batch under ``seqs``, deduplicated by a token made of the space
+        and the seqs: the same rows under the same seqs are one block, however often sent."""
+        sid, metric, stored_dim = row[1], row[2], row[3]
+        start, n = int(seqs[0]) - 1, len(seqs)
+        token = hashlib.sha1(f"{sid}:{start}:{n}".encode()).hexdigest()
+        self._client().insert_arrow(
+            f"rows_{sid}",
+            _rows_for_insert(rows, seqs),
+            settings={"insert_deduplication_token": token},
+        )
+        if not stored_dim:
+            dim = rows.schema.field("embedding").type.list_size
+            self._write_space((*row[:3], dim, *row[4:]))
+            if self.target.vector_index:
+                ddl = schema.vector_index(sid, metric, dim)
+                if ddl:
+                    self._command(ddl)
+
+    def _batch_seqs(
+        self, space: str, sid: int, key: str, fingerprint: Future[str]
+    ) -> np.ndarray | None:
+        """The seqs recorded for ``key`` with these rows, None for a new key; ``Conflict``
+        when the key was recorded for other rows."""
+        found = self._query(
+            "SELECT fingerprint, first_seq, count FROM batch_keys "
+            "WHERE space_id = {s:UInt64} AND key = {k:String} LIMIT 1",
+            {"s": sid, "k": key},
+        )
+        if not found:
+            return None
+        stored, first_seq, count = found[0]
+        if stored != fingerprint.result():
+            raise Conflict(
+                f"batch key {key!r} already names another batch in space {space!r} (its "
+                f"{count} rows from seq {first_seq}); a key names one batch, send new rows "
+                "under a new key"
+            )
+        return np.arange(first_seq, first_seq + count, dtype=np.int64)
+
+    def _batch_stored(self, sid: int, seqs: np.ndarray) -> bool:
+        """Whether the rows of a recorded batch went in: one block holds all or none of them,
+        and a deleted row leaves its tombstone, so its first seq tells."""
+        found = self._query(
+            f"SELECT (SELECT count() FROM rows_{sid} WHERE seq = {{f:UInt64}}) "
+            f"+ (SELECT count() FROM deleted_{sid} WHERE seq = {{f:UInt64}})",
+            {"f": int(seqs[0])},
+        )
+        return bool(found[0][0])
+
+    def _check_ids_elsewhere(self, space: str, sid: int, ids: pa.ChunkedArray, seqs) -> None:
+        """``Conflict`` if another batch stored one of these ids after this batch registered
+        them without storing its rows."""
+        condition, params = self._condition(sid, ids=ids.to_pylist())
+        taken = self._query(
+            f"SELECT r.id FROM rows_{sid} AS r WHERE {condition} "
+            "AND (r.seq < {lo:UInt64} OR r.seq > {hi:UInt64}) LIMIT 1",
+            {**params, "lo": int(seqs[0]), "hi": int(seqs[-1])},
+        )
+        if taken:
+            raise Conflict(f"id {taken[0][0]!r:.200} is already stored in space {space!r}")
 
     def _check_new_ids(self, space: str, sid: int, ids: pa.ChunkedArray, seqs, start: int):
         """Register a batch's ids; ``Conflict`` (registering nothing) if one is stored."""

@@ -9,14 +9,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from chroma_store_clickhouse.connection import target
+from chroma_store_clickhouse.schema import SCHEMA_VERSION
 from chroma_store_clickhouse.store import ClickHouseStore
 
 from chroma_core.distance import exact_knn
-from chroma_core.errors import InvalidInput, ServerError
+from chroma_core.errors import Conflict, InvalidInput, ServerError
 from chroma_core.filters import parse
 from chroma_core.plugins import plugin_manager
 from chroma_core.schema import validate_rows
 from chroma_core.service import Chroma
+from chroma_core.store import BatchAlreadyStored
 from tests.stores import store_settings
 
 
@@ -79,7 +81,7 @@ def test_settings_choose_server_or_embedded_engine(tmp_path):
 
 
 def test_schema_version_is_recorded_and_a_newer_one_refused(settings, store):
-    assert store._query("SELECT max(version) FROM chroma_migrations")[0][0] == 1
+    assert store._query("SELECT max(version) FROM chroma_migrations")[0][0] == SCHEMA_VERSION
     store._command("INSERT INTO chroma_migrations VALUES (99, now64(3))")
     with pytest.raises(ServerError, match="newer"):
         ClickHouseStore.open(settings)
@@ -97,12 +99,15 @@ def test_vectors_are_arrays_of_float32_and_catalogue_columns_low_cardinality(sto
 
 def test_inserts_are_on_disk_before_they_are_acknowledged(store):
     sid = store._space_row("s")[1]
-    for table in ("rows", "ids", "deleted", "priorities"):
-        ddl = store._query(
-            "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() "
-            "AND name = {t:String}", {"t": f"{table}_{sid}"}
-        )[0][0]  # fmt: skip
-        assert "fsync_after_insert = 1" in ddl, table
+    for table in (*(f"{t}_{sid}" for t in ("rows", "ids", "deleted", "priorities")), "batch_keys"):
+        assert "fsync_after_insert = 1" in table_ddl(store, table), table
+
+
+def table_ddl(store: ClickHouseStore, table: str) -> str:
+    return store._query(
+        "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() "
+        "AND name = {t:String}", {"t": table}
+    )[0][0]  # fmt: skip
 
 
 def test_a_retried_insert_with_the_same_token_is_stored_once(store):
@@ -115,6 +120,97 @@ def test_a_retried_insert_with_the_same_token_is_stored_once(store):
             f"rows_{sid}", table, settings={"insert_deduplication_token": "batch-1"}
         )
     assert store.count("s") == 5
+
+
+def fail_inserting_rows(store: ClickHouseStore, monkeypatch, *, after: bool) -> None:
+    """Make the store's next rows insert fail, before or ``after`` it reached ClickHouse: a
+    crash or a lost connection between a batch's key and its rows."""
+    insert = store._insert_rows
+
+    def failing(*args):
+        monkeypatch.setattr(store, "_insert_rows", insert)
+        if after:
+            insert(*args)
+        raise ConnectionResetError("the connection to ClickHouse was lost")
+
+    monkeypatch.setattr(store, "_insert_rows", failing)
+
+
+def test_a_key_whose_rows_never_went_in_is_completed_under_its_seqs(settings, store, monkeypatch):
+    store.add("s", batch(2, start=100))
+    rows = batch(5)
+    fail_inserting_rows(store, monkeypatch, after=False)
+    with pytest.raises(ConnectionResetError):
+        store.add("s", rows, batch_key="k")
+    assert store.count("s") == 2
+    recorded = store._query("SELECT first_seq, count FROM batch_keys WHERE key = 'k'")
+    assert recorded == [(3, 5)]
+
+    # after a restart the batch is sent again: its rows go in under the seqs its key holds
+    store.close()
+    reopened = ClickHouseStore.open(settings)
+    try:
+        seqs = reopened.add("s", rows, batch_key="k")
+        assert seqs.tolist() == [3, 4, 5, 6, 7]
+        assert reopened.count("s") == 7
+        with pytest.raises(BatchAlreadyStored) as again:
+            reopened.add("s", rows, batch_key="k")
+        assert again.value.seqs.tolist() == seqs.tolist()
+        # the first insert, had it only been reported lost, lands as the same block: once
+        reopened._insert_rows(reopened._space_row("s", fresh=True), rows, seqs)
+        assert reopened.count("s") == 7
+        assert reopened.add("s", batch(1, start=200))[0] == 8
+    finally:
+        reopened.close()
+
+
+def test_rows_that_went_in_though_their_insert_failed_are_not_stored_twice(store, monkeypatch):
+    rows = batch(5)
+    fail_inserting_rows(store, monkeypatch, after=True)
+    with pytest.raises(ConnectionResetError):
+        store.add("s", rows, batch_key="k")
+    assert store.count("s") == 5
+    with pytest.raises(BatchAlreadyStored) as again:
+        store.add("s", rows, batch_key="k")
+    assert again.value.seqs.tolist() == [1, 2, 3, 4, 5]
+    assert store.count("s") == 5
+
+
+def test_completing_a_batch_refuses_ids_another_batch_stored_meanwhile(store, monkeypatch):
+    fail_inserting_rows(store, monkeypatch, after=False)
+    with pytest.raises(ConnectionResetError):
+        store.add("s", batch(3), batch_key="k")
+    store.add("s", batch(1, start=1, seed=9))
+    with pytest.raises(Conflict, match="'r1'"):
+        store.add("s", batch(3), batch_key="k")
+    assert store.get("s").column("id").to_pylist() == ["r1"]
+
+
+def test_batch_keys_expire_after_a_day(store):
+    assert "TTL added_at + toIntervalDay(1)" in table_ddl(store, "batch_keys")
+    store.add("s", batch(1), batch_key="today")
+    store._command(
+        "INSERT INTO batch_keys VALUES (1, 'last-week', 'x', 1, 1, now() - INTERVAL 7 DAY)"
+    )
+    store._command("OPTIMIZE TABLE batch_keys FINAL")
+    assert store._query("SELECT key FROM batch_keys") == [("today",)]
+
+
+def test_a_version_1_database_gains_batch_keys(settings, store):
+    store.add("s", batch(2))
+    store._command("DROP TABLE batch_keys")
+    store._command("DELETE FROM chroma_migrations WHERE version = 2")
+    store.close()
+    reopened = ClickHouseStore.open(settings)
+    try:
+        rows = batch(1, start=10)
+        assert reopened.add("s", rows, batch_key="k").tolist() == [3]
+        with pytest.raises(BatchAlreadyStored):
+            reopened.add("s", rows, batch_key="k")
+        assert reopened.count("s") == 3
+        assert reopened._query("SELECT max(version) FROM chroma_migrations")[0][0] == 2
+    finally:
+        reopened.close()
 
 
 def test_readers_never_see_half_a_delete_or_half_a_priority_rewrite(store):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import repeat
@@ -17,8 +19,16 @@ import pyarrow as pa
 
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.filters import Filter
-from chroma_core.schema import TEXT_FIELDS, embeddings_of
-from chroma_core.store import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_core.schema import TEXT_FIELDS, batch_fingerprint_soon, embeddings_of
+from chroma_core.store import (
+    BATCH_KEY_RETENTION_SECONDS,
+    CATALOGUE_COLUMNS,
+    METRICS,
+    TRIGGER_STATUSES,
+    BatchAlreadyStored,
+    SpaceInfo,
+    Store,
+)
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
 
@@ -136,6 +146,22 @@ def _split_rows_by_space(conn: sqlite3.Connection) -> None:
 
 _INDEXED = ("dataset", "context", "label", "inference")
 MIGRATIONS += ((_split_rows_by_space,),)
+# Migration 3: the key of each keyed batch, written in the add's transaction, with the
+# digest of its rows and the seqs they got; added_at (Unix seconds) is for forgetting it
+MIGRATIONS += (
+    (
+        """CREATE TABLE batch_keys (
+            space INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            added_at REAL NOT NULL,
+            PRIMARY KEY (space, key)
+        )""",
+        "CREATE INDEX batch_keys_added ON batch_keys (added_at)",
+    ),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -164,6 +190,8 @@ class SqliteStore(Store):
         # busy_timeout keeps them in order and off "database is locked"
         self._write_lock = threading.Lock()
         self._closed = False
+        #: batch keys older than this many seconds are forgotten as later adds commit
+        self.batch_key_retention = BATCH_KEY_RETENTION_SECONDS
         self._checkpointer: Checkpointer | None = None
         try:
             self._migrate()
@@ -295,22 +323,27 @@ class SqliteStore(Store):
             )
             conn.execute("DELETE FROM triggers WHERE space = ?", (space_id,))
             conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
+            conn.execute("DELETE FROM batch_keys WHERE space = ?", (space_id,))
             conn.execute(f"DROP TABLE {_rows(space_id)}")
             conn.execute("DELETE FROM spaces WHERE space_id = ?", (space_id,))
 
     # --- rows ---------------------------------------------------------------
-    def add(self, space: str, rows: pa.Table) -> np.ndarray:
+    def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> np.ndarray:
         embedding_type = rows.schema.field("embedding").type
         if not pa.types.is_fixed_size_list(embedding_type):
             raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
         dim = embedding_type.list_size
         n = rows.num_rows
+        # hashed while the batch is converted and written, not before
+        fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
         # little-endian float32 rows: the blob layout vectors() and get() read back
         matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
         columns = [_text_column(rows, name) for name in TEXT_FIELDS]
         outputs = _output_blobs(rows, n)
         with self._write() as conn:
             space_id, stored_dim, max_seq = _space(conn, space)
+            if batch_key is not None and fingerprint is not None:
+                _check_batch_key(conn, space, space_id, batch_key, fingerprint)
             if stored_dim is not None and stored_dim != dim:
                 raise DimensionMismatch(
                     f"embeddings have dimension {dim} but space {space!r} holds "
@@ -345,6 +378,17 @@ class SqliteStore(Store):
                 "WHERE space_id = ?",
                 (dim, max_seq + n, n, space_id),
             )
+            if fingerprint is not None:
+                # in the rows' transaction: the key is durable exactly when they are
+                now = time.time()
+                conn.execute(
+                    "INSERT INTO batch_keys (space, key, fingerprint, first_seq, count, "
+                    "added_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (space_id, batch_key, fingerprint.result(), max_seq + 1, n, now),
+                )
+                conn.execute(
+                    "DELETE FROM batch_keys WHERE added_at < ?", (now - self.batch_key_retention,)
+                )
         return seqs
 
     def get(
@@ -577,6 +621,27 @@ def _space(conn: sqlite3.Connection, name: str) -> tuple[int, int | None, int]:
     if row is None:
         raise NotFound(f"space {name!r} does not exist")
     return row
+
+
+def _check_batch_key(
+    conn: sqlite3.Connection, space: str, space_id: int, key: str, fingerprint: Future[str]
+) -> None:
+    """Nothing when ``key`` is new in the space; ``BatchAlreadyStored`` when it names these
+    rows, stored before; ``Conflict`` when it names other rows."""
+    found = conn.execute(
+        "SELECT fingerprint, first_seq, count FROM batch_keys WHERE space = ? AND key = ?",
+        (space_id, key),
+    ).fetchone()
+    if found is None:
+        return
+    stored, first_seq, count = found
+    if stored != fingerprint.result():
+        raise Conflict(
+            f"batch key {key!r} already names another batch in space {space!r} (its "
+            f"{count} rows from seq {first_seq}); a key names one batch, send new rows "
+            "under a new key"
+        )
+    raise BatchAlreadyStored(space, key, np.arange(first_seq, first_seq + count, dtype=np.int64))
 
 
 def _rows_condition(

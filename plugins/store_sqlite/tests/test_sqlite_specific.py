@@ -12,11 +12,12 @@ import pyarrow as pa
 import pytest
 
 from chroma_core.config import Settings
-from chroma_core.errors import InvalidInput
+from chroma_core.errors import Conflict, InvalidInput
 from chroma_core.filters import parse
 from chroma_core.schema import embeddings_of, validate_rows
+from chroma_core.store import BatchAlreadyStored
 from chroma_store_sqlite import checkpoint, plugin
-from chroma_store_sqlite.store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from chroma_store_sqlite.store import MIGRATIONS, SCHEMA_VERSION, SqliteStore, space_tables
 from chroma_store_sqlite.where import compile_where
 
 DIM = 3
@@ -181,7 +182,7 @@ def test_filter_values_and_keys_travel_as_parameters():
 
 
 def test_delete_space_leaves_no_orphans(store):
-    store.add("space", batch(["a", "b"]))
+    store.add("space", batch(["a", "b"]), batch_key="k")
     store.replace_priorities(
         "space",
         pa.table({"id": ["a"], "priority": [1.0], "components": ["{}"], "computed_at": [""]}),
@@ -189,7 +190,7 @@ def test_delete_space_leaves_no_orphans(store):
     store.create_trigger("space", pa.table({"id": ["a"], "priority": [1.0]}), None, {})
     store.delete_space("space")
     with raw(store) as conn:
-        for table in ("spaces", "priorities", "triggers", "trigger_items"):
+        for table in ("spaces", "priorities", "triggers", "trigger_items", "batch_keys"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
         left = conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'rows%'").fetchall()
         assert left == []
@@ -245,6 +246,57 @@ def test_a_version_1_file_is_split_into_one_rows_table_per_space(tmp_path):
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         store.close()
+
+
+def test_a_version_2_file_gains_batch_keys(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        for migration in MIGRATIONS[:2]:
+            for statement in migration:
+                if callable(statement):
+                    statement(conn)
+                else:
+                    conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        conn.execute(
+            "INSERT INTO spaces (space_id, name, metric, dim, created_at, max_seq, row_count) "
+            "VALUES (1, 'a', 'l2', 3, '2026-01-01', 2, 1)"
+        )
+        for statement in space_tables(1):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO rows_1 (seq, id, dataset, context, embedding) "
+            "VALUES (2, 'old', 'd', 'training', ?)",
+            (np.zeros(3, "<f4").tobytes(),),
+        )
+    store = SqliteStore(path)
+    try:
+        rows = batch(["new"])
+        assert store.add("a", rows, batch_key="k").tolist() == [3]
+        with pytest.raises(BatchAlreadyStored):
+            store.add("a", rows, batch_key="k")
+        assert store.get("a").column("id").to_pylist() == ["old", "new"]
+        with raw(store) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert conn.execute("SELECT key, first_seq, count FROM batch_keys").fetchall() == [
+                ("k", 3, 1)
+            ]
+    finally:
+        store.close()
+
+
+def test_batch_keys_are_forgotten_after_their_retention(store):
+    rows = batch(["a"])
+    store.add("space", rows, batch_key="old")
+    with raw(store) as conn:
+        conn.execute("UPDATE batch_keys SET added_at = added_at - 3600 WHERE key = 'old'")
+    store.batch_key_retention = 3000
+    store.add("space", batch(["b"]), batch_key="new")
+    with raw(store) as conn:
+        assert [k for (k,) in conn.execute("SELECT key FROM batch_keys")] == ["new"]
+    # forgotten: the batch is new again, and its stored id refuses it
+    with pytest.raises(Conflict, match="'a'"):
+        store.add("space", rows, batch_key="old")
 
 
 def wal_frames(store: SqliteStore) -> tuple[int, int]:
