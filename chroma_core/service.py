@@ -6,13 +6,16 @@ store, and announces changes through the hooks. It never imports a plugin.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
+from datetime import datetime
 
 import numpy as np
 import pluggy
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chroma_core import filters, selection
 from chroma_core.algorithm import Neighbors, Result
@@ -25,6 +28,9 @@ from chroma_core.store import METRICS, TRIGGER_STATUSES, SpaceInfo, Store
 SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_K = 10_000
 MAX_QUERIES = 100_000
+#: rows at most in one page of an export, and the vector bytes a page of rows holds at most
+MAX_PAGE_ROWS = 100_000
+MAX_PAGE_BYTES = 256 << 20
 NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
 
 
@@ -328,6 +334,71 @@ class Chroma:
     def trigger_items(self, trigger_id: int) -> pa.Table:
         return self.store.trigger_items(_required_int("trigger_id", trigger_id, 1))
 
+    # --- back-up and restore ------------------------------------------------
+    def export_rows(self, space: str, *, after_seq=0, limit=None) -> tuple[pa.Table, int]:
+        """Rows after seq ``after_seq`` in seq order, at most ``limit``, with every stored
+        column and their seq, and the space's largest seq, read before the page (rows above
+        it arrived after an export began)."""
+        info = self._space(space)
+        after_seq = _required_int("after_seq", after_seq, 0)
+        # a page may come back shorter than asked: wide vectors make fewer rows a page
+        limit = min(_page_limit(limit), max(1, MAX_PAGE_BYTES // (4 * (info.dim or 1))))
+        max_seq = self.store.max_seq(space)
+        return self.store.rows_page(space, after_seq=after_seq, limit=limit), max_seq
+
+    def export_priorities(self, space: str, *, after_id=None, limit=None) -> pa.Table:
+        """Up to ``limit`` stored scores with an id above ``after_id``, in id order, with the
+        seq of the row each scores."""
+        self._space(space)
+        if after_id is not None and not isinstance(after_id, str):
+            raise InvalidInput(f"after_id must be a string, got {type(after_id).__name__}")
+        return self.store.priorities_page(space, after_id=after_id, limit=_page_limit(limit))
+
+    def restore_space(
+        self, name: str, metric: str = "l2", model: dict | None = None, created_at=None
+    ) -> SpaceInfo:
+        """Create space ``name`` to restore an export into; ``Conflict`` if it exists."""
+        _check_space_name(name)
+        if metric not in METRICS:
+            raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
+        if model is not None and not isinstance(model, dict):
+            raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
+        created_at = _optional_time("created_at", created_at)
+        return self.store.restore_space(SpaceInfo(name, metric, None, 0, model or {}, created_at))
+
+    def restore_rows(self, space: str, rows: pa.Table | None) -> int:
+        """Store exported rows under the seqs they had (column ``seq``) and announce them
+        as any add is announced; returns how many."""
+        info = self._space(space)
+        if not isinstance(rows, pa.Table) or "seq" not in rows.column_names:
+            raise InvalidInput("restore_rows needs the rows as an Arrow table with a seq column")
+        seqs = _restored_seqs(rows.column("seq"))
+        rows = validate_rows(rows.drop_columns(["seq"]), info.dim)
+        self.store.restore_rows(space, rows, seqs)
+        self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
+        return len(seqs)
+
+    def restore_priorities(self, space: str, scores: pa.Table | None) -> int:
+        """Add exported scores to the space verbatim; every id must be a stored row without
+        a score. Returns how many."""
+        self._space(space)
+        scores = _restored_scores(scores)
+        self.store.restore_priorities(space, scores)
+        return scores.num_rows
+
+    def restore_trigger(self, space: str, trigger, items: pa.Table | None) -> dict:
+        """Store an exported trigger with its items, without delivering it again; it keeps
+        its id unless another trigger holds it."""
+        self._space(space)
+        trigger = _restored_trigger(trigger)
+        items = _restored_items(items)
+        if trigger["count"] != items.num_rows:
+            raise InvalidInput(
+                f"trigger {trigger['id']} counts {trigger['count']} items but "
+                f"{items.num_rows} came with it"
+            )
+        return self.store.restore_trigger(space, trigger, items)
+
 
 def _check_space_name(name) -> None:
     if not isinstance(name, str) or not SPACE_NAME.match(name):
@@ -367,6 +438,140 @@ def _required_int(name: str, value, minimum: int) -> int:
     if value is None:
         raise InvalidInput(f"{name} is required")
     return _optional_int(name, value, minimum) or 0
+
+
+def _page_limit(limit) -> int:
+    limit = _required_int("limit", limit, 1)
+    if limit > MAX_PAGE_ROWS:
+        raise InvalidInput(f"limit must be at most {MAX_PAGE_ROWS} rows a page, got {limit}")
+    return limit
+
+
+def _optional_time(name: str, value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidInput(f"{name} must be an ISO 8601 time, got {value!r:.40}")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an ISO 8601 time, got {value!r:.40}") from None
+    return value
+
+
+def _restored_seqs(column: pa.ChunkedArray) -> np.ndarray:
+    if not pa.types.is_integer(column.type) or column.null_count:
+        raise InvalidInput(f"seq must be integers without nulls, got Arrow type {column.type}")
+    seqs = column.to_numpy().astype(np.int64, copy=False)
+    if len(seqs) and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
+        raise InvalidInput("seq must be positive and increase from row to row")
+    return seqs
+
+
+def _restored_scores(scores) -> pa.Table:
+    if not isinstance(scores, pa.Table):
+        raise InvalidInput("restore_priorities needs the scores as an Arrow table")
+    missing = [c for c in ("id", "priority") if c not in scores.column_names]
+    if missing:
+        raise InvalidInput(f"the scores lack column(s): {', '.join(missing)}")
+    n = scores.num_rows
+    columns = {}
+    for name in ("id", "components", "computed_at"):
+        column = (
+            scores.column(name).combine_chunks()
+            if name in scores.column_names
+            else pa.nulls(n, pa.string())
+        )
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_null(column.type)):  # fmt: skip
+            raise InvalidInput(f"{name} must be text, got Arrow type {column.type}")
+        columns[name] = column.cast(pa.string())
+    ids = columns["id"]
+    if ids.null_count or (n and pc.min(pc.utf8_length(ids)).as_py() == 0):
+        raise InvalidInput("every score needs an id")
+    if pc.count_distinct(ids).as_py() != n:
+        raise InvalidInput("an id has more than one score in the batch")
+    priority = scores.column("priority")
+    if not (pa.types.is_floating(priority.type) or pa.types.is_integer(priority.type)):
+        raise InvalidInput(f"priority must be numbers, got Arrow type {priority.type}")
+    priority = priority.combine_chunks().cast(pa.float64())
+    values = priority.to_numpy(zero_copy_only=False)
+    if priority.null_count or not np.isfinite(values).all():
+        raise InvalidInput("priority must be finite numbers in every row")
+    components = columns["components"]
+    if components.null_count < n:
+        for text in components.drop_null().to_pylist():
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise InvalidInput(f"components must be JSON objects, got {text!r:.80}")
+    return pa.table(
+        {
+            "id": ids,
+            "priority": priority,
+            "components": components,
+            "computed_at": columns["computed_at"],
+        }
+    )
+
+
+def _restored_trigger(trigger) -> dict:
+    if not isinstance(trigger, dict):
+        raise InvalidInput("trigger must be a dict")
+    out = {
+        "id": _required_int("trigger id", trigger.get("id"), 1),
+        "count": _required_int("trigger count", trigger.get("count"), 0),
+    }
+    if trigger.get("status") not in TRIGGER_STATUSES:
+        raise InvalidInput(
+            f"unknown trigger status {trigger.get('status')!r:.40}; "
+            f"use one of {', '.join(TRIGGER_STATUSES)}"
+        )
+    out["status"] = trigger["status"]
+    for name in ("created_at", "updated_at"):
+        out[name] = _optional_time(name, trigger.get(name))
+    note = trigger.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 10_000):
+        raise InvalidInput("note must be a string of at most 10,000 characters")
+    out["note"] = note
+    for name in ("selection", "deliveries"):
+        value = trigger.get(name) or {}
+        if not isinstance(value, dict):
+            raise InvalidInput(f"trigger {name} must be a dict")
+        out[name] = value
+    return out
+
+
+def _restored_items(items) -> pa.Table:
+    if items is None:
+        items = pa.table({"id": pa.array([], pa.string())})
+    if not isinstance(items, pa.Table) or "id" not in items.column_names:
+        raise InvalidInput("trigger items must be an Arrow table with an id column")
+    n = items.num_rows
+    columns = {}
+    for name in ("id", "input_uri", "dataset", "label", "inference"):
+        column = (
+            items.column(name).combine_chunks()
+            if name in items.column_names
+            else pa.nulls(n, pa.string())
+        )
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_null(column.type)):  # fmt: skip
+            raise InvalidInput(f"trigger item {name} must be text, got Arrow type {column.type}")
+        columns[name] = column.cast(pa.string())
+    if columns["id"].null_count:
+        raise InvalidInput("every trigger item needs an id")
+    priority = items.column("priority") if "priority" in items.column_names else None
+    if priority is None:
+        columns["priority"] = pa.nulls(n, pa.float64())
+    elif pa.types.is_floating(priority.type) or pa.types.is_integer(priority.type) \
+            or pa.types.is_null(priority.type):  # fmt: skip
+        columns["priority"] = priority.combine_chunks().cast(pa.float64())
+    else:
+        raise InvalidInput(f"trigger item priority must be numbers, got {priority.type}")
+    return pa.table(columns)
 
 
 def _optional_float(name: str, value) -> float | None:
