@@ -142,9 +142,9 @@ def export_priorities(chroma, params, table) -> Reply:
 
 
 def restore_space(chroma, params, table) -> Reply:
-    p = _take(params, "space", "metric", "model", "created_at")
+    p = _take(params, "space", "metric", "model", "created_at", "dim")
     info = chroma.restore_space(
-        p.get("space"), p.get("metric", "l2"), p.get("model"), p.get("created_at")
+        p.get("space"), p.get("metric", "l2"), p.get("model"), p.get("created_at"), p.get("dim")
     )
     return {"space": info.to_json()}, None
 

@@ -22,7 +22,7 @@ from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.plugins import describe_plugins, plugin_manager
-from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
+from chroma_core.schema import MAX_DIM, embedding_matrix, embeddings_of, validate_rows
 from chroma_core.store import METRICS, TRIGGER_STATUSES, SpaceInfo, Store
 
 SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -355,16 +355,22 @@ class Chroma:
         return self.store.priorities_page(space, after_id=after_id, limit=_page_limit(limit))
 
     def restore_space(
-        self, name: str, metric: str = "l2", model: dict | None = None, created_at=None
+        self, name: str, metric: str = "l2", model: dict | None = None, created_at=None, dim=None
     ) -> SpaceInfo:
-        """Create space ``name`` to restore an export into; ``Conflict`` if it exists."""
+        """Create space ``name`` to restore an export into, with its creation time and
+        dimension when given; ``Conflict`` if it exists."""
         _check_space_name(name)
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         if model is not None and not isinstance(model, dict):
             raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
         created_at = _optional_time("created_at", created_at)
-        return self.store.restore_space(SpaceInfo(name, metric, None, 0, model or {}, created_at))
+        dim = _optional_int("dim", dim, 1)
+        if dim is not None and dim > MAX_DIM:
+            raise InvalidInput(f"dim must be at most {MAX_DIM}, got {dim}")
+        return self.store.restore_space(
+            SpaceInfo(name, metric, dim, 0, model or {}, created_at or "")
+        )
 
     def restore_rows(self, space: str, rows: pa.Table | None) -> int:
         """Store exported rows under the seqs they had (column ``seq``) and announce them
@@ -520,7 +526,7 @@ def _restored_scores(scores) -> pa.Table:
 def _restored_trigger(trigger) -> dict:
     if not isinstance(trigger, dict):
         raise InvalidInput("trigger must be a dict")
-    out = {
+    out: dict = {
         "id": _required_int("trigger id", trigger.get("id"), 1),
         "count": _required_int("trigger count", trigger.get("count"), 0),
     }

@@ -199,8 +199,8 @@ class Store(ABC):
 
     @abstractmethod
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
-        """Create a space as an export recorded it: name, metric, model and ``created_at``
-        (the first rows fix its dimension); ``Conflict`` if it exists."""
+        """Create a space as an export recorded it: name, metric, model, ``created_at``
+        and ``dim`` (None: the first rows fix it); ``Conflict`` if it exists."""
 
     @abstractmethod
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:

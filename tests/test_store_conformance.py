@@ -871,7 +871,7 @@ def test_priorities_page_in_id_order_with_the_seq_scored(store, space):
         )  # fmt: skip
 
 
-def test_restore_space_keeps_its_creation_time(store):
+def test_restore_space_keeps_its_creation_time_and_dimension(store):
     info = SpaceInfo("restored", "ip", None, 0, {"name": "bert", "layer": 11},
                      "2023-01-02T03:04:05.678+00:00")  # fmt: skip
     assert store.restore_space(info) == info
@@ -880,6 +880,15 @@ def test_restore_space_keeps_its_creation_time(store):
         store.restore_space(info)
     with pytest.raises(Conflict):
         store.create_space("restored", "ip", {})
+
+    # a space whose rows were all deleted keeps the dimension its first rows fixed
+    fixed = SpaceInfo("emptied", "l2", DIM, 0, {}, "2023-01-02T03:04:05+00:00")
+    assert store.restore_space(fixed) == fixed
+    assert store.get_space("emptied") == fixed
+    with pytest.raises(DimensionMismatch):
+        store.restore_rows("emptied", batch(["a"], dim=DIM + 1), np.array([1]))
+    store.restore_rows("emptied", batch(["a"]), np.array([1]))
+    assert store.get_space("emptied").count == 1
 
 
 def test_restored_rows_keep_their_seqs(store, space):

@@ -383,6 +383,7 @@ def _import_space(
             "metric": entry["metric"],
             "model": entry["model"],
             "created_at": entry["created_at"],
+            "dim": entry["dimension"],
         },
     )
     created.append(name)
@@ -434,7 +435,8 @@ def _batches(root: Path, rel: str, rows: int) -> Iterator[pa.Table]:
 
 def _item_groups(root: Path, files: list[str], rows: int) -> Iterator[tuple[int, pa.Table]]:
     """Trigger items trigger by trigger: ``(trigger id, its items)`` in file order."""
-    current, pending = None, []
+    current: int | None = None
+    pending: list[pa.Table] = []
     for rel in files:
         for table in _batches(root, rel, rows):
             ids = table.column("trigger_id").to_numpy()

@@ -170,7 +170,9 @@ class ClickHouseStore(Store):
     def create_space(self, name: str, metric: str, model: dict) -> SpaceInfo:
         return self._new_space(name, metric, model, _now())
 
-    def _new_space(self, name: str, metric: str, model: dict, created: str) -> SpaceInfo:
+    def _new_space(
+        self, name: str, metric: str, model: dict, created: str, dim: int | None = None
+    ) -> SpaceInfo:
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         with self._lock:
@@ -183,7 +185,11 @@ class ClickHouseStore(Store):
             sid = (self._query("SELECT max(space_id) FROM spaces")[0][0] or 0) + 1
             for statement in schema.space_tables(sid):
                 self._command(statement)
-            row = (name, sid, metric, 0, json.dumps(model or {}), created, 0)
+            row = (name, sid, metric, dim or 0, json.dumps(model or {}), created, 0)
+            if dim and self.target.vector_index:
+                ddl = schema.vector_index(sid, metric, dim)
+                if ddl:
+                    self._command(ddl)
             self._write_space(row)
             self._max_seq[sid] = 0
         return self._info(row, count=False)
@@ -588,7 +594,8 @@ class ClickHouseStore(Store):
         return _strings(table)
 
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
-        return self._new_space(info.name, info.metric, info.model, info.created_at or _now())
+        created = info.created_at or _now()
+        return self._new_space(info.name, info.metric, info.model, created, info.dim)
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
         embedding_type = rows.schema.field("embedding").type

@@ -263,7 +263,9 @@ class SqliteStore(Store):
     def create_space(self, name: str, metric: str, model: dict) -> SpaceInfo:
         return self._new_space(name, metric, model, _now())
 
-    def _new_space(self, name: str, metric: str, model: dict, created_at: str) -> SpaceInfo:
+    def _new_space(
+        self, name: str, metric: str, model: dict, created_at: str, dim: int | None = None
+    ) -> SpaceInfo:
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         model_json = _json(model or {}, "model")
@@ -271,12 +273,12 @@ class SqliteStore(Store):
             if conn.execute("SELECT 1 FROM spaces WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"space {name!r} already exists")
             cursor = conn.execute(
-                "INSERT INTO spaces (name, metric, model, created_at) VALUES (?, ?, ?, ?)",
-                (name, metric, model_json, created_at),
+                "INSERT INTO spaces (name, metric, dim, model, created_at) VALUES (?, ?, ?, ?, ?)",
+                (name, metric, dim, model_json, created_at),
             )
             for statement in space_tables(int(cursor.lastrowid or 0)):
                 conn.execute(statement)
-        return SpaceInfo(name, metric, None, 0, json.loads(model_json), created_at)
+        return SpaceInfo(name, metric, dim, 0, json.loads(model_json), created_at)
 
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
         # the kept row count costs nothing to read, so it is always given
@@ -601,7 +603,8 @@ class SqliteStore(Store):
         return _table(records, names, {"priority": pa.float64(), "seq": pa.int64()})
 
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
-        return self._new_space(info.name, info.metric, info.model, info.created_at or _now())
+        created_at = info.created_at or _now()
+        return self._new_space(info.name, info.metric, info.model, created_at, info.dim)
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
         embedding_type = rows.schema.field("embedding").type
