@@ -646,6 +646,7 @@ class ClickHouseStore(Store):
         ids = scores.column("id").combine_chunks().cast(pa.string())
         if pc.count_distinct(ids).as_py() != n:
             raise Conflict(f"an id has more than one score in space {space!r}")
+        chunks = _id_chunks(ids)
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, generation = row[1], row[6]
@@ -654,16 +655,14 @@ class ClickHouseStore(Store):
                     f"SELECT r.id AS id, r.seq AS seq FROM rows_{sid} AS r WHERE {condition}",
                     params,
                 )
-                for condition, params in (
-                    self._condition(sid, ids=chunk) for chunk in _id_chunks(ids)
-                )
+                for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
             ]
             live = pa.concat_tables([_strings(t) for t in found]) if found else None
             position = pc.index_in(ids, live.column("id") if live else pa.array([], pa.string()))
             if position.null_count:
                 first = ids.filter(position.is_null())[0].as_py()
                 raise NotFound(f"id {first!r:.200} has a score but is not in space {space!r}")
-            for chunk in _id_chunks(ids):
+            for chunk in chunks:
                 scored = self._query(
                     f"SELECT id FROM priorities_{sid} WHERE generation = {{g:UInt64}} "
                     f"AND id IN {{ids:Array(String)}} "
