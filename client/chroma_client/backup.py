@@ -11,8 +11,9 @@ A back-up directory holds ``manifest.json`` and one folder per space::
 
 Both directions stream a page at a time through the client's transport (in process, or the
 Arrow protocol over HTTP), so a space of millions of rows is never held at once. Files are
-written with zstd and Parquet page checksums; the manifest records each file's row count,
-size and SHA-256, and is written last, so a directory without one is not a back-up.
+written with zstd (vectors split by byte first) and Parquet page checksums; the manifest
+records each file's row count, size and SHA-256, and is written last, so a directory
+without one is not a back-up.
 
 An import checks the manifest and every file (format version, checksums, Parquet footers,
 row counts, dimensions, the grouping of trigger items) before it writes anything, refuses
@@ -54,7 +55,13 @@ ROWS_PER_FILE = 1_000_000
 #: the vectors one page of rows carries at most, whatever ``client.batch_rows`` says
 PAGE_BYTES = 32 << 20
 KINDS = ("rows", "priorities", "triggers", "trigger_items")
-_WRITE_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_page_checksum": True}
+_WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "write_page_checksum": True,
+    # a dictionary pays only where values repeat; floats compress better split by byte
+    "use_dictionary": ["dataset", "context", "inference", "label", "status"],
+    "use_byte_stream_split": ["embedding.list.element", "output.list.element"],
+}
 
 PRIORITIES_SCHEMA = pa.schema(
     [

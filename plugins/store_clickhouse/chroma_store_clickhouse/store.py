@@ -47,6 +47,8 @@ _DISTANCE = {
     "cosine": "cosineDistance(r.embedding, {q:Array(Float32)})",
     "ip": "1 - dotProduct(r.embedding, {q:Array(Float32)})",
 }
+#: bytes of ids a query takes as one parameter at most (about)
+ID_RUN_BYTES = 256 << 10
 # how long another server's change to a space may go unseen here
 SPACE_CACHE_SECONDS = 2.0
 _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
@@ -780,9 +782,11 @@ def _items_table(trigger_id: int, items: pa.Table) -> pa.Table:
     )
 
 
-def _id_chunks(ids: pa.Array, budget: int = 256 << 10) -> list[list[str]]:
-    """``ids`` in runs of about ``budget`` bytes: each run is one query parameter, which an
-    HTTP connection sends in the URL, where ClickHouse takes at most 1 MiB."""
+def _id_chunks(ids: pa.Array, budget: int | None = None) -> list[list[str]]:
+    """``ids`` in runs of about ``budget`` bytes (:data:`ID_RUN_BYTES`): each run is one
+    query parameter, which an HTTP connection sends in the URL, where ClickHouse takes at
+    most 1 MiB."""
+    budget = budget or ID_RUN_BYTES
     if not len(ids):
         return []
     ends = np.cumsum(pc.binary_length(ids).to_numpy(zero_copy_only=False) + 4)
