@@ -6,18 +6,15 @@ store, and announces changes through the hooks. It never imports a plugin.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
-from datetime import datetime
 
 import numpy as np
 import pluggy
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from chroma_core import filters, selection
+from chroma_core import filters, restore, selection
 from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
@@ -364,7 +361,7 @@ class Chroma:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         if model is not None and not isinstance(model, dict):
             raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
-        created_at = _optional_time("created_at", created_at)
+        created_at = restore.check_time("created_at", created_at)
         dim = _optional_int("dim", dim, 1)
         if dim is not None and dim > MAX_DIM:
             raise InvalidInput(f"dim must be at most {MAX_DIM}, got {dim}")
@@ -378,7 +375,7 @@ class Chroma:
         info = self._space(space)
         if not isinstance(rows, pa.Table) or "seq" not in rows.column_names:
             raise InvalidInput("restore_rows needs the rows as an Arrow table with a seq column")
-        seqs = _restored_seqs(rows.column("seq"))
+        seqs = restore.check_seqs(rows.column("seq"))
         rows = validate_rows(rows.drop_columns(["seq"]), info.dim)
         self.store.restore_rows(space, rows, seqs)
         self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
@@ -388,7 +385,7 @@ class Chroma:
         """Add exported scores to the space verbatim; every id must be a stored row without
         a score. Returns how many."""
         self._space(space)
-        scores = _restored_scores(scores)
+        scores = restore.check_scores(scores)
         self.store.restore_priorities(space, scores)
         return scores.num_rows
 
@@ -396,8 +393,8 @@ class Chroma:
         """Store an exported trigger with its items, without delivering it again; it keeps
         its id unless another trigger holds it."""
         self._space(space)
-        trigger = _restored_trigger(trigger)
-        items = _restored_items(items)
+        trigger = restore.check_trigger(trigger)
+        items = restore.check_items(items)
         if trigger["count"] != items.num_rows:
             raise InvalidInput(
                 f"trigger {trigger['id']} counts {trigger['count']} items but "
@@ -451,133 +448,6 @@ def _page_limit(limit) -> int:
     if limit > MAX_PAGE_ROWS:
         raise InvalidInput(f"limit must be at most {MAX_PAGE_ROWS} rows a page, got {limit}")
     return limit
-
-
-def _optional_time(name: str, value) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 64:
-        raise InvalidInput(f"{name} must be an ISO 8601 time, got {value!r:.40}")
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an ISO 8601 time, got {value!r:.40}") from None
-    return value
-
-
-def _restored_seqs(column: pa.ChunkedArray) -> np.ndarray:
-    if not pa.types.is_integer(column.type) or column.null_count:
-        raise InvalidInput(f"seq must be integers without nulls, got Arrow type {column.type}")
-    seqs = column.to_numpy().astype(np.int64, copy=False)
-    if len(seqs) and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
-        raise InvalidInput("seq must be positive and increase from row to row")
-    return seqs
-
-
-def _restored_scores(scores) -> pa.Table:
-    if not isinstance(scores, pa.Table):
-        raise InvalidInput("restore_priorities needs the scores as an Arrow table")
-    missing = [c for c in ("id", "priority") if c not in scores.column_names]
-    if missing:
-        raise InvalidInput(f"the scores lack column(s): {', '.join(missing)}")
-    n = scores.num_rows
-    columns = {}
-    for name in ("id", "components", "computed_at"):
-        column = (
-            scores.column(name).combine_chunks()
-            if name in scores.column_names
-            else pa.nulls(n, pa.string())
-        )
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-                or pa.types.is_null(column.type)):  # fmt: skip
-            raise InvalidInput(f"{name} must be text, got Arrow type {column.type}")
-        columns[name] = column.cast(pa.string())
-    ids = columns["id"]
-    if ids.null_count or (n and pc.min(pc.utf8_length(ids)).as_py() == 0):
-        raise InvalidInput("every score needs an id")
-    if pc.count_distinct(ids).as_py() != n:
-        raise InvalidInput("an id has more than one score in the batch")
-    priority = scores.column("priority")
-    if not (pa.types.is_floating(priority.type) or pa.types.is_integer(priority.type)):
-        raise InvalidInput(f"priority must be numbers, got Arrow type {priority.type}")
-    priority = priority.combine_chunks().cast(pa.float64())
-    values = priority.to_numpy(zero_copy_only=False)
-    if priority.null_count or not np.isfinite(values).all():
-        raise InvalidInput("priority must be finite numbers in every row")
-    components = columns["components"]
-    if components.null_count < n:
-        for text in components.drop_null().to_pylist():
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            if not isinstance(parsed, dict):
-                raise InvalidInput(f"components must be JSON objects, got {text!r:.80}")
-    return pa.table(
-        {
-            "id": ids,
-            "priority": priority,
-            "components": components,
-            "computed_at": columns["computed_at"],
-        }
-    )
-
-
-def _restored_trigger(trigger) -> dict:
-    if not isinstance(trigger, dict):
-        raise InvalidInput("trigger must be a dict")
-    out: dict = {
-        "id": _required_int("trigger id", trigger.get("id"), 1),
-        "count": _required_int("trigger count", trigger.get("count"), 0),
-    }
-    if trigger.get("status") not in TRIGGER_STATUSES:
-        raise InvalidInput(
-            f"unknown trigger status {trigger.get('status')!r:.40}; "
-            f"use one of {', '.join(TRIGGER_STATUSES)}"
-        )
-    out["status"] = trigger["status"]
-    for name in ("created_at", "updated_at"):
-        out[name] = _optional_time(name, trigger.get(name))
-    note = trigger.get("note")
-    if note is not None and (not isinstance(note, str) or len(note) > 10_000):
-        raise InvalidInput("note must be a string of at most 10,000 characters")
-    out["note"] = note
-    for name in ("selection", "deliveries"):
-        value = trigger.get(name) or {}
-        if not isinstance(value, dict):
-            raise InvalidInput(f"trigger {name} must be a dict")
-        out[name] = value
-    return out
-
-
-def _restored_items(items) -> pa.Table:
-    if items is None:
-        items = pa.table({"id": pa.array([], pa.string())})
-    if not isinstance(items, pa.Table) or "id" not in items.column_names:
-        raise InvalidInput("trigger items must be an Arrow table with an id column")
-    n = items.num_rows
-    columns = {}
-    for name in ("id", "input_uri", "dataset", "label", "inference"):
-        column = (
-            items.column(name).combine_chunks()
-            if name in items.column_names
-            else pa.nulls(n, pa.string())
-        )
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-                or pa.types.is_null(column.type)):  # fmt: skip
-            raise InvalidInput(f"trigger item {name} must be text, got Arrow type {column.type}")
-        columns[name] = column.cast(pa.string())
-    if columns["id"].null_count:
-        raise InvalidInput("every trigger item needs an id")
-    priority = items.column("priority") if "priority" in items.column_names else None
-    if priority is None:
-        columns["priority"] = pa.nulls(n, pa.float64())
-    elif pa.types.is_floating(priority.type) or pa.types.is_integer(priority.type) \
-            or pa.types.is_null(priority.type):  # fmt: skip
-        columns["priority"] = priority.combine_chunks().cast(pa.float64())
-    else:
-        raise InvalidInput(f"trigger item priority must be numbers, got {priority.type}")
-    return pa.table(columns)
 
 
 def _optional_float(name: str, value) -> float | None:

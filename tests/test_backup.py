@@ -15,6 +15,7 @@ import pytest
 
 from chroma_client import Client
 from chroma_client.errors import Conflict, InvalidBackup, InvalidInput, NotFound
+from chroma_core import restore
 from tests.stores import store_environment
 
 DIM = 16
@@ -480,3 +481,55 @@ def test_restore_operations_check_what_they_are_sent(client, space_name):
     page = client._call("export_rows", {"space": space_name, "after_seq": 3, "limit": 10})
     assert page[0]["max_seq"] == 5 and page[1].column("id").to_pylist() == ["b"]
     client.delete_space(space_name)
+
+
+SCORES = pa.table({"id": ["a", "b"], "priority": [0.5, 0.25], "components": ['{"x": 1}', None]})
+TRIGGER = {"id": 3, "status": "done", "count": 1, "created_at": "2024-05-01T12:00:00+00:00"}
+REFUSED = {
+    "seqs not increasing": lambda: restore.check_seqs(pa.chunked_array([[3, 3]])),
+    "seqs beyond int64": lambda: restore.check_seqs(pa.chunked_array([[2**63]], pa.uint64())),
+    "seqs as text": lambda: restore.check_seqs(pa.chunked_array([["1"]])),
+    "scores not a table": lambda: restore.check_scores({"id": ["a"]}),
+    "scores without priority": lambda: restore.check_scores(SCORES.drop_columns(["priority"])),
+    "a NaN priority": lambda: restore.check_scores(
+        SCORES.set_column(1, "priority", pa.array([0.5, float("nan")]))
+    ),
+    "components not an object": lambda: restore.check_scores(
+        SCORES.set_column(2, "components", pa.array(["[1]", None]))
+    ),
+    "components not JSON": lambda: restore.check_scores(
+        SCORES.set_column(2, "components", pa.array(["{", None]))
+    ),
+    "an empty id": lambda: restore.check_scores(SCORES.set_column(0, "id", pa.array(["a", ""]))),
+    "an id too long": lambda: restore.check_scores(
+        SCORES.set_column(0, "id", pa.array(["a", "x" * 513]))
+    ),
+    "a trigger id of 0": lambda: restore.check_trigger({**TRIGGER, "id": 0}),
+    "a trigger time that is no time": lambda: restore.check_trigger(
+        {**TRIGGER, "created_at": "yesterday"}
+    ),
+    "a selection that is no dict": lambda: restore.check_trigger({**TRIGGER, "selection": [1]}),
+    "items without ids": lambda: restore.check_items(pa.table({"priority": [1.0]})),
+    "items with numeric labels": lambda: restore.check_items(pa.table({"id": ["a"], "label": [3]})),
+    "items with text priorities": lambda: restore.check_items(
+        pa.table({"id": ["a"], "priority": ["high"]})
+    ),
+}
+
+
+@pytest.mark.parametrize("call", REFUSED.values(), ids=REFUSED.keys())
+def test_what_a_restore_sends_is_checked(call):
+    with pytest.raises(InvalidInput):
+        call()
+
+
+def test_what_a_restore_sends_comes_out_in_the_stores_shape():
+    scores = restore.check_scores(SCORES.select(["priority", "id"]))
+    assert scores.column_names == ["id", "priority", "components", "computed_at"]
+    assert scores.column("components").null_count == 2
+    items = restore.check_items(pa.table({"id": ["a"], "priority": pa.array([1], pa.int8())}))
+    assert items.schema.field("priority").type == pa.float64()
+    assert restore.check_trigger(TRIGGER) == {
+        **TRIGGER, "updated_at": None, "note": None, "selection": {}, "deliveries": {},
+    }  # fmt: skip
+    assert restore.check_seqs(pa.chunked_array([[1, 5]], pa.uint64())).tolist() == [1, 5]
