@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from chroma_client.errors import ChromaError, Conflict, InvalidBackup, InvalidInput, NotFound
 from chroma_core import __version__
 from chroma_core.schema import rows_schema
+from chroma_core.service import MAX_PAGE_ROWS
 from chroma_core.store import METRICS
 
 if TYPE_CHECKING:
@@ -177,15 +178,13 @@ def _export_space(
     while True:
         _, page = client._call(
             "export_priorities",
-            {"space": name, "after_id": after_id, "limit": client.batch_rows},
+            {"space": name, "after_id": after_id, "limit": _page_rows(client, None)},
         )
         if page.num_rows == 0:
             break
         after_id = page.column("id")[-1].as_py()
         current = page.filter(pc.less_equal(page.column("seq"), snapshot or 0))
         scores.write(_conform(current, PRIORITIES_SCHEMA))
-        if page.num_rows < client.batch_rows:
-            break
     bar.set_postfix_str(f"{name}: triggers")
     triggers = sorted(client._call("triggers", {"space": name})[0]["triggers"], key=_id)
     listing = _Parts(root, f"{folder}/triggers", "triggers", None)
@@ -401,11 +400,11 @@ def _import_space(
             bar.update(table.num_rows)
     bar.set_postfix_str(f"{name}: priorities")
     for rel in plan["priorities"]:
-        for table in _batches(root, rel, client.batch_rows):
+        for table in _batches(root, rel, _page_rows(client, None)):
             client._call("restore_priorities", {"space": name}, table)
     bar.set_postfix_str(f"{name}: triggers")
     renumbered: dict[str, int] = {}
-    groups = _item_groups(root, plan["trigger_items"], client.batch_rows)
+    groups = _item_groups(root, plan["trigger_items"], _page_rows(client, None))
     for trigger in plan["triggers"]:
         items = ITEMS_SCHEMA.empty_table()
         if trigger["count"]:
@@ -633,7 +632,8 @@ def _names(spaces) -> list[str]:
 
 
 def _page_rows(client: Client, dim: int | None) -> int:
-    return max(1, min(client.batch_rows, PAGE_BYTES // (4 * (dim or 1))))
+    """Rows a page: ``client.batch_rows``, fewer for wide vectors, and what a server takes."""
+    return max(1, min(client.batch_rows, MAX_PAGE_ROWS, PAGE_BYTES // (4 * (dim or 1))))
 
 
 def _id(trigger: dict) -> int:
