@@ -126,6 +126,44 @@ def trigger_items(chroma, params, table) -> Reply:
     return {}, chroma.trigger_items(p.get("trigger_id"))
 
 
+def export_rows(chroma, params, table) -> Reply:
+    p = _take(params, "space", "after_seq", "limit")
+    page, max_seq = chroma.export_rows(
+        p.get("space"), after_seq=p.get("after_seq", 0), limit=p.get("limit")
+    )
+    return {"max_seq": max_seq}, page
+
+
+def export_priorities(chroma, params, table) -> Reply:
+    p = _take(params, "space", "after_id", "limit")
+    return {}, chroma.export_priorities(
+        p.get("space"), after_id=p.get("after_id"), limit=p.get("limit")
+    )
+
+
+def restore_space(chroma, params, table) -> Reply:
+    p = _take(params, "space", "metric", "model", "created_at", "dim")
+    info = chroma.restore_space(
+        p.get("space"), p.get("metric", "l2"), p.get("model"), p.get("created_at"), p.get("dim")
+    )
+    return {"space": info.to_json()}, None
+
+
+def restore_rows(chroma, params, table) -> Reply:
+    p = _take(params, "space")
+    return {"count": chroma.restore_rows(p.get("space"), table)}, None
+
+
+def restore_priorities(chroma, params, table) -> Reply:
+    p = _take(params, "space")
+    return {"count": chroma.restore_priorities(p.get("space"), table)}, None
+
+
+def restore_trigger(chroma, params, table) -> Reply:
+    p = _take(params, "space", "trigger")
+    return {"trigger": chroma.restore_trigger(p.get("space"), p.get("trigger"), table)}, None
+
+
 OPERATIONS: dict[str, Operation] = {
     op.__name__: op
     for op in (
@@ -148,6 +186,12 @@ OPERATIONS: dict[str, Operation] = {
         triggers,
         set_trigger_status,
         trigger_items,
+        export_rows,
+        export_priorities,
+        restore_space,
+        restore_rows,
+        restore_priorities,
+        restore_trigger,
     )
 }
 

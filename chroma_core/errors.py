@@ -45,6 +45,11 @@ class PayloadTooLarge(InvalidInput):
     status = 413
 
 
+class InvalidBackup(InvalidInput):
+    """A back-up directory is not one this Chroma can restore: another format version, a
+    missing or changed file, or counts and dimensions that disagree with its manifest."""
+
+
 class NotFound(ChromaError):
     """A space, id, trigger or algorithm does not exist."""
 
@@ -84,6 +89,7 @@ ERRORS: dict[str, type[ChromaError]] = {
         InvalidFilter,
         MalformedPayload,
         PayloadTooLarge,
+        InvalidBackup,
         NotFound,
         Conflict,
         ProtocolMismatch,

@@ -56,6 +56,12 @@ ROUTES = [
     ("GET", "/api/v1/triggers", "triggers"),
     ("POST", "/api/v1/triggers/{trigger_id:int}/status", "set_trigger_status"),
     ("GET", "/api/v1/triggers/{trigger_id:int}/items", "trigger_items"),
+    ("POST", "/api/v1/spaces/{space}/export/rows", "export_rows"),
+    ("POST", "/api/v1/spaces/{space}/export/priorities", "export_priorities"),
+    ("POST", "/api/v1/spaces/{space}/restore", "restore_space"),
+    ("POST", "/api/v1/spaces/{space}/restore/rows", "restore_rows"),
+    ("POST", "/api/v1/spaces/{space}/restore/priorities", "restore_priorities"),
+    ("POST", "/api/v1/spaces/{space}/restore/triggers", "restore_trigger"),
 ]
 
 

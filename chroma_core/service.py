@@ -16,17 +16,26 @@ import numpy as np
 import pluggy
 import pyarrow as pa
 
-from chroma_core import filters, selection
+from chroma_core import filters, restore, selection
 from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.plugins import describe_plugins, plugin_manager
-from chroma_core.schema import check_batch_key, embedding_matrix, embeddings_of, validate_rows
+from chroma_core.schema import (
+    MAX_DIM,
+    check_batch_key,
+    embedding_matrix,
+    embeddings_of,
+    validate_rows,
+)
 from chroma_core.store import METRICS, TRIGGER_STATUSES, BatchAlreadyStored, SpaceInfo, Store
 
 SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_K = 10_000
 MAX_QUERIES = 100_000
+#: rows at most in one page of an export, and the vector bytes a page of rows holds at most
+MAX_PAGE_ROWS = 100_000
+MAX_PAGE_BYTES = 256 << 20
 NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
 
 log = logging.getLogger("chroma.service")
@@ -344,6 +353,77 @@ class Chroma:
     def trigger_items(self, trigger_id: int) -> pa.Table:
         return self.store.trigger_items(_required_int("trigger_id", trigger_id, 1))
 
+    # --- back-up and restore ------------------------------------------------
+    def export_rows(self, space: str, *, after_seq=0, limit=None) -> tuple[pa.Table, int]:
+        """Rows after seq ``after_seq`` in seq order, at most ``limit``, with every stored
+        column and their seq, and the space's largest seq, read before the page (rows above
+        it arrived after an export began)."""
+        info = self._space(space)
+        after_seq = _required_int("after_seq", after_seq, 0)
+        # a page may come back shorter than asked: wide vectors make fewer rows a page
+        limit = min(_page_limit(limit), max(1, MAX_PAGE_BYTES // (4 * (info.dim or 1))))
+        max_seq = self.store.max_seq(space)
+        return self.store.rows_page(space, after_seq=after_seq, limit=limit), max_seq
+
+    def export_priorities(self, space: str, *, after_id=None, limit=None) -> pa.Table:
+        """Up to ``limit`` stored scores with an id above ``after_id``, in id order, with the
+        seq of the row each scores."""
+        self._space(space)
+        if after_id is not None and not isinstance(after_id, str):
+            raise InvalidInput(f"after_id must be a string, got {type(after_id).__name__}")
+        return self.store.priorities_page(space, after_id=after_id, limit=_page_limit(limit))
+
+    def restore_space(
+        self, name: str, metric: str = "l2", model: dict | None = None, created_at=None, dim=None
+    ) -> SpaceInfo:
+        """Create space ``name`` to restore an export into, with its creation time and
+        dimension when given; ``Conflict`` if it exists."""
+        _check_space_name(name)
+        if metric not in METRICS:
+            raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
+        if model is not None and not isinstance(model, dict):
+            raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
+        created_at = restore.check_time("created_at", created_at)
+        dim = _optional_int("dim", dim, 1)
+        if dim is not None and dim > MAX_DIM:
+            raise InvalidInput(f"dim must be at most {MAX_DIM}, got {dim}")
+        return self.store.restore_space(
+            SpaceInfo(name, metric, dim, 0, model or {}, created_at or "")
+        )
+
+    def restore_rows(self, space: str, rows: pa.Table | None) -> int:
+        """Store exported rows under the seqs they had (column ``seq``) and announce them
+        as any add is announced; returns how many."""
+        info = self._space(space)
+        if not isinstance(rows, pa.Table) or "seq" not in rows.column_names:
+            raise InvalidInput("restore_rows needs the rows as an Arrow table with a seq column")
+        seqs = restore.check_seqs(rows.column("seq"))
+        rows = validate_rows(rows.drop_columns(["seq"]), info.dim)
+        self.store.restore_rows(space, rows, seqs)
+        self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
+        return len(seqs)
+
+    def restore_priorities(self, space: str, scores: pa.Table | None) -> int:
+        """Add exported scores to the space verbatim; every id must be a stored row without
+        a score. Returns how many."""
+        self._space(space)
+        scores = restore.check_scores(scores)
+        self.store.restore_priorities(space, scores)
+        return scores.num_rows
+
+    def restore_trigger(self, space: str, trigger, items: pa.Table | None) -> dict:
+        """Store an exported trigger with its items, without delivering it again; it keeps
+        its id unless another trigger holds it."""
+        self._space(space)
+        trigger = restore.check_trigger(trigger)
+        items = restore.check_items(items)
+        if trigger["count"] != items.num_rows:
+            raise InvalidInput(
+                f"trigger {trigger['id']} counts {trigger['count']} items but "
+                f"{items.num_rows} came with it"
+            )
+        return self.store.restore_trigger(space, trigger, items)
+
 
 def _new_ids(n: int, batch_key: str | None) -> pa.Array:
     """Ids for rows sent without them; a keyed batch gets the same ids each time it is sent,
@@ -392,6 +472,13 @@ def _required_int(name: str, value, minimum: int) -> int:
     if value is None:
         raise InvalidInput(f"{name} is required")
     return _optional_int(name, value, minimum) or 0
+
+
+def _page_limit(limit) -> int:
+    limit = _required_int("limit", limit, 1)
+    if limit > MAX_PAGE_ROWS:
+        raise InvalidInput(f"limit must be at most {MAX_PAGE_ROWS} rows a page, got {limit}")
+    return limit
 
 
 def _optional_float(name: str, value) -> float | None:

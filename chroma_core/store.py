@@ -208,6 +208,52 @@ class Store(ABC):
     def trigger_items(self, trigger_id: int) -> pa.Table:
         """The items stored with the trigger, highest priority first."""
 
+    # --- back-up and restore -------------------------------------------------
+    @abstractmethod
+    def rows_page(self, space: str, *, after_seq: int, limit: int) -> pa.Table:
+        """Up to ``limit`` rows with a seq above ``after_seq``, in seq order, as
+        :meth:`get` gives them with ``include_embeddings``: an export reads a space of any
+        size one page at a time with it."""
+
+    @abstractmethod
+    def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
+        """Up to ``limit`` stored scores of rows still stored, with an id above ``after_id``
+        (any id when None), in id order (bytewise).
+
+        Columns: ``id``, ``priority``, ``components``, ``computed_at`` as stored, and ``seq``
+        (int64), the seq of the row scored."""
+
+    @abstractmethod
+    def restore_space(self, info: SpaceInfo) -> SpaceInfo:
+        """Create a space as an export recorded it: name, metric, model, ``created_at``
+        and ``dim`` (None: the first rows fix it); ``Conflict`` if it exists."""
+
+    @abstractmethod
+    def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
+        """Store a validated batch under the seqs it had where it was exported, in one
+        transaction.
+
+        ``seqs`` (int64, one per row) increase and all lie above :meth:`max_seq`, else
+        ``Conflict``; ids and dimension are checked as :meth:`add` checks them. Nothing is
+        stored when any check fails."""
+
+    @abstractmethod
+    def restore_priorities(self, space: str, scores: pa.Table) -> None:
+        """Add scores, verbatim, to the ones stored, in one transaction.
+
+        ``scores`` columns as :meth:`replace_priorities` takes them. Every id must name a
+        stored row (``NotFound`` otherwise) that has no score yet (``Conflict`` otherwise);
+        nothing is stored when one does not."""
+
+    @abstractmethod
+    def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
+        """Store a trigger as an export recorded it and return it as :meth:`get_trigger` does.
+
+        ``trigger`` holds ``id``, ``status``, ``note``, ``selection``, ``created_at``,
+        ``updated_at`` and ``deliveries``; ``items`` the columns :meth:`create_trigger`
+        takes, kept in their order. The trigger keeps its id unless a trigger of a space
+        still stored holds it, then it takes the next free one."""
+
     # --- search -------------------------------------------------------------
     def nearest_neighbors(
         self, space: SpaceInfo, queries: np.ndarray, k: int, where: Filter | None

@@ -66,3 +66,18 @@ def test_compare_prints_one_table_and_writes_json(tmp_path):
     assert "knn_p50_ms" in results["ratios"]["chroma-sqlite-embedded / hnswlib"]
     # every scratch directory is gone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_backup_bench_round_trips_and_prints_its_figures(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "backup.py"), "--rows", "2000", "--dim", "16"]
+        + ["--stores", "sqlite", "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "2,000 embeddings x 16" in run.stdout
+    for label in ("export rows/s", "import rows/s", "back-up B/row", "store B/row"):
+        assert label in run.stdout
+    assert list(tmp_path.iterdir()) == []

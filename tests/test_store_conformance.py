@@ -892,3 +892,198 @@ def test_concurrent_adds_all_land_with_distinct_seqs(store, space):
     assert store.max_seq(space) == assigned.max()
     assert counts == sorted(counts)
     assert all(count % size == 0 for count in counts)
+
+
+# --- back-up and restore --------------------------------------------------------------
+RESTORE_CALLS = {
+    "rows_page": lambda s: s.rows_page("nowhere", after_seq=0, limit=10),
+    "priorities_page": lambda s: s.priorities_page("nowhere", after_id=None, limit=10),
+    "restore_rows": lambda s: s.restore_rows("nowhere", batch(["a"]), np.array([1])),
+    "restore_priorities": lambda s: s.restore_priorities("nowhere", scores({"a": 1.0})),
+    "restore_trigger": lambda s: s.restore_trigger("nowhere", restored_trigger(1), items({})),
+}
+
+
+def restored_trigger(trigger_id: int, **changes) -> dict:
+    return {
+        "id": trigger_id,
+        "status": "acknowledged",
+        "note": "weekly relabel",
+        "selection": {"strategy": "diverse", "n": 2, "duplicates": [{"id": "c", "of": "b"}]},
+        "created_at": "2024-05-01T12:00:00.000+00:00",
+        "updated_at": "2024-05-02T08:30:00.000+00:00",
+        "deliveries": {"manifest": {"ok": True, "rows": 2}, "webhook": {"ok": False}},
+    } | changes
+
+
+@pytest.mark.parametrize("call", RESTORE_CALLS.values(), ids=RESTORE_CALLS.keys())
+def test_back_up_and_restore_calls_on_an_unknown_space_are_not_found(store, space, call):
+    with pytest.raises(NotFound, match="nowhere"):
+        call(store)
+    assert [s.name for s in store.list_spaces()] == [space]
+
+
+def test_rows_page_reads_every_stored_column_a_page_at_a_time(store, space):
+    store.add(space, batch(["a", "b", "c"], metadata={"k": 1}, outputs=[[0.5, 1.5]] * 3))
+    store.add(space, batch(["d", "e"], context="production", label="cat"))
+    store.delete(space, ids=["b"])
+    whole = store.get(space, include_embeddings=True)
+
+    pages, after = [], 0
+    while (page := store.rows_page(space, after_seq=after, limit=2)).num_rows:
+        assert page.num_rows <= 2
+        pages.append(page)
+        after = seqs_of(page)[-1]
+    read = pa.concat_tables(pages)
+    assert read.column_names == whole.column_names
+    assert read.equals(whole)
+    assert len(pages) == 2
+    assert store.rows_page(space, after_seq=seqs_of(whole)[1], limit=10).equals(whole.slice(2))
+
+
+def test_rows_page_of_an_empty_space(store, space):
+    page = store.rows_page(space, after_seq=0, limit=10)
+    assert page.num_rows == 0
+    assert page.column_names == ["seq", *CATALOGUE_COLUMNS, "embedding", "output"]
+
+
+def test_priorities_page_in_id_order_with_the_seq_scored(store, space):
+    ids = ["b", "a", "é", "Z", "c", "d"]
+    seqs = dict(zip(ids, store.add(space, batch(ids)).tolist(), strict=True))
+    stored = scores(dict(zip(ids, [0.5, 0.9, 0.1, 0.3, 0.7, 0.2], strict=True)))
+    store.replace_priorities(space, stored)
+    store.delete(space, ids=["c"])
+
+    pages, after = [], None
+    while (page := store.priorities_page(space, after_id=after, limit=2)).num_rows:
+        pages.append(page)
+        after = ids_of(page)[-1]
+    read = pa.concat_tables(pages)
+    assert read.column_names == [*PRIORITY_COLUMNS, "seq"]
+    assert ids_of(read) == ["Z", "a", "b", "d", "é"]  # bytewise, the deleted row left out
+    assert read.column("seq").to_pylist() == [seqs[i] for i in ids_of(read)]
+    assert read.schema.field("seq").type == pa.int64()
+    by_id = {row["id"]: row for row in stored.to_pylist()}
+    for row in read.to_pylist():
+        expected = by_id[row["id"]]
+        assert (row["priority"], row["components"], row["computed_at"]) == (
+            expected["priority"], expected["components"], expected["computed_at"],
+        )  # fmt: skip
+
+
+def test_restore_space_keeps_its_creation_time_and_dimension(store):
+    info = SpaceInfo("restored", "ip", None, 0, {"name": "bert", "layer": 11},
+                     "2023-01-02T03:04:05.678+00:00")  # fmt: skip
+    assert store.restore_space(info) == info
+    assert store.get_space("restored") == info
+    with pytest.raises(Conflict, match="restored"):
+        store.restore_space(info)
+    with pytest.raises(Conflict):
+        store.create_space("restored", "ip", {})
+
+    # a space whose rows were all deleted keeps the dimension its first rows fixed
+    fixed = SpaceInfo("emptied", "l2", DIM, 0, {}, "2023-01-02T03:04:05+00:00")
+    assert store.restore_space(fixed) == fixed
+    assert store.get_space("emptied") == fixed
+    with pytest.raises(DimensionMismatch):
+        store.restore_rows("emptied", batch(["a"], dim=DIM + 1), np.array([1]))
+    store.restore_rows("emptied", batch(["a"]), np.array([1]))
+    assert store.get_space("emptied").count == 1
+
+
+def test_restored_rows_keep_their_seqs(store, space):
+    rows = batch(["a", "b", "c"], metadata={"k": "v"}, outputs=[[1.0], None, [2.0, 3.0]])
+    store.restore_rows(space, rows, np.array([3, 7, 10]))
+    got = store.get(space, include_embeddings=True)
+    assert seqs_of(got) == [3, 7, 10]
+    assert ids_of(got) == ["a", "b", "c"]
+    assert embeddings_of(got).tobytes() == embeddings_of(rows).tobytes()
+    assert got.column("output").to_pylist() == [[1.0], None, [2.0, 3.0]]
+    assert store.get_space(space).dim == DIM
+    assert store.max_seq(space) == 10
+    assert store.vectors(space)[0].tolist() == [3, 7, 10]
+
+    store.restore_rows(space, batch(["d"]), np.array([12]))
+    assert store.add(space, batch(["e"])).tolist() == [13]
+    assert seqs_of(store.get(space)) == [3, 7, 10, 12, 13]
+
+
+def test_restored_rows_are_checked_and_all_or_nothing(store, space):
+    store.restore_rows(space, batch(["a", "b"]), np.array([5, 6]))
+    with pytest.raises(Conflict, match="seq"):
+        store.restore_rows(space, batch(["c", "d"]), np.array([6, 8]))
+    with pytest.raises(Conflict, match="'b'"):
+        store.restore_rows(space, batch(["c", "b"]), np.array([8, 9]))
+    with pytest.raises(DimensionMismatch):
+        store.restore_rows(space, batch(["c"], dim=DIM + 1), np.array([8]))
+    with pytest.raises(InvalidInput, match="increasing"):
+        store.restore_rows(space, batch(["c", "d"]), np.array([9, 8]))
+    assert ids_of(store.get(space)) == ["a", "b"]
+    assert store.count(space) == 2
+    # a store may count the seqs of a refused batch as spent
+    above = store.max_seq(space)
+    store.restore_rows(space, batch(["c", "d"]), np.array([above + 2, above + 3]))
+    assert seqs_of(store.get(space)) == [5, 6, above + 2, above + 3]
+
+
+def test_restored_priorities_are_added_verbatim(store, space):
+    store.add(space, batch(["a", "b", "c", "d"], context="production"))
+    store.restore_priorities(space, scores({"a": 0.2, "b": 0.9}))
+    store.restore_priorities(space, scores({"c": 0.5}))
+    got = store.priorities(space)
+    assert ids_of(got) == ["b", "c", "a"]
+    assert json.loads(got.column("components")[0].as_py()) == {"uncertainty": 0.9}
+    assert got.column("computed_at").to_pylist() == ["2024-05-01T12:00:00+00:00"] * 3
+
+    with pytest.raises(NotFound, match="'x'"):
+        store.restore_priorities(space, scores({"d": 0.1, "x": 0.3}))
+    with pytest.raises(Conflict, match="'a'"):
+        store.restore_priorities(space, scores({"d": 0.1, "a": 0.3}))
+    assert ids_of(store.priorities(space)) == ["b", "c", "a"]
+    assert store.priorities(space).column("priority").to_pylist() == [0.9, 0.5, 0.2]
+
+
+def test_a_restored_trigger_keeps_its_id_record_and_item_order(store, space):
+    stored = items({"a": 0.2, "b": 0.9, "c": 0.9, "d": None})
+    trigger = store.restore_trigger(space, restored_trigger(41), stored)
+    assert trigger == {**restored_trigger(41), "space": space, "count": 4}
+    assert store.get_trigger(41) == trigger
+    assert store.list_triggers(space=space, status="acknowledged") == [trigger]
+    got = store.trigger_items(41)
+    assert got.column_names == ITEM_COLUMNS
+    # priority first, then the order they were given in; a missing priority last
+    assert ids_of(got) == ["b", "c", "a", "d"]
+    assert got.column("input_uri").to_pylist()[0] == "s3://bucket/b.png"
+
+    again = store.restore_trigger(space, restored_trigger(41, note="copy"), items({"e": 1.0}))
+    assert again["id"] > 41 and again["note"] == "copy"
+    assert ids_of(store.trigger_items(41)) == ["b", "c", "a", "d"]
+    assert store.create_trigger(space, items({"f": 1.0}), None, {})["id"] > again["id"]
+    empty = store.restore_trigger(space, restored_trigger(7), items({}))
+    assert (empty["id"], empty["count"], store.trigger_items(7).num_rows) == (7, 0, 0)
+
+
+def test_a_restored_trigger_takes_the_id_of_a_deleted_space_s_trigger(store, space):
+    store.create_space("gone", "l2", {})
+    old = store.create_trigger("gone", items({"x": 1.0}), None, {})
+    store.delete_space("gone")
+    trigger = store.restore_trigger(space, restored_trigger(old["id"]), items({"a": 0.5}))
+    assert trigger["id"] == old["id"]
+    assert ids_of(store.trigger_items(old["id"])) == ["a"]
+    assert [t["id"] for t in store.list_triggers()] == [old["id"]]
+
+
+def test_restored_data_survives_closing_and_reopening(reopen):
+    store = reopen()
+    store.restore_space(SpaceInfo("space", "l2", None, 0, {}, "2023-01-02T03:04:05+00:00"))
+    store.restore_rows("space", batch(["a", "b"]), np.array([4, 9]))
+    store.restore_priorities("space", scores({"b": 0.5}))
+    trigger = store.restore_trigger("space", restored_trigger(3), items({"b": 0.5}))
+    store.close()
+
+    store = reopen()
+    assert store.get_space("space").created_at == "2023-01-02T03:04:05+00:00"
+    assert seqs_of(store.get("space")) == [4, 9]
+    assert ids_of(store.priorities("space")) == ["b"]
+    assert store.get_trigger(3) == trigger
+    assert store.add("space", batch(["c"])).tolist() == [10]

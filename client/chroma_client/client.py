@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from chroma_client import convert
+from chroma_client import backup, convert
 from chroma_client.errors import ChromaError, ConnectionFailed, InvalidInput
 from chroma_client.transport import (
     DEFAULT_RETRIES,
@@ -158,6 +158,48 @@ class Client:
     def delete_space(self, name: str) -> None:
         """Drop a space with its rows, index, priorities and triggers."""
         self._call("delete_space", {"space": name})
+
+    # --- back-up and restore -------------------------------------------------
+    def export_to(
+        self,
+        path: str | os.PathLike,
+        spaces: str | list[str] | None = None,
+        *,
+        progress: bool | None = None,
+        rows_per_file: int = backup.ROWS_PER_FILE,
+    ) -> dict:
+        """Back up ``spaces`` (a name or a list; default: every space) into the new or empty
+        directory ``path``: rows with their embeddings, outputs, catalogue fields and
+        metadata, priorities, and triggers with their items, as Parquet files of at most
+        ``rows_per_file`` rows, and ``manifest.json`` (format version, Chroma version, time,
+        and per space its metric, model, dimension, counts and every file with its row count
+        and SHA-256). Returns the manifest.
+
+        Rows are read a page at a time, so memory stays bounded whatever the size; rows
+        stored after the export began are left out. ``progress`` shows a progress bar
+        (default: on a terminal). If the export fails, the files it wrote are removed."""
+        return backup.export_to(self, path, spaces, progress=progress, rows_per_file=rows_per_file)
+
+    def import_from(
+        self,
+        path: str | os.PathLike,
+        spaces: str | list[str] | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> dict:
+        """Restore ``spaces`` (default: all) of the back-up ``export_to`` wrote at ``path``,
+        into this client's store, whichever it is: rows keep their ids (and their seqs, so
+        stored priorities stay current), priorities and triggers come back verbatim, and a
+        trigger keeps its id unless another trigger here holds it.
+
+        Every check runs before anything is written: format version, each file's size,
+        SHA-256, row count and columns, the dimension. ``InvalidBackup`` names what is
+        wrong; ``Conflict`` is raised if a space of that name exists here. If anything fails
+        after writing began, every space this import created is deleted again. Returns
+        ``{"spaces", "rows", "priorities", "triggers", "trigger_items",
+        "renumbered_triggers"}``, the last mapping space to ``{old id: new id}`` for triggers
+        that had to take another id."""
+        return backup.import_from(self, path, spaces, progress=progress)
 
     # --- triggers -----------------------------------------------------------
     def triggers(self, space: str | None = None, status: str | None = None) -> list[Trigger]:

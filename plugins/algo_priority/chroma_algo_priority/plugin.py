@@ -270,6 +270,13 @@ def training_version(seqs: pa.ChunkedArray | pa.Array, labelled: np.ndarray) -> 
     return digest.hexdigest()
 
 
+def _training_version(store, space: str) -> str:
+    """The :func:`training_version` of the space's labelled training rows as stored now."""
+    training = store.get(space, where=parse(TRAINING))
+    labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
+    return training_version(training.column("seq"), labelled)
+
+
 def _stored_scores(store, space: str, version: str) -> tuple[pa.Table, int]:
     """The stored scores as ``replace_priorities`` takes them, and how many were computed
     against another training set than ``version``."""
@@ -361,6 +368,10 @@ def chroma_rows_added(chroma, space, seqs, rows):
         store = chroma.store
         # only scores that exist go stale: a space never scored waits for its first run
         if store.priorities(space, n=1).num_rows == 0:
+            return
+        # rows restored from an export keep their seqs, so the scores restored with them
+        # are current, and stay as they were
+        if _stored_scores(store, space, _training_version(store, space))[1] == 0:
             return
         info = store.get_space(space, count=False)
         jobs = _jobs(chroma)

@@ -231,3 +231,31 @@ def test_a_behind_indexer_reads_rows_back_from_the_store(tmp_path):
     status = wait_for_index(chroma, "s")
     assert status["index"]["indexed"] == 4000
     chroma.close()
+
+
+def test_rows_after_a_gap_in_the_seqs_are_indexed(tmp_path):
+    # restored rows keep the seqs they had, gaps of deleted rows included: the indexer
+    # reads them back from the store instead of adding them in order
+    import pyarrow as pa
+
+    data = clustered(50, d=4)
+    chroma = service(tmp_path)
+    chroma.restore_space("s", "l2")
+    for start, stop, first in ((0, 20, 5), (20, 50, 40)):
+        table = pa.table(
+            {
+                "seq": pa.array(np.arange(first, first + stop - start), pa.int64()),
+                "id": [f"r{i}" for i in range(start, stop)],
+                "dataset": ["d"] * (stop - start),
+                "context": ["training"] * (stop - start),
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(data[start:stop].ravel()), 4
+                ),
+            }
+        )
+        chroma.restore_rows("s", table)
+    status = wait_for_index(chroma, "s", timeout=30)
+    assert status["index"] == {"kind": "hnsw", "indexed": 50, "pending": 0, "indexed_seq": 69}
+    found, _ = neighbour_ids(chroma, "s", data[:5], k=1)
+    assert found == [[f"r{i}"] for i in range(5)]
+    chroma.close()

@@ -55,6 +55,8 @@ _DISTANCE = {
     "cosine": "cosineDistance(r.embedding, {q:Array(Float32)})",
     "ip": "1 - dotProduct(r.embedding, {q:Array(Float32)})",
 }
+#: bytes of ids a query takes as one parameter at most (about)
+ID_RUN_BYTES = 256 << 10
 # how long another server's change to a space may go unseen here
 SPACE_CACHE_SECONDS = 2.0
 _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
@@ -176,6 +178,11 @@ class ClickHouseStore(Store):
         return self._query(f"SELECT count() FROM rows_{sid} AS r WHERE {condition}", params)[0][0]
 
     def create_space(self, name: str, metric: str, model: dict) -> SpaceInfo:
+        return self._new_space(name, metric, model, _now())
+
+    def _new_space(
+        self, name: str, metric: str, model: dict, created: str, dim: int | None = None
+    ) -> SpaceInfo:
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         with self._lock:
@@ -188,8 +195,11 @@ class ClickHouseStore(Store):
             sid = (self._query("SELECT max(space_id) FROM spaces")[0][0] or 0) + 1
             for statement in schema.space_tables(sid):
                 self._command(statement)
-            created = datetime.now(UTC).isoformat(timespec="milliseconds")
-            row = (name, sid, metric, 0, json.dumps(model or {}), created, 0)
+            row = (name, sid, metric, dim or 0, json.dumps(model or {}), created, 0)
+            if dim and self.target.vector_index:
+                ddl = schema.vector_index(sid, metric, dim)
+                if ddl:
+                    self._command(ddl)
             self._write_space(row)
             self._max_seq[sid] = 0
         return self._info(row, count=False)
@@ -557,18 +567,8 @@ class ClickHouseStore(Store):
             sid = self._space_row(space, fresh=True)[1]
             trigger_id = (self._query("SELECT max(id) FROM triggers")[0][0] or 0) + 1
             n = items.num_rows
-            table = pa.table(
-                {
-                    "trigger_id": pa.array(np.full(n, trigger_id, dtype=np.uint64)),
-                    "position": pa.array(np.arange(n, dtype=np.uint32)),
-                    **{c: _optional(items, c, n) for c in _ITEM_COLUMNS if c != "priority"},
-                    "priority": items.column("priority").cast(pa.float64())
-                    if "priority" in items.column_names
-                    else pa.nulls(n, pa.float64()),
-                }
-            )
             if n:
-                self._client().insert_arrow("trigger_items", table)
+                self._client().insert_arrow("trigger_items", _items_table(trigger_id, items))
             now = _now()
             trigger = {
                 "id": trigger_id, "space": space, "status": "pending", "note": note,
@@ -661,6 +661,161 @@ class ClickHouseStore(Store):
         )
         return _strings(table)
 
+    # --- back-up and restore --------------------------------------------------------
+    def rows_page(self, space: str, *, after_seq: int, limit: int) -> pa.Table:
+        _check_page(limit, 0)
+        row = self._space_row(space)
+        sid, dim = row[1], row[3]
+        condition, params = self._condition(sid, after=after_seq)
+        table = self._arrow(
+            f"SELECT r.seq, {_CATALOGUE}, r.embedding, r.output, r.has_output FROM rows_{sid} AS r "
+            f"WHERE {condition} ORDER BY r.seq LIMIT {int(limit)}",
+            params,
+        )
+        return _rows_table(table, dim)
+
+    def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
+        _check_page(limit, 0)
+        row = self._space_row(space)
+        sid, generation = row[1], row[6]
+        params: dict[str, Any] = {"g": generation}
+        after = ""
+        if after_id is not None:
+            after = " AND p.id > {after:String}"
+            params["after"] = str(after_id)
+        table = self._arrow(
+            "SELECT p.id AS id, p.priority AS priority, p.components AS components, "
+            f"p.computed_at AS computed_at, p.seq AS seq FROM priorities_{sid} AS p "
+            f"WHERE p.generation = {{g:UInt64}}{after} "
+            f"AND p.seq NOT IN (SELECT seq FROM deleted_{sid}) ORDER BY p.id LIMIT {int(limit)}",
+            params,
+        )
+        return _strings(table)
+
+    def restore_space(self, info: SpaceInfo) -> SpaceInfo:
+        created = info.created_at or _now()
+        return self._new_space(info.name, info.metric, info.model, created, info.dim)
+
+    def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
+        embedding_type = rows.schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(embedding_type):
+            raise InvalidInput("restore_rows takes a validated batch")
+        dim, n = embedding_type.list_size, rows.num_rows
+        seqs = np.asarray(seqs, dtype=np.int64).reshape(-1)
+        if len(seqs) != n:
+            raise InvalidInput(f"{len(seqs)} seqs given for {n} rows")
+        if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
+            raise InvalidInput("restored seqs must be positive and increasing")
+        with self._lock:
+            row = self._space_row(space, fresh=True)
+            sid, metric, stored_dim = row[1], row[2], row[3]
+            if stored_dim and stored_dim != dim:
+                raise DimensionMismatch(
+                    f"embeddings have dimension {dim} but space {space!r} holds dimension "
+                    f"{stored_dim}"
+                )
+            if n == 0:
+                return
+            start = self._current_max_seq(sid)
+            if seqs[0] <= start:
+                raise Conflict(
+                    f"seq {int(seqs[0])} is not above the largest seq {start} of space {space!r}"
+                )
+            self._max_seq[sid] = int(seqs[-1])
+            self._check_new_ids(space, sid, rows.column("id"), seqs, start)
+            token = hashlib.sha1(f"{sid}:{seqs[0]}:{seqs[-1]}:{n}".encode()).hexdigest()
+            self._client().insert_arrow(
+                f"rows_{sid}",
+                _rows_for_insert(rows, seqs),
+                settings={"insert_deduplication_token": token},
+            )
+            if not stored_dim:
+                self._write_space((*row[:3], dim, *row[4:]))
+                if self.target.vector_index:
+                    ddl = schema.vector_index(sid, metric, dim)
+                    if ddl:
+                        self._command(ddl)
+
+    def restore_priorities(self, space: str, scores: pa.Table) -> None:
+        priority = scores.column("priority").cast(pa.float64())
+        values = priority.to_numpy(zero_copy_only=False)
+        if priority.null_count or np.isnan(values).any():
+            raise InvalidInput("priorities must be numbers, not null or NaN")
+        n = scores.num_rows
+        ids = scores.column("id").combine_chunks().cast(pa.string())
+        if pc.count_distinct(ids).as_py() != n:
+            raise Conflict(f"an id has more than one score in space {space!r}")
+        chunks = _id_chunks(ids)
+        with self._lock:
+            row = self._space_row(space, fresh=True)
+            sid, generation = row[1], row[6]
+            found = [
+                self._arrow(
+                    f"SELECT r.id AS id, r.seq AS seq FROM rows_{sid} AS r WHERE {condition}",
+                    params,
+                )
+                for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
+            ]
+            live = pa.concat_tables([_strings(t) for t in found]) if found else None
+            position = pc.index_in(ids, live.column("id") if live else pa.array([], pa.string()))
+            if position.null_count:
+                first = ids.filter(position.is_null())[0].as_py()
+                raise NotFound(f"id {first!r:.200} has a score but is not in space {space!r}")
+            for chunk in chunks:
+                scored = self._query(
+                    f"SELECT id FROM priorities_{sid} WHERE generation = {{g:UInt64}} "
+                    f"AND id IN {{ids:Array(String)}} "
+                    f"AND seq NOT IN (SELECT seq FROM deleted_{sid}) LIMIT 1",
+                    {"g": generation, "ids": chunk},
+                )
+                if scored:
+                    raise Conflict(
+                        f"id {scored[0][0]!r:.200} already has a score in space {space!r}"
+                    )
+            if not n or live is None:
+                return
+            table = pa.table(
+                {
+                    "generation": pa.array(np.full(n, generation, dtype=np.uint64)),
+                    "seq": live.column("seq").take(position).cast(pa.uint64()),
+                    "id": ids,
+                    "priority": priority,
+                    "components": _optional(scores, "components", n),
+                    "computed_at": _optional(scores, "computed_at", n),
+                }
+            )
+            self._client().insert_arrow(f"priorities_{sid}", table)
+
+    def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
+        status = trigger.get("status")
+        if status not in TRIGGER_STATUSES:
+            raise InvalidInput(
+                f"unknown trigger status {status!r:.40}; use one of {', '.join(TRIGGER_STATUSES)}"
+            )
+        with self._lock:
+            sid = self._space_row(space, fresh=True)[1]
+            wanted = int(trigger["id"])
+            if self._query(self._TRIGGER + " AND id = {i:UInt64}", {"i": wanted}):
+                trigger_id = (self._query("SELECT max(id) FROM triggers")[0][0] or 0) + 1
+            else:
+                trigger_id = wanted
+                # the id may have been a trigger of a deleted space: none of its items stay
+                self._command(
+                    "DELETE FROM trigger_items WHERE trigger_id = {i:UInt64}", {"i": trigger_id}
+                )
+            n = items.num_rows
+            if n:
+                self._client().insert_arrow("trigger_items", _items_table(trigger_id, items))
+            created = trigger.get("created_at") or _now()
+            restored = {
+                "id": trigger_id, "space": space, "status": status, "note": trigger.get("note"),
+                "selection": trigger.get("selection") or {}, "count": n, "created_at": created,
+                "updated_at": trigger.get("updated_at") or created,
+                "deliveries": trigger.get("deliveries") or {},
+            }  # fmt: skip
+            self._write_trigger(restored, sid)
+        return restored
+
     # --- search -------------------------------------------------------------------
     def nearest_neighbors(self, space: SpaceInfo, queries, k, where) -> Neighbors | None:
         """Exact search with the filter pushed down, or ClickHouse's vector index when
@@ -707,6 +862,34 @@ def _optional(table: pa.Table, name: str, n: int) -> pa.Array:
     if name not in table.column_names:
         return pa.nulls(n, pa.string())
     return table.column(name).combine_chunks().cast(pa.string())
+
+
+def _items_table(trigger_id: int, items: pa.Table) -> pa.Table:
+    """A trigger's items as ``trigger_items`` holds them, in the order given."""
+    n = items.num_rows
+    return pa.table(
+        {
+            "trigger_id": pa.array(np.full(n, trigger_id, dtype=np.uint64)),
+            "position": pa.array(np.arange(n, dtype=np.uint32)),
+            **{c: _optional(items, c, n) for c in _ITEM_COLUMNS if c != "priority"},
+            "priority": items.column("priority").cast(pa.float64())
+            if "priority" in items.column_names
+            else pa.nulls(n, pa.float64()),
+        }
+    )
+
+
+def _id_chunks(ids: pa.Array, budget: int | None = None) -> list[list[str]]:
+    """``ids`` in runs of about ``budget`` bytes (:data:`ID_RUN_BYTES`): each run is one
+    query parameter, which an HTTP connection sends in the URL, where ClickHouse takes at
+    most 1 MiB."""
+    budget = budget or ID_RUN_BYTES
+    if not len(ids):
+        return []
+    ends = np.cumsum(pc.binary_length(ids).to_numpy(zero_copy_only=False) + 4)
+    cuts = np.searchsorted(ends, np.arange(budget, int(ends[-1]), budget), side="right")
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, len(ids)}), len(ids)]
+    return [ids[a:b].to_pylist() for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
 
 def _rows_for_insert(rows: pa.Table, seqs: np.ndarray) -> pa.Table:

@@ -307,3 +307,34 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password():
     with pytest.raises(ServerError, match="cannot open ClickHouse at http://127.0.0.1:1") as err:
         ClickHouseStore.open(settings)
     assert "hunter2" not in str(err.value)
+
+
+def test_ids_go_to_clickhouse_in_runs_short_enough_for_a_url():
+    from chroma_store_clickhouse.store import _id_chunks
+
+    ids = pa.array([f"id-{i:06d}" * (1 + i % 7) for i in range(5_000)])
+    runs = _id_chunks(ids, budget=16 << 10)
+    assert [i for run in runs for i in run] == ids.to_pylist()
+    assert len(runs) > 10
+    longest = max(len(i) for i in ids.to_pylist()) + 4
+    assert all(sum(len(i) + 4 for i in run) <= (16 << 10) + longest for run in runs)
+    assert _id_chunks(pa.array([], pa.string())) == []
+    assert _id_chunks(pa.array(["x" * 100]), budget=10) == [["x" * 100]]
+
+
+def test_restoring_scores_of_many_ids_looks_them_up_in_runs(settings, monkeypatch):
+    from chroma_store_clickhouse import store as module
+
+    monkeypatch.setattr(module, "ID_RUN_BYTES", 4 << 10)
+    store = ClickHouseStore.open(settings)
+    store.create_space("s", "l2", {})
+    n = 3_000
+    store.add("s", batch(n, dim=2))
+    ids = [f"r{i}" for i in range(n)]
+    store.restore_priorities(
+        "s", pa.table({"id": ids, "priority": np.linspace(0, 1, n), "components": ["{}"] * n})
+    )
+    top = store.priorities("s", n=2)
+    assert top.column("id").to_pylist() == [f"r{n - 1}", f"r{n - 2}"]
+    assert store.priorities("s").num_rows == n
+    store.close()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_core.errors import ChromaError, Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.filters import Filter
 from chroma_core.schema import TEXT_FIELDS, batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
@@ -289,20 +289,24 @@ class SqliteStore(Store):
 
     # --- spaces -------------------------------------------------------------
     def create_space(self, name: str, metric: str, model: dict) -> SpaceInfo:
+        return self._new_space(name, metric, model, _now())
+
+    def _new_space(
+        self, name: str, metric: str, model: dict, created_at: str, dim: int | None = None
+    ) -> SpaceInfo:
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         model_json = _json(model or {}, "model")
-        created_at = _now()
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM spaces WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"space {name!r} already exists")
             cursor = conn.execute(
-                "INSERT INTO spaces (name, metric, model, created_at) VALUES (?, ?, ?, ?)",
-                (name, metric, model_json, created_at),
+                "INSERT INTO spaces (name, metric, dim, model, created_at) VALUES (?, ?, ?, ?, ?)",
+                (name, metric, dim, model_json, created_at),
             )
             for statement in space_tables(int(cursor.lastrowid or 0)):
                 conn.execute(statement)
-        return SpaceInfo(name, metric, None, 0, json.loads(model_json), created_at)
+        return SpaceInfo(name, metric, dim, 0, json.loads(model_json), created_at)
 
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
         # the kept row count costs nothing to read, so it is always given
@@ -612,6 +616,153 @@ class SqliteStore(Store):
             ).fetchall()
         return _table(records, list(_ITEM_COLUMNS), {"priority": pa.float64()})
 
+    # --- back-up and restore ------------------------------------------------
+    def rows_page(self, space: str, *, after_seq: int, limit: int) -> pa.Table:
+        with self._read() as conn:
+            space_id, dim, _ = _space(conn, space)
+            params: dict[str, Any] = {"after": int(after_seq)}
+            records = conn.execute(
+                f"SELECT r.seq, {_CATALOGUE}, r.embedding, r.output FROM {_rows(space_id)} AS r "
+                "WHERE r.seq > :after ORDER BY r.seq" + _page(limit, 0, params),
+                params,
+            ).fetchall()
+        return _rows_table(records, dim or 0)
+
+    def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            params: dict[str, Any] = {"space": space_id}
+            after = ""
+            if after_id is not None:
+                # BINARY collation: ids compare bytewise, the order every store pages in
+                after = " AND p.id > :after"
+                params["after"] = str(after_id)
+            records = conn.execute(
+                "SELECT p.id, p.priority, p.components, p.computed_at, r.seq "
+                f"FROM priorities AS p JOIN {_rows(space_id)} AS r ON r.id = p.id "
+                f"WHERE p.space = :space{after} ORDER BY p.id" + _page(limit, 0, params),
+                params,
+            ).fetchall()
+        names = [*_PRIORITY_COLUMNS, "seq"]
+        return _table(records, names, {"priority": pa.float64(), "seq": pa.int64()})
+
+    def restore_space(self, info: SpaceInfo) -> SpaceInfo:
+        created_at = info.created_at or _now()
+        return self._new_space(info.name, info.metric, info.model, created_at, info.dim)
+
+    def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
+        embedding_type = rows.schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(embedding_type):
+            raise InvalidInput("restore_rows takes a validated batch")
+        dim, n = embedding_type.list_size, rows.num_rows
+        seqs = _restored_seqs(seqs, n)
+        matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
+        columns = [_text_column(rows, name) for name in TEXT_FIELDS]
+        outputs = _output_blobs(rows, n)
+        with self._write() as conn:
+            space_id, stored_dim, max_seq = _space(conn, space)
+            if stored_dim is not None and stored_dim != dim:
+                raise DimensionMismatch(
+                    f"embeddings have dimension {dim} but space {space!r} holds "
+                    f"dimension {stored_dim}"
+                )
+            if n == 0:
+                return
+            if seqs[0] <= max_seq:
+                raise Conflict(
+                    f"seq {int(seqs[0])} is not above the largest seq {max_seq} of space {space!r}"
+                )
+            try:
+                conn.executemany(
+                    f"INSERT INTO {_rows(space_id)} (seq, id, dataset, context, input_uri, "
+                    "inference, label, metadata, embedding, output) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    zip(seqs.tolist(), *columns, matrix, outputs, strict=False),
+                )
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                raise _stored_id(conn, space_id, space, columns[0]) from None
+            conn.execute(
+                "UPDATE spaces SET dim = ?, max_seq = ?, row_count = row_count + ? "
+                "WHERE space_id = ?",
+                (dim, int(seqs[-1]), n, space_id),
+            )
+
+    def restore_priorities(self, space: str, scores: pa.Table) -> None:
+        ids, priority, components, computed_at = _columns(
+            scores, _PRIORITY_COLUMNS, ("id", "priority")
+        )
+        values = np.asarray(priority, dtype=np.float64)
+        if np.isnan(values).any():
+            raise InvalidInput("priority is missing or NaN for some ids")
+        listed = json.dumps(ids)
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            missing = conn.execute(
+                f"SELECT j.value FROM json_each(?) AS j WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {_rows(space_id)} AS r WHERE r.id = j.value) LIMIT 1",
+                (listed,),
+            ).fetchone()
+            if missing is not None:
+                raise NotFound(f"id {missing[0]!r:.200} has a score but is not in space {space!r}")
+            try:
+                conn.executemany(
+                    "INSERT INTO priorities (space, id, priority, components, computed_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    zip(
+                        repeat(space_id),
+                        ids,
+                        values.tolist(),
+                        components,
+                        computed_at,
+                        strict=False,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                scored = conn.execute(
+                    "SELECT j.value FROM json_each(?) AS j JOIN priorities AS p "
+                    "ON p.space = ? AND p.id = j.value ORDER BY j.key LIMIT 1",
+                    (listed, space_id),
+                ).fetchone()
+                which = f"id {scored[0]!r:.200} already has" if scored else "an id has more than"
+                raise Conflict(f"{which} one score in space {space!r}") from None
+
+    def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
+        columns = _columns(items, _ITEM_COLUMNS, ("id",))
+        selection = _json(trigger.get("selection") or {}, "selection")
+        deliveries = _json(trigger.get("deliveries") or {}, "deliveries")
+        status = trigger.get("status")
+        _check_status(status)
+        created = trigger.get("created_at") or _now()
+        updated = trigger.get("updated_at") or created
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            wanted = int(trigger["id"])
+            # triggers of deleted spaces go with them, so a stored id is a live trigger's
+            taken = conn.execute("SELECT 1 FROM triggers WHERE id = ?", (wanted,)).fetchone()
+            trigger_id = conn.execute(
+                "INSERT INTO triggers (id, space, status, note, selection, count, created_at, "
+                "updated_at, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    None if taken else wanted,
+                    space_id,
+                    status,
+                    trigger.get("note"),
+                    selection,
+                    items.num_rows,
+                    created,
+                    updated,
+                    deliveries,
+                ),
+            ).lastrowid
+            conn.executemany(
+                "INSERT INTO trigger_items (trigger_id, id, input_uri, dataset, label, "
+                "inference, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                zip(repeat(trigger_id), *columns, strict=False),
+            )
+            return _trigger(conn, int(trigger_id or 0))
+
 
 # --- queries --------------------------------------------------------------------
 def _space(conn: sqlite3.Connection, name: str) -> tuple[int, int | None, int]:
@@ -708,6 +859,28 @@ def _trigger_dict(record: tuple) -> dict:
         "updated_at": updated,
         "deliveries": json.loads(deliveries),
     }
+
+
+def _restored_seqs(seqs: np.ndarray, n: int) -> np.ndarray:
+    seqs = np.asarray(seqs, dtype=np.int64).reshape(-1)
+    if len(seqs) != n:
+        raise InvalidInput(f"{len(seqs)} seqs given for {n} rows")
+    if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
+        raise InvalidInput("restored seqs must be positive and increasing")
+    return seqs
+
+
+def _stored_id(conn: sqlite3.Connection, space_id: int, space: str, ids: list) -> ChromaError:
+    """The error of a batch that broke a unique index: the first of its ids already stored
+    is named."""
+    stored = conn.execute(
+        f"SELECT j.value FROM json_each(?) AS j JOIN {_rows(space_id)} AS r "
+        "ON r.id = j.value ORDER BY j.key LIMIT 1",
+        (json.dumps(ids),),
+    ).fetchone()
+    if stored is not None:
+        return Conflict(f"id {stored[0]!r:.200} is already stored in space {space!r}")
+    return InvalidInput("the batch breaks a constraint of the store")
 
 
 def _check_status(status: str | None) -> None:
