@@ -99,8 +99,10 @@ class SpaceIndex:
         with self.build_lock:
             if len(seqs) and int(seqs[0]) == self.indexed_seq + 1:
                 self._add_in_chunks(seqs, vectors)
-            elif len(seqs) and int(seqs.max()) > self.indexed_seq:
-                self.catch_up(store, space)
+                return
+        # outside the build lock, which catch_up takes itself
+        if len(seqs) and int(seqs.max()) > self.indexed_seq:
+            self.catch_up(store, space)
 
     def _add_in_chunks(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         for start in range(0, len(seqs), CHUNK_ROWS):

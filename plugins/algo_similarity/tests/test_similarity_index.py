@@ -112,6 +112,31 @@ def test_corrupt_index_file_is_rebuilt_from_the_store(tmp_path):
     again.close()
 
 
+def test_a_batch_after_rows_the_index_never_heard_of_is_indexed_with_them(tmp_path):
+    # After a crash, or when two writers' announcements arrive out of order, the first batch
+    # the indexer hears of does not follow the last row it holds: it reads the rows between
+    # from the store, and must not wait on itself doing so.
+    data = clustered(1600, seed=7)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    add(chroma, "s", data[:1000])
+    wait_for_index(chroma, "s")
+    chroma.close()
+    plain = service(tmp_path)
+    plain.store.add("s", _rows(data[1000:1500], 1000))
+    plain.close()
+
+    again = service(tmp_path)
+    add(again, "s", data[1500:], ids=[f"y{i}" for i in range(100)])
+    status = wait_for_index(again, "s", timeout=30)
+    assert (status["index"]["indexed"], status["index"]["pending"]) == (1600, 0)
+    found, _ = neighbour_ids(again, "s", data[1000:1600:10], k=1)
+    assert [f[0] for f in found] == [f"x{i}" for i in range(1000, 1500, 10)] + [
+        f"y{i}" for i in range(0, 100, 10)
+    ]
+    again.close()
+
+
 def test_an_index_file_with_a_page_lost_is_rebuilt_from_the_store(tmp_path):
     # A page the disk never wrote reads back as zeros: hnswlib loads such a file without
     # complaint and answers some queries wrongly, so only the checksum can tell.
