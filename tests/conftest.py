@@ -27,14 +27,19 @@ def free_port() -> int:
 class Server:
     """``chroma-server`` run as a subprocess on a free loopback port."""
 
-    def __init__(self, path: Path, env: dict | None = None, args: tuple = ()):
-        self.port = free_port()
+    def __init__(
+        self, path: Path, env: dict | None = None, args: tuple = (), port: int | None = None
+    ):
+        """``port``: a port to take again, e.g. to restart a server where its clients are."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.path = path
+        self.env = env
         full_env = {**os.environ, "CHROMA_PATH": str(path), **(env or {})}
         server = Path(sys.executable).with_name("chroma-server")
         self.log = path.parent / f"server-{self.port}.log"
-        self._log_file = open(self.log, "w")  # noqa: SIM115 - lives as long as the server
+        # appended to: a server restarted on its port keeps one log
+        self._log_file = open(self.log, "a")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             [str(server), "--port", str(self.port), *args],
             env=full_env,
@@ -54,6 +59,12 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"chroma-server did not start: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to close anything, as in a crash."""
+        self.process.kill()
+        self.process.wait()
+        self._log_file.close()
 
     def stop(self) -> None:
         self.process.terminate()
