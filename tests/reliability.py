@@ -618,6 +618,7 @@ def index_save_rounds(
     restart, every stored vector must find its own row."""
     rng = np.random.default_rng(seed)
     figures = Figures(store)
+    directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     env = server_env(store, CHROMA_SIMILARITY_SAVE_SECONDS="0")
     space_name = "saves"
@@ -703,9 +704,11 @@ def priority_kill_rounds(
     computation and kills the server at a random moment within about its duration. After
     the restart no job may show as running or done, and the stored scores must be the last
     complete set exactly, or the new set complete: every triage row scored against the
-    current training set, at one time."""
+    current training set, at one time. Rounds aim their kills at the computation's phases
+    in turn: reading rows, scoring, storing the scores."""
     rng = np.random.default_rng(seed)
     figures = Figures(store)
+    directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
     env = server_env(store)
     server = Server(data, env=env)
@@ -714,9 +717,7 @@ def priority_kill_rounds(
         with Client(server.url, timeout=TIMEOUT, shared_memory=False) as client:
             space = client.space("scores")
             triage = _load(space, seed, rows)
-            took = time.monotonic()
             space.compute_priorities()
-            took = time.monotonic() - took
             before = priorities_snapshot(space)
         for number in range(rounds):
             with Client(server.url, timeout=TIMEOUT, shared_memory=False) as client:
@@ -724,8 +725,12 @@ def priority_kill_rounds(
                 extra = make_batch(seed, 1000 + number, 0)
                 extra.add_to(space)
                 space.compute_priorities(background=True)
-                time.sleep(float(rng.uniform(0, 1.3 * took)))
-                job = space.priority_status()["job"] or {}
+                # into the phase this round aims at, or the first one after it
+                aim = PHASES.index(PHASES[1 + number % 3])
+                while (job := space.priority_status()["job"] or {}).get("state") == "running":
+                    if PHASES.index(job.get("phase", "starting")) >= aim:
+                        break
+                time.sleep(float(rng.uniform(0, 0.02)))
             server.kill()
             figures.kills += 1
             server = Server(data, env=env, port=server.port)
@@ -760,6 +765,9 @@ def priority_kill_rounds(
     figures.problems += _server_failures(server.log)
     figures.seconds = time.monotonic() - started
     return figures
+
+
+PHASES = ("starting", "reading", "scoring", "storing", "done")
 
 
 def _load(space, seed: int, rows: int) -> int:
