@@ -649,7 +649,8 @@ def index_save_rounds(
             deadline = time.monotonic() + 30
             while not tmp.exists() and time.monotonic() < deadline:
                 time.sleep(0.0005)
-            time.sleep(float(rng.uniform(0, 0.004)))
+            # the first kill lands as the save begins, the others a little into it
+            time.sleep(float(rng.uniform(0, 0.004)) if number else 0.0)
             server.kill()
             figures.kills += 1
             stop.set()
