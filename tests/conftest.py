@@ -28,9 +28,15 @@ class Server:
     """``chroma-server`` run as a subprocess on a free loopback port."""
 
     def __init__(
-        self, path: Path, env: dict | None = None, args: tuple = (), port: int | None = None
+        self,
+        path: Path,
+        env: dict | None = None,
+        args: tuple = (),
+        port: int | None = None,
+        timeout: float = 30.0,
     ):
-        """``port``: a port to take again, e.g. to restart a server where its clients are."""
+        """``port``: a port to take again, e.g. to restart a server where its clients are;
+        ``timeout``: seconds to wait for it to answer."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.path = path
@@ -46,7 +52,11 @@ class Server:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -34,6 +34,9 @@ DIM = 16
 CLASSES = 4
 #: how long a client waits for one answer; a killed server fails requests at once anyway
 TIMEOUT = 60.0
+#: how long a restarted server may take to answer: the embedded ClickHouse engine loads its
+#: tables first, which takes seconds, and far longer on a machine busy with other work
+RESTART_SECONDS = 300.0
 #: every server here: no background recomputation of priorities, so scores change only when
 #: a test asks; no shared memory, so nothing of a killed server is left in /dev/shm
 SERVER_ENV = {"CHROMA_PRIORITY_REFRESH_SECONDS": "0", "CHROMA_SHARED_MEMORY": "0"}
@@ -532,7 +535,7 @@ def crash_rounds(
                     time.sleep(float(rng.uniform(0, 0.3)))
             server.kill()
             figures.kills += 1
-            server = Server(data, env=env, port=server.port)
+            server = Server(data, env=env, port=server.port, timeout=RESTART_SECONDS)
             with Client(server.url, timeout=TIMEOUT, shared_memory=False) as client:
                 scored = client.space("scores")
                 if background:
@@ -651,7 +654,7 @@ def index_save_rounds(
                 path.write_bytes(bytes(blob))
                 state += ", page lost"
             figures.outcomes[f"killed {state}"] += 1
-            server = Server(data, env=env, port=server.port)
+            server = Server(data, env=env, port=server.port, timeout=RESTART_SECONDS)
             with Client(server.url, timeout=TIMEOUT, shared_memory=False) as client:
                 # the restarted service sees no leftovers once the index is opened
                 queried, unfound, problems = check_index(client, space_name, sample=sample)
@@ -717,7 +720,7 @@ def priority_kill_rounds(
                 time.sleep(float(rng.uniform(0, 0.02)))
             server.kill()
             figures.kills += 1
-            server = Server(data, env=env, port=server.port)
+            server = Server(data, env=env, port=server.port, timeout=RESTART_SECONDS)
             with Client(server.url, timeout=TIMEOUT, shared_memory=False) as client:
                 space = client.space("scores")
                 status = space.priority_status()
