@@ -70,49 +70,36 @@ def wait_for_line(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_a_second_embedded_process_on_a_directory_is_refused_at_once(store, tmp_path):
+def test_a_second_opener_of_a_directory_is_refused_at_once_embedded_or_server(store, tmp_path):
     path = tmp_path / "data"
-    first = open_embedded(path, store, hold=60)
+    holder = open_embedded(path, store, hold=120)
     try:
-        assert wait_for_line(first) == "opened 1"
+        assert wait_for_line(holder) == "opened 1"
         second = open_embedded(path, store)
         line = wait_for_line(second)
         assert second.wait(timeout=60) == 3
-        # refused while the first still holds the directory: it did not wait for the lock
-        assert first.poll() is None
         assert line.startswith("DirectoryInUse")
-        assert str(path.resolve()) in line and f"pid {first.pid}" in line
+        assert str(path.resolve()) in line and f"pid {holder.pid}" in line
+        with pytest.raises(RuntimeError, match=f"in use by another Chroma \\(pid {holder.pid}\\)"):
+            Server(path, env={"CHROMA_STORE": store})
+        # both refused while the holder still holds the directory: neither waited for it
+        assert holder.poll() is None
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    # the kernel let go of a killed holder's lock: the directory opens again, data intact
-    third = open_embedded(path, store)
-    assert wait_for_line(third) == "opened 2" and third.wait(timeout=60) == 0
-
-
-@pytest.mark.parametrize("store", STORES)
-def test_a_server_and_an_embedded_client_never_share_a_directory(store, tmp_path):
-    path = tmp_path / "data"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the kernel let go of the killed holder's lock: a server opens the directory, data intact
     server = Server(path, env={"CHROMA_STORE": store})
     try:
         with Client(server.url) as client:
-            client.space("s").add([[0.0, 1.0]], dataset="d", ids=["by-server"])
+            space = client.space("s")
+            space.add([[0.0, 1.0]], dataset="d", ids=["by-server"])
+            assert space.count() == 2
         embedded = open_embedded(path, store)
         line = wait_for_line(embedded)
         assert embedded.wait(timeout=60) == 3
         assert f"pid {server.process.pid}" in line and str(path.resolve()) in line
     finally:
         server.stop()
-    # once the server has stopped, an embedded client opens it, and holds it in turn
-    holder = open_embedded(path, store, hold=60)
-    try:
-        assert wait_for_line(holder) == "opened 2"
-        with pytest.raises(RuntimeError, match=f"in use by another Chroma \\(pid {holder.pid}\\)"):
-            Server(path, env={"CHROMA_STORE": store})
-        assert holder.poll() is None  # refused, not kept waiting for the holder to go
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
 
 
 def test_a_directory_is_refused_to_a_second_client_in_the_same_process(tmp_path):
