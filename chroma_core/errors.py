@@ -74,6 +74,12 @@ class Unauthorized(ChromaError):
     status = 401
 
 
+class DirectoryInUse(ChromaError):
+    """Another Chroma holds the data directory (each directory serves one at a time)."""
+
+    status = 423
+
+
 class ServerError(ChromaError):
     """The server failed; the request may be retried."""
 
@@ -94,6 +100,7 @@ ERRORS: dict[str, type[ChromaError]] = {
         Conflict,
         ProtocolMismatch,
         Unauthorized,
+        DirectoryInUse,
         ServerError,
     )
 }

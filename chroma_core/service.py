@@ -19,6 +19,7 @@ import pyarrow as pa
 from chroma_core import filters, restore, selection
 from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
+from chroma_core.directory_lock import DirectoryLock
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.plugins import describe_plugins, plugin_manager
 from chroma_core.schema import (
@@ -49,8 +50,15 @@ class Chroma:
         self.pm = pm or plugin_manager()
         self.hook = self.pm.hook
         self.settings.path.mkdir(parents=True, exist_ok=True)
-        store = self.hook.chroma_open_store(name=self.settings.store, settings=self.settings)
+        # before the store opens: a second service on this directory fails here, at once
+        self._directory_lock = DirectoryLock(self.settings.path)
+        try:
+            store = self.hook.chroma_open_store(name=self.settings.store, settings=self.settings)
+        except BaseException:
+            self._directory_lock.release()
+            raise
         if store is None:
+            self._directory_lock.release()
             raise NotFound(
                 f"no installed plugin provides the store {self.settings.store!r}; "
                 f"installed stores answer to: {', '.join(self.store_names()) or 'none'}"
@@ -84,8 +92,11 @@ class Chroma:
         if self._closed:
             return
         self._closed = True
-        self.hook.chroma_shutdown(chroma=self)
-        self.store.close()
+        try:
+            self.hook.chroma_shutdown(chroma=self)
+            self.store.close()
+        finally:
+            self._directory_lock.release()
 
     # --- spaces -------------------------------------------------------------
     def space(self, name: str, metric: str = "l2", model: dict | None = None) -> SpaceInfo:

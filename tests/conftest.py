@@ -27,21 +27,36 @@ def free_port() -> int:
 class Server:
     """``chroma-server`` run as a subprocess on a free loopback port."""
 
-    def __init__(self, path: Path, env: dict | None = None, args: tuple = ()):
-        self.port = free_port()
+    def __init__(
+        self,
+        path: Path,
+        env: dict | None = None,
+        args: tuple = (),
+        port: int | None = None,
+        timeout: float = 30.0,
+    ):
+        """``port``: a port to take again, e.g. to restart a server where its clients are;
+        ``timeout``: seconds to wait for it to answer."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.path = path
+        self.env = env
         full_env = {**os.environ, "CHROMA_PATH": str(path), **(env or {})}
         server = Path(sys.executable).with_name("chroma-server")
         self.log = path.parent / f"server-{self.port}.log"
-        self._log_file = open(self.log, "w")  # noqa: SIM115 - lives as long as the server
+        # appended to: a server restarted on its port keeps one log
+        self._log_file = open(self.log, "a")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             [str(server), "--port", str(self.port), *args],
             env=full_env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -54,6 +69,12 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"chroma-server did not start: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to close anything, as in a crash."""
+        self.process.kill()
+        self.process.wait()
+        self._log_file.close()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -2,11 +2,14 @@
 
 The store is the truth. An index remembers the largest seq it holds (``indexed_seq``)
 and how many live rows it holds; on load it is checked against the store and rebuilt
-when they disagree, then caught up with the rows stored since.
+when they disagree, then caught up with the rows stored since. Its meta also holds the
+SHA-256 of the index file: a file torn by a crash or a lost disk write loads without
+complaint in hnswlib and answers wrongly, so a file that does not match is rebuilt too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,15 +37,28 @@ READ_ROWS = 100_000
 class SpaceIndex:
     """The index of one space. Every method takes the lock; hnswlib is not safe otherwise."""
 
-    def __init__(self, directory: Path, space: str, metric: str, dim: int, ef: int = EF_SEARCH):
+    def __init__(
+        self,
+        directory: Path,
+        space: str,
+        metric: str,
+        dim: int,
+        ef: int = EF_SEARCH,
+        save_every: float = SAVE_EVERY_SECONDS,
+    ):
         self.path = directory / f"{space}.hnsw"
         self.meta_path = directory / f"{space}.json"
+        self.tmp_path = directory / f"{space}.hnsw.tmp"
+        self.tmp_meta_path = directory / f"{space}.json.tmp"
         self.metric = metric
         self.dim = dim
         self.ef = ef
+        self.save_every = save_every
         self.lock = threading.RLock()
         # one builder at a time; held across chunks, while ``lock`` is held only per chunk
         self.build_lock = threading.Lock()
+        # one save at a time: saves share the temporary files
+        self.save_lock = threading.Lock()
         self.index: hnswlib.Index | None = None
         self.indexed_seq = 0
         self.live = 0
@@ -92,8 +108,8 @@ class SpaceIndex:
         for start in range(0, len(seqs), CHUNK_ROWS):
             with self.lock:
                 self._add(seqs[start : start + CHUNK_ROWS], vectors[start : start + CHUNK_ROWS])
-        with self.lock:
-            self._maybe_save()
+        # outside the lock: a save takes the save lock first, then this one
+        self._maybe_save()
 
     def status(self, store, space: str) -> dict:
         """Rows in the index, and stored rows it has not caught up with yet."""
@@ -116,6 +132,9 @@ class SpaceIndex:
             self.dirty = True
 
     def _open(self, store, space: str) -> None:
+        # what a save cut short left behind (the directory is this service's alone)
+        for leftover in (self.tmp_path, self.tmp_meta_path):
+            leftover.unlink(missing_ok=True)
         if self.path.exists() and self.meta_path.exists():
             try:
                 self._load()
@@ -141,6 +160,8 @@ class SpaceIndex:
         meta = json.loads(self.meta_path.read_text())
         if meta["dim"] != self.dim or meta["metric"] != self.metric:
             raise ValueError("index was built for another dimension or metric")
+        if _sha256(self.path) != meta["sha256"]:
+            raise ValueError("index file does not match the checksum in its meta")
         index = hnswlib.Index(space=self.metric, dim=self.dim)
         index.load_index(str(self.path), max_elements=meta["capacity"])
         index.set_ef(self.ef)
@@ -167,37 +188,46 @@ class SpaceIndex:
 
     # --- persistence --------------------------------------------------------
     def _maybe_save(self) -> None:
-        if self.dirty and time.monotonic() - self.last_save > SAVE_EVERY_SECONDS:
+        if self.dirty and time.monotonic() - self.last_save > self.save_every:
             self.save()
 
     def save(self) -> None:
-        """Write the index and its meta atomically (a crash leaves the old pair or none)."""
-        with self.lock:
-            if self.index is None or not self.dirty:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".hnsw.tmp")
-            self.index.save_index(str(tmp))
-            meta = {
-                "dim": self.dim,
-                "metric": self.metric,
-                "indexed_seq": self.indexed_seq,
-                "live": self.live,
-                "capacity": self.index.get_max_elements(),
-            }
-            tmp_meta = self.meta_path.with_suffix(".json.tmp")
-            tmp_meta.write_text(json.dumps(meta))
-            # the meta names what the index holds, so it is replaced last
-            self.meta_path.unlink(missing_ok=True)
-            os.replace(tmp, self.path)
-            os.replace(tmp_meta, self.meta_path)
-            self.dirty = False
-            self.last_save = time.monotonic()
+        """Write the index and its meta so that a crash at any point leaves the old pair,
+        no meta (the index is rebuilt), or the new pair; both are synced to disk before
+        they replace the old, and the meta carries the file's checksum."""
+        with self.save_lock:
+            with self.lock:
+                if self.index is None or not self.dirty:
+                    return
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.index.save_index(str(self.tmp_path))
+                meta = {
+                    "dim": self.dim,
+                    "metric": self.metric,
+                    "indexed_seq": self.indexed_seq,
+                    "live": self.live,
+                    "capacity": self.index.get_max_elements(),
+                }
+                self.dirty = False
+                self.last_save = time.monotonic()
+            # the file is complete: queries and indexing go on while it is checked and synced
+            try:
+                meta["sha256"] = _sha256(self.tmp_path, sync=True)
+                _write_synced(self.tmp_meta_path, json.dumps(meta).encode())
+                # the meta names what the index holds, so it is replaced last
+                self.meta_path.unlink(missing_ok=True)
+                os.replace(self.tmp_path, self.path)
+                os.replace(self.tmp_meta_path, self.meta_path)
+                _sync_directory(self.path.parent)
+            except BaseException:
+                with self.lock:
+                    self.dirty = True
+                raise
 
     def drop(self) -> None:
-        with self.lock:
+        with self.save_lock, self.lock:
             self.index = None
-            for path in (self.path, self.meta_path):
+            for path in (self.path, self.meta_path, self.tmp_path, self.tmp_meta_path):
                 path.unlink(missing_ok=True)
 
     # --- search -------------------------------------------------------------
@@ -244,6 +274,29 @@ class SpaceIndex:
         if self.metric == "l2":
             np.sqrt(np.maximum(dists, 0, out=dists), out=dists, where=np.isfinite(dists))
         return seqs, dists
+
+
+def _sha256(path: Path, sync: bool = False) -> str:
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+        if sync:
+            os.fsync(file.fileno())
+    return digest
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def merge(first: tuple, second: tuple, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,13 @@ import threading
 
 import numpy as np
 
-from chroma_algo_similarity.index import EF_SEARCH, SpaceIndex, exact_search, merge
+from chroma_algo_similarity.index import (
+    EF_SEARCH,
+    SAVE_EVERY_SECONDS,
+    SpaceIndex,
+    exact_search,
+    merge,
+)
 from chroma_algo_similarity.matches import MatchCache
 from chroma_core.algorithm import Neighbors
 from chroma_core.hookspecs import hookimpl
@@ -36,6 +42,10 @@ class Indexes:
         self.by_space: dict[str, SpaceIndex] = {}
         # search breadth: higher finds more true neighbours and answers slower
         self.ef = int(chroma.settings.extra.get("similarity_ef", EF_SEARCH))
+        # seconds of indexing between saves: a crash loses at most this much indexing work
+        self.save_every = float(
+            chroma.settings.extra.get("similarity_save_seconds", SAVE_EVERY_SECONDS)
+        )
         # lazy: build a space's index on its first unfiltered query instead of as rows arrive
         self.lazy = chroma.settings.extra.get("similarity_build", "eager") == "lazy"
         self.exact_limit = int(chroma.settings.extra.get("similarity_exact_limit", EXACT_LIMIT))
@@ -51,7 +61,9 @@ class Indexes:
         with self.lock:
             index = self.by_space.get(space)
             if index is None or index.dim != dim or index.metric != metric:
-                index = SpaceIndex(self.directory, space, metric, dim, ef=self.ef)
+                index = SpaceIndex(
+                    self.directory, space, metric, dim, ef=self.ef, save_every=self.save_every
+                )
                 self.by_space[space] = index
             return index
 

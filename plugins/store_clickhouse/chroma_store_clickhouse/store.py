@@ -4,6 +4,11 @@ Writes from one server are serialised by a lock: id uniqueness and seq allocatio
 checked under it. Every change a reader could see half of is made visible by one insert:
 rows by one single-block insert, deletes by one tombstone insert, a priority rewrite by the
 space row naming the new generation, a trigger by its row after its items.
+
+A crash between those inserts leaves something no reader sees, and the next writer must not
+build on it: a new priority generation or trigger id is numbered past any left behind (their
+rows would otherwise join the new ones), and a space whose first rows were stored without
+the space row recording their dimension gets it recorded when the store opens.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class ClickHouseStore(Store):
         except Exception as exc:
             raise ServerError(f"cannot open {where.describe()}: {exc}") from None
         self._migrate()
+        self._record_dimensions()
 
     @classmethod
     def open(cls, settings: Settings) -> ClickHouseStore:
@@ -129,6 +135,26 @@ class ClickHouseStore(Store):
                 self._command(
                     "INSERT INTO chroma_migrations VALUES ({v:UInt32}, now64(3))", {"v": number}
                 )
+
+    def _record_dimensions(self) -> None:
+        """Record the dimension of a space whose first add stored its rows but not the space
+        row saying so (the server stopped between the two)."""
+        with self._lock:
+            for name in self._query(
+                "SELECT name FROM spaces FINAL WHERE deleted = 0 AND dim = 0 ORDER BY name"
+            ):
+                row = self._space_row(name[0], fresh=True)
+                found = self._query(f"SELECT length(embedding) FROM rows_{row[1]} LIMIT 1")
+                if found:
+                    log.warning("space %s: recording the dimension of its first rows", row[0])
+                    self._write_space((*row[:3], found[0][0], *row[4:]))
+                    self._add_vector_index(row[1], row[2], found[0][0])
+
+    def _add_vector_index(self, sid: int, metric: str, dim: int) -> None:
+        if self.target.vector_index:
+            ddl = schema.vector_index(sid, metric, dim)
+            if ddl:
+                self._command(ddl)
 
     def close(self) -> None:
         with self._lock:
@@ -332,10 +358,7 @@ class ClickHouseStore(Store):
         if not stored_dim:
             dim = rows.schema.field("embedding").type.list_size
             self._write_space((*row[:3], dim, *row[4:]))
-            if self.target.vector_index:
-                ddl = schema.vector_index(sid, metric, dim)
-                if ddl:
-                    self._command(ddl)
+            self._add_vector_index(sid, metric, dim)
 
     def _batch_seqs(
         self, space: str, sid: int, key: str, fingerprint: Future[str]
@@ -491,7 +514,10 @@ class ClickHouseStore(Store):
             raise InvalidInput("priorities must be numbers, not null or NaN")
         with self._lock:
             row = self._space_row(space, fresh=True)
-            sid, generation = row[1], row[6] + 1
+            sid = row[1]
+            # past any generation a crash left written but never named by the space row
+            written = self._query(f"SELECT max(generation) FROM priorities_{sid}")[0][0] or 0
+            generation = max(row[6], written) + 1
             ids = scores.column("id").to_pylist()
             live = dict(
                 self._query(
@@ -565,7 +591,14 @@ class ClickHouseStore(Store):
     def create_trigger(self, space, items, note, selection) -> dict:
         with self._lock:
             sid = self._space_row(space, fresh=True)[1]
-            trigger_id = (self._query("SELECT max(id) FROM triggers")[0][0] or 0) + 1
+            # past the items of any trigger a crash left without its row
+            trigger_id = (
+                self._query(
+                    "SELECT greatest((SELECT max(id) FROM triggers), "
+                    "(SELECT max(trigger_id) FROM trigger_items))"
+                )[0][0]
+                or 0
+            ) + 1
             n = items.num_rows
             if n:
                 self._client().insert_arrow("trigger_items", _items_table(trigger_id, items))
