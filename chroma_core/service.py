@@ -18,6 +18,7 @@ from chroma_core import filters, selection
 from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_core.metrics import Metrics
 from chroma_core.plugins import describe_plugins, plugin_manager
 from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
 from chroma_core.store import METRICS, TRIGGER_STATUSES, SpaceInfo, Store
@@ -35,6 +36,7 @@ class Chroma:
         self.settings = settings or Settings.from_env()
         self.pm = pm or plugin_manager()
         self.hook = self.pm.hook
+        self.metrics = Metrics()
         self.settings.path.mkdir(parents=True, exist_ok=True)
         store = self.hook.chroma_open_store(name=self.settings.store, settings=self.settings)
         if store is None:
@@ -128,6 +130,7 @@ class Chroma:
             rows = rows.append_column("id", ids)
         rows = validate_rows(rows, info.dim)
         seqs = self.store.add(space, rows)
+        self.metrics.rows_added.inc(len(seqs), space=info.name)
         self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
         return rows.column("id").to_pylist()
 
