@@ -142,4 +142,3 @@ class Metrics:
             if refresh is not None:
                 refresh()
             return prometheus_client.generate_latest(self.registry)
-
