@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +32,6 @@ from chroma_client import Client, Space
 from chroma_client.errors import ChromaError
 
 DEFAULT_BATCH_ROWS = 20_000
-#: ids deleted per request when a failed load is undone
-DELETE_ROWS = 50_000
 
 # the client's per-row fields, each read from a column named like it unless mapped
 FIELDS = {
@@ -411,9 +410,10 @@ def load(
         if existing["dim"] is not None and dim is not None and existing["dim"] != dim:
             raise LoadError(
                 f"space {space!r} holds embeddings of dimension {existing['dim']}; "
-                f"the files have dimension {dim}; nothing was stored"
+                f"the files have dimension {dim}"
             )
-    total = None if any(p.source.rows is None for p in plans) else sum(p.source.rows for p in plans)
+    counted = [plan.source.rows for plan in plans]
+    total = sum(n for n in counted if n is not None) if None not in counted else None
     if progress is None:
         progress = sys.stderr.isatty()
     started = time.perf_counter()
@@ -426,6 +426,8 @@ def load(
         except BaseException as exc:
             bar.close()
             raise loading.undo(exc) from None
+        finally:
+            loading.close()
     seconds = time.perf_counter() - started
     summary = {
         "space": space,
@@ -438,13 +440,35 @@ def load(
     }
     if as_json:
         output.record(summary, as_json=True)
+    else:
+        _say_loaded(summary, existing is None)
+    if not client.location.startswith(("http://", "https://")):
+        _finish_index(target, progress)
+
+
+def _finish_index(space: Space, progress: bool) -> None:
+    """Embedded, this process indexes what it stored: finish now, saying so, rather than
+    seem to hang on exit (a server indexes in the background instead)."""
+    pending = space.status().get("index", {}).get("pending", 0)
+    if not pending:
         return
-    files_text = f"{len(plans)} file{'s' if len(plans) != 1 else ''}"
-    new = " (new space)" if existing is None else ""
+    if progress:
+        click.echo(f"indexing {pending:,} rows before exiting (Ctrl-C: later)", err=True)
+    try:
+        space.wait_for_index()
+    except KeyboardInterrupt:
+        # the rows are stored; the index catches up whenever the space is next opened
+        click.echo("the index catches up the next time the space is opened", err=True)
+
+
+def _say_loaded(summary: dict, created: bool) -> None:
+    files = summary["files"]
+    space = summary["space"]
+    new = " (new space)" if created else ""
     click.echo(
-        f"loaded {loading.stored:,} rows from {files_text} into {space!r}{new} in "
-        f"{seconds:.2f} s ({summary['rows_per_second'] or 0:,.0f} rows/s); "
-        f"{space!r} holds {summary['space_count']:,} rows"
+        f"loaded {summary['rows']:,} rows from {files} file{'s' if files != 1 else ''} into "
+        f"{space!r}{new} in {summary['seconds']:.2f} s ({summary['rows_per_second'] or 0:,.0f} "
+        f"rows/s); {space!r} holds {summary['space_count']:,} rows"
     )
 
 
@@ -455,15 +479,35 @@ class Loading:
         self.client = client
         self.space = space
         self.created = created
-        self.ids: list[str] = []
+        self.stored = 0
+        # the ids stored so far, as an Arrow stream in a temporary file: a load of a
+        # hundred million rows can still be undone without holding their ids in memory
+        self._journal = tempfile.TemporaryFile()
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
-    @property
-    def stored(self) -> int:
-        return len(self.ids)
+    def record(self, ids: list[str]) -> None:
+        batch = pa.record_batch({"id": pa.array(ids, pa.string())})
+        if self._writer is None:
+            self._writer = pa.ipc.new_stream(self._journal, batch.schema)
+        self._writer.write_batch(batch)
+        self.stored += len(ids)
+
+    def recorded(self) -> Iterator[list[str]]:
+        """The ids stored so far, a batch at a time."""
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._journal.seek(0)
+        for batch in pa.ipc.open_stream(self._journal):
+            yield batch.column("id").to_pylist()
+
+    def close(self) -> None:
+        self._journal.close()
 
     def load_file(self, plan: Plan, size: int, dim: int | None, bar) -> None:
         """Store every batch of ``plan``'s file, whose embeddings have dimension ``dim``."""
         start = 0
+        bar.set_postfix_str(plan.source.path.name, refresh=False)
         batches = plan.source.batches(
             plan.columns, size, text=plan.text_columns, floats=plan.float_columns
         )
@@ -472,7 +516,7 @@ class Loading:
                 continue
             arguments = batch_arguments(plan, batch, start, dim)
             try:
-                self.ids += self.space.add(**arguments, progress=False)
+                self.record(self.space.add(**arguments, progress=False))
             except ChromaError as exc:
                 stop = start + batch.num_rows - 1
                 raise LoadError(f"{plan.source.path}: rows {start}-{stop}: {exc.detail}") from None
@@ -485,9 +529,9 @@ class Loading:
             if self.created:
                 self.client.delete_space(self.space.name)
                 done = f"the space {self.space.name!r} this load created was dropped"
-            elif self.ids:
-                for begin in range(0, len(self.ids), DELETE_ROWS):
-                    self.space.delete(ids=self.ids[begin : begin + DELETE_ROWS])
+            elif self.stored:
+                for ids in self.recorded():
+                    self.space.delete(ids=ids)
                 done = f"the {self.stored:,} rows it had stored were removed"
             else:
                 done = "nothing was stored"

@@ -1,23 +1,25 @@
 """Files ``chroma load`` reads, each as an Arrow schema and a stream of record batches.
 
-Parquet and Arrow IPC (Feather v2) files go through ``pyarrow.dataset``, which reads a
-batch at a time; CSV through pyarrow's streaming reader; ``.npy`` through a memory map.
-So a file larger than memory loads in bounded memory. ``.npz`` members are read whole
-(the format compresses each array as one piece): one array of shape (n, d) is a column of
-vectors, one of shape (n,) a plain column.
+Parquet is read a batch at a time through a buffered stream, so memory follows the batch
+and not the file's row groups (which writers make up to a million rows long); Arrow IPC
+(Feather v2) files are memory-mapped and read a record batch at a time; CSV goes through
+pyarrow's streaming reader; ``.npy`` through a memory map. So a file larger than memory
+loads in bounded memory. ``.npz`` members are read whole (the format compresses each array
+as one piece): one array of shape (n, d) is a column of vectors, one of shape (n,) a plain
+column.
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 FORMATS = {
     ".parquet": "parquet",
@@ -33,6 +35,8 @@ FORMATS = {
 COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
 #: bytes of CSV read per block; the first block also decides the types of unmapped columns
 CSV_BLOCK = 8 << 20
+#: bytes a Parquet reader reads ahead of the batch it decodes
+PARQUET_BUFFER = 8 << 20
 #: the column name a bare ``.npy`` array of vectors gets
 NPY_COLUMN = "embedding"
 
@@ -53,27 +57,26 @@ class Source:
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def batches(
-        self, columns: list[str], size: int, text: set[str] = frozenset(), floats=frozenset()
+        self,
+        columns: list[str],
+        size: int,
+        text: Set[str] = frozenset(),
+        floats: Set[str] = frozenset(),
     ) -> Iterator[pa.RecordBatch]:
         """Batches of at most ``size`` rows holding ``columns``. CSV reads the ``text``
         columns as strings and the ``floats`` as float32 whatever they look like."""
         try:
-            if self.format in ("parquet", "arrow"):
-                yield from _rebatched(
-                    self._dataset().to_batches(
-                        columns=columns, batch_size=size, batch_readahead=1, fragment_readahead=1
-                    ),
-                    size,
-                )
+            if self.format == "parquet":
+                parquet = _parquet(self.path)
+                yield from _rebatched(parquet.iter_batches(batch_size=size, columns=columns), size)
+            elif self.format == "arrow":
+                yield from _rebatched(_arrow_batches(self.path, columns), size)
             elif self.format == "csv":
                 yield from _rebatched(self._csv(columns, text, floats), size)
             else:
                 yield from self._numpy_batches(columns, size)
         except (pa.ArrowException, OSError, ValueError, zipfile.BadZipFile) as exc:
             raise SourceError(f"{self.path}: cannot read it as {self.format}: {exc}") from None
-
-    def _dataset(self) -> ds.Dataset:
-        return ds.dataset(self.path, format="parquet" if self.format == "parquet" else "ipc")
 
     def _csv(self, columns, text, floats) -> Iterator[pa.RecordBatch]:
         types = {name: pa.string() for name in text} | {name: pa.float32() for name in floats}
@@ -102,9 +105,15 @@ def open_source(path: Path, format: str | None = None) -> Source:
         raise SourceError(f"{path}: no such file")
     kind = format or _format_of(path)
     try:
-        if kind in ("parquet", "arrow"):
-            dataset = ds.dataset(path, format="parquet" if kind == "parquet" else "ipc")
-            return Source(path, kind, dataset.schema, dataset.count_rows())
+        if kind == "parquet":
+            parquet = _parquet(path)
+            return Source(path, kind, parquet.schema_arrow, parquet.metadata.num_rows)
+        if kind == "arrow":
+            with pa.memory_map(str(path)) as mapped:
+                reader = pa.ipc.open_file(mapped)
+                # count_rows reads the batches' metadata only; older pyarrow lacks it
+                count = getattr(reader, "count_rows", None)
+                return Source(path, kind, reader.schema, count() if count else None)
         if kind == "csv":
             return Source(path, kind, _csv_schema(path), _csv_rows(path))
         if kind == "npy":
@@ -130,6 +139,17 @@ def _format_of(path: Path) -> str:
             f"{path}: cannot tell the format from its name (known: {known}); give --format"
         )
     return kind
+
+
+def _parquet(path: Path) -> pq.ParquetFile:
+    return pq.ParquetFile(path, buffer_size=PARQUET_BUFFER, pre_buffer=False)
+
+
+def _arrow_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    with pa.memory_map(str(path)) as mapped:
+        reader = pa.ipc.open_file(mapped)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i).select(columns)
 
 
 def _csv_schema(path: Path) -> pa.Schema:

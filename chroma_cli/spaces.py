@@ -41,7 +41,7 @@ def stats(client: Client, space: str, as_json: bool) -> None:
     target = Space(client, space)
     status = target.status()
     info = status.pop("space")
-    counts = {field: Counter() for field in COUNTED}
+    counts: dict[str, Counter[str]] = {field: Counter() for field in COUNTED}
     offset = 0
     while True:
         page = target.get(limit=STATS_PAGE, offset=offset)
