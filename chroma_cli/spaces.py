@@ -86,18 +86,34 @@ def stats(client: Client, space: str, as_json: bool) -> None:
 @click.argument("space")
 @click.option("-n", "n", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--min-priority", type=float, help="only inputs scoring at least this")
+@click.option(
+    "--compute",
+    is_flag=True,
+    help="score the inputs first (compute_priorities, only the unscored when the training "
+    "set is unchanged)",
+)
 @where_option
 @with_client
 @json_option
 def priorities(
-    client: Client, space: str, n: int, min_priority: float | None, where, as_json: bool
+    client: Client,
+    space: str,
+    n: int,
+    min_priority: float | None,
+    compute: bool,
+    where,
+    as_json: bool,
 ) -> None:
     """The N inputs of SPACE to relabel first, highest priority first."""
-    frame = Space(client, space).priorities(n=n, where=where, min_priority=min_priority)
+    target = Space(client, space)
+    if compute:
+        target.compute_priorities(only_new=True)
+    frame = target.priorities(n=n, where=where, min_priority=min_priority)
     if not as_json:
-        shown = [c for c in PRIORITY_COLUMNS if c in frame.columns]
-        frame = frame[shown]
-    output.table(frame, as_json, empty="no scored inputs (run compute_priorities first)")
+        # a component no row has (margin without model outputs) only takes room
+        shown = [c for c in PRIORITY_COLUMNS if c in frame.columns and frame[c].notna().any()]
+        frame = frame[shown] if len(frame) else frame[[c for c in PRIORITY_COLUMNS if c in frame]]
+    output.table(frame, as_json, empty="no scored inputs (--compute scores them)")
 
 
 PRIORITY_COLUMNS = (

@@ -212,7 +212,7 @@ def test_load_several_files_json_summary_stats_and_spaces(tmp_path):
 # --- against a server ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """A server with a space of labelled training rows and scored triage rows."""
+    """A server with a space of labelled training rows and triage rows to score."""
     server = Server(tmp_path_factory.mktemp("cli-server") / "data")
     client = Client(server.url)
     space = client.space("scored")
@@ -224,7 +224,6 @@ def scored(tmp_path_factory):
         ids=[f"t{i}" for i in range(200)],
     )
     space.add(vectors(60, 11), dataset="prod", context="triage", ids=[f"u{i}" for i in range(60)])
-    space.compute_priorities(k=5)
     yield server, client
     client.close()
     server.stop()
@@ -233,8 +232,9 @@ def scored(tmp_path_factory):
 def test_priorities_and_neighbors_match_the_client(scored):
     server, client = scored
     url = ("--url", server.url)
+    listed = json.loads(ok("priorities", "scored", "-n", "5", "--compute", "--json", *url))
     top = client.space("scored").priorities(n=5)
-    listed = json.loads(ok("priorities", "scored", "-n", "5", "--json", *url))
+    assert client.space("scored").priority_status()["scored"] == 60
     assert [row["id"] for row in listed] == top["id"].tolist()
     assert [row["priority"] for row in listed] == pytest.approx(top["priority"].tolist())
     text = ok("priorities", "scored", "-n", "5", *url).splitlines()
@@ -256,6 +256,7 @@ def test_priorities_and_neighbors_match_the_client(scored):
 def test_trigger_and_triggers(scored):
     server, client = scored
     env = {"CHROMA_URL": server.url}
+    client.space("scored").compute_priorities(only_new=True)
     made = json.loads(ok("trigger", "scored", "-n", "4", "--note", "weekly", "--json", env=env))
     assert made["count"] == 4 and made["note"] == "weekly" and made["space"] == "scored"
     items = client.trigger_items(made["id"])
