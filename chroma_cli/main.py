@@ -8,6 +8,7 @@ A new command is a ``click.Command`` added to ``COMMANDS``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -36,14 +37,17 @@ def run(arguments: tuple[str, ...]) -> None:
 COMMANDS = [run, load, spaces, stats, priorities, neighbors, trigger, triggers]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="chroma")
-def cli() -> None:
+@click.pass_context
+def cli(context: click.Context) -> None:
     """Chroma from the shell: load embeddings, look at spaces, neighbours and priorities,
     record retraining triggers, run the server.
 
     Every command but run works on a server (--url or CHROMA_URL) or, without one, on the
     data directory in this process (--path, CHROMA_PATH, default ./chroma_data)."""
+    if context.invoked_subcommand is None:
+        click.echo(context.get_help())
 
 
 for _command in COMMANDS:
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.detail, 1)
     except (LoadError, SourceError) as exc:
         _fail(str(exc), 1)
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except OSError as exc:
         _fail(str(exc), 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -75,7 +75,8 @@ def route_label(scope) -> str:
     path = getattr(route, "path", None)
     if path is None:
         return "unmatched"
-    return _OPERATIONS.get((scope.get("method"), path), path)
+    # a mount at the root has the empty path
+    return _OPERATIONS.get((scope.get("method"), path), path) or "/"
 
 
 def _log_line(scope, route: str, status: int, seconds: float, rows) -> str:

@@ -35,9 +35,10 @@ def moved(before: dict, after: dict, name: str, **labels) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def test_counters_move_by_what_the_requests_did(server, space_name):
-    client = Client(server.url)
-    before = scrape(server.url)
+def test_counters_move_by_what_the_requests_did(guarded, space_name):
+    server = guarded
+    client = Client(server.url, token=TOKEN)
+    before = scrape(server.url, Authorization=f"Bearer {TOKEN}")
     space = client.space(space_name)
     train = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
     space.add(train, dataset="d", labels=(train[:, 0] > 0).astype(int))
@@ -50,7 +51,7 @@ def test_counters_move_by_what_the_requests_did(server, space_name):
     space.wait_for_priorities(timeout=60)
     space.wait_for_index(timeout=60)
     assert httpx.get(f"{server.url}/no/such/route").status_code == 404
-    after = scrape(server.url)
+    after = scrape(server.url, Authorization=f"Bearer {TOKEN}")
 
     requests = "chroma_http_requests_total"
     assert moved(before, after, requests, route="add", status="200") == 2
@@ -102,7 +103,13 @@ def test_metrics_want_a_token_when_the_data_routes_do(guarded):
     wrong = httpx.get(f"{guarded.url}/metrics", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.json()["error"] == "Unauthorized"
     samples = scrape(guarded.url, Authorization=f"Bearer {TOKEN}")
-    assert samples[("chroma_http_requests_total", ("route", "/metrics"), ("status", "401"))] == 2
+    before = samples.get(
+        ("chroma_http_requests_total", ("route", "/metrics"), ("status", "401")), 0
+    )
+    httpx.get(f"{guarded.url}/metrics")
+    samples = scrape(guarded.url, Authorization=f"Bearer {TOKEN}")
+    after = samples[("chroma_http_requests_total", ("route", "/metrics"), ("status", "401"))]
+    assert after - before == 1
     assert httpx.get(f"{guarded.url}/healthz").status_code == 200
 
 
@@ -112,7 +119,7 @@ def test_request_log_lines_appear_with_the_flag_only(guarded, server, space_name
     client.close()
     httpx.get(f"{guarded.url}/healthz")
     lines = [json.loads(line) for line in _json_lines(guarded.log.read_text())]
-    add = [line for line in lines if line["route"] == "add"]
+    add = [line for line in lines if line["route"] == "add" and space_name in line["path"]]
     assert len(add) == 1
     assert add[0]["method"] == "POST" and add[0]["status"] == 200 and add[0]["rows"] == 7
     assert add[0]["path"] == f"/api/v1/spaces/{space_name}/rows"
