@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,8 @@ REQUEST = ("route", "status")
 
 
 class _Metric:
+    """One metric of any kind; updates name their labels by keyword."""
+
     def __init__(self, inner, labels: Sequence[str]):
         self._inner = inner
         self._labels = tuple(labels)
@@ -61,6 +64,9 @@ class _Metric:
         """Forget every label set (a gauge rewritten whole at each reading)."""
         if self._labels:
             self._inner.clear()
+
+
+M = TypeVar("M", bound=_Metric)
 
 
 class Counter(_Metric):
@@ -91,7 +97,7 @@ class Metrics:
     """The metrics of one service, in a registry of its own (two services in one process,
     as in the tests, never mix their counts)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._declared: dict[str, _Metric] = {}
         self._lock = threading.Lock()
@@ -125,7 +131,15 @@ class Metrics:
             Histogram, prometheus_client.Histogram, name, documentation, labels, buckets=buckets
         )
 
-    def _declare(self, kind, inner, name, documentation, labels, **options):
+    def _declare(
+        self,
+        kind: type[M],
+        inner: type,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        **options: Any,
+    ) -> M:
         with self._lock:
             found = self._declared.get(name)
             if found is None:
