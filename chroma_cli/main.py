@@ -17,8 +17,8 @@ from chroma_cli.load import LoadError, LoadInterrupted, load
 from chroma_cli.sources import SourceError
 from chroma_cli.spaces import neighbors, priorities, spaces, stats
 from chroma_cli.triggers import trigger, triggers
+from chroma_client import __version__
 from chroma_client.errors import ChromaError
-from chroma_core import __version__
 
 
 @click.command(
