@@ -7,6 +7,7 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -14,6 +15,7 @@ from starlette.routing import Route
 from chroma_core import api, auth, explorer
 from chroma_core.config import Settings
 from chroma_core.errors import ChromaError, PayloadTooLarge, ProtocolMismatch, ServerError
+from chroma_core.monitoring import METRICS_ROUTE, RequestMonitor, metrics_endpoint, request_log
 from chroma_core.protocol import (
     ARROW_TYPE,
     JSON_TYPE,
@@ -74,6 +76,9 @@ def _serve(op: str, chroma: Chroma, request: Request, body: bytes | None, carrie
         params.update(request.query_params)
         params.update(request.path_params)
         result, out = api.call(chroma, op, params, table)
+        # for the request log: the rows a request sent (an add), else the rows its reply carries
+        rows = table if table is not None else out
+        request.state.rows = None if rows is None else rows.num_rows
     except Unreadable as exc:
         return error_response(exc, {**carried, SHM_HEADER: SHM_UNREADABLE})
     except ChromaError as exc:
@@ -162,10 +167,12 @@ def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route(SHM_ROUTE, shared_memory_offer, methods=["GET"]),
+        Route(METRICS_ROUTE, metrics_endpoint, methods=["GET"]),
     ]
     routes += [Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES]
     routes += explorer.routes()
-    app = Starlette(routes=routes, lifespan=lifespan)
+    monitor = Middleware(RequestMonitor, chroma=service, log=request_log(settings.log_requests))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[monitor])
     app.state.chroma = service
     app.state.tokens = tokens
     app.state.shared_memory = None

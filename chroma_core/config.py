@@ -17,6 +17,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    #: one JSON line on stderr per HTTP request
+    log_requests: bool = False
     max_body_bytes: int = 1 << 30
     trigger_handlers: tuple[str, ...] = ("manifest", "webhook")
     webhook_url: str | None = None

@@ -52,5 +52,10 @@ def chroma_trigger_created(chroma, trigger, items):
 
 
 @hookspec
+def chroma_metrics(chroma):
+    """``/metrics`` is being read: bring this plugin's gauges in ``chroma.metrics`` up to date."""
+
+
+@hookspec
 def chroma_shutdown(chroma):
     """The service is closing: flush what must outlive the process."""

@@ -13,9 +13,9 @@ from chroma_core.config import Settings
 from chroma_core.errors import ChromaError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str = "chroma-server") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="chroma-server",
+        prog=prog,
         description="Serve Chroma over HTTP. Every flag also reads CHROMA_<FLAG> from the "
         "environment; flags win.",
     )
@@ -24,6 +24,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-requests",
+        action="store_true",
+        default=None,
+        help="write one JSON line per request to stderr (method, path, route, status, "
+        "duration_ms, rows, client)",
+    )
     parser.add_argument("--max-body-bytes", type=int, help="largest request body accepted")
     parser.add_argument(
         "--auth-token-file",
@@ -33,8 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def main(argv=None, prog: str = "chroma-server") -> None:
+    args = parse_args(argv, prog)
     try:
         settings = Settings.from_env(**vars(args))
         logging.basicConfig(
@@ -43,7 +50,7 @@ def main(argv=None) -> None:
         )
         app = create_app(settings)
     except ChromaError as exc:
-        print(f"chroma-server: {exc.detail}", file=sys.stderr)
+        print(f"{prog}: {exc.detail}", file=sys.stderr)
         raise SystemExit(2) from None
     chroma = app.state.chroma
     guarded = ", bearer tokens required" if app.state.tokens else ""
@@ -52,7 +59,14 @@ def main(argv=None) -> None:
         f"listening on http://{settings.host}:{settings.port}{guarded}",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # the request log replaces uvicorn's access lines rather than doubling them
+        access_log=not settings.log_requests,
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.directory_lock import DirectoryLock
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_core.metrics import Metrics
 from chroma_core.plugins import describe_plugins, plugin_manager
 from chroma_core.schema import (
     MAX_DIM,
@@ -49,6 +50,7 @@ class Chroma:
         self.settings = settings or Settings.from_env()
         self.pm = pm or plugin_manager()
         self.hook = self.pm.hook
+        self.metrics = Metrics()
         self.settings.path.mkdir(parents=True, exist_ok=True)
         # before the store opens: a second service on this directory fails here, at once
         self._directory_lock = DirectoryLock(self.settings.path)
@@ -164,6 +166,7 @@ class Chroma:
                 # same rows mean the same ids
                 log.info("batch %s of space %s was stored before, not again", batch_key, space)
                 return rows.column("id").to_pylist()
+        self.metrics.rows_added.inc(len(seqs), space=info.name)
         self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
         return rows.column("id").to_pylist()
 

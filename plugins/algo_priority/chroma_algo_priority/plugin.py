@@ -139,12 +139,13 @@ class Priority(Algorithm):
             # scores of earlier rows are kept as they are: same training set, same answer
             stored = pa.concat_tables([kept, stored])
         store.replace_priorities(space.name, stored)
-        log.info(
-            "priority of %s: stored %d scores after %.1f s",
-            space.name,
-            len(ids),
-            time.perf_counter() - started,
-        )
+        seconds = time.perf_counter() - started
+        log.info("priority of %s: stored %d scores after %.1f s", space.name, len(ids), seconds)
+        chroma.metrics.histogram(
+            "chroma_priority_compute_seconds",
+            "Time to read, score and store the priorities of a space, by space.",
+            ("space",),
+        ).observe(seconds, space=space.name)
         meta = {
             "scored": len(ids),
             "training": int(labelled.sum()),

@@ -17,6 +17,7 @@ from chroma_algo_similarity.index import (
 )
 from chroma_algo_similarity.matches import MatchCache
 from chroma_core.algorithm import Neighbors
+from chroma_core.errors import NotFound
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
 
@@ -161,6 +162,31 @@ def chroma_space_status(chroma, space):
         return {"index": {"kind": "hnsw", "indexed": 0, "pending": 0, "indexed_seq": 0}}
     index = _indexes(chroma).current(space)
     return {"index": {"kind": "hnsw", **index.status(chroma.store, space.name)}}
+
+
+@hookimpl
+def chroma_metrics(chroma):
+    indexes = chroma.state(STATE).get("indexes")
+    gauge = chroma.metrics.gauge(
+        "chroma_index_rows",
+        "Rows of each open similarity index: indexed, and stored but still pending.",
+        ("space", "state"),
+    )
+    gauge.clear()
+    if indexes is None:
+        return
+    with indexes.lock:
+        opened = list(indexes.by_space.items())
+    # only the indexes this server has open: reading metrics never loads or builds one
+    for space, index in opened:
+        if index.index is None:
+            continue
+        try:
+            status = index.status(chroma.store, space)
+        except NotFound:  # dropped since
+            continue
+        gauge.set(status["indexed"], space=space, state="indexed")
+        gauge.set(status["pending"], space=space, state="pending")
 
 
 @hookimpl

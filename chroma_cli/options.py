@@ -1,0 +1,98 @@
+"""Options several commands share: where the data is, ``--json``, ``--where``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from chroma_client import Client
+
+
+def with_client(command):
+    """Add ``--url``, ``--token`` and ``--path`` to ``command``, which then receives an open
+    :class:`Client` as its first argument (closed when the command ends)."""
+
+    @functools.wraps(command)
+    def run(*args, url: str | None, token: str | None, path: Path | None, **kwargs):
+        with connect(url, token, path) as client:
+            return command(client, *args, **kwargs)
+
+    options = [
+        click.option(
+            "--url",
+            envvar="CHROMA_URL",
+            metavar="URL",
+            help="a Chroma server, e.g. http://127.0.0.1:8000 (env CHROMA_URL); "
+            "without it the data directory is opened in this process",
+        ),
+        click.option(
+            "--token",
+            envvar="CHROMA_TOKEN",
+            metavar="TOKEN",
+            help="bearer token for a server that wants one (env CHROMA_TOKEN)",
+        ),
+        click.option(
+            "--path",
+            envvar="CHROMA_PATH",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="data directory when no server is given (env CHROMA_PATH; default ./chroma_data)",
+        ),
+    ]
+    for option in reversed(options):
+        run = option(run)
+    return run
+
+
+def connect(url: str | None, token: str | None, path: Path | None) -> Client:
+    """A client on the server ``url``, else embedded on ``path``. A flag beats a variable:
+    ``--path`` on the command line opens the directory even with CHROMA_URL set."""
+    context = click.get_current_context()
+    typed = {
+        name
+        for name in ("url", "path")
+        if context.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    }
+    if typed == {"url", "path"}:
+        raise click.UsageError("give --url or --path, not both")
+    if "path" in typed or url is None:
+        # the client would read CHROMA_URL itself and refuse the path beside it
+        os.environ.pop("CHROMA_URL", None)
+        return Client(path=path)
+    return Client(url, token=token)
+
+
+def json_option(command):
+    return click.option(
+        "--json", "as_json", is_flag=True, help="print JSON for scripts instead of text"
+    )(command)
+
+
+class JsonObject(click.ParamType):
+    """A JSON object given on the command line, such as a ``where`` filter."""
+
+    name = "JSON"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            self.fail(f"{value!r} is not valid JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail(f"{value!r} is not a JSON object", param, ctx)
+        return parsed
+
+
+def where_option(command):
+    return click.option(
+        "--where",
+        type=JsonObject(),
+        help='a filter as JSON, e.g. \'{"dataset": "prod-2026-11"}\' or '
+        '\'{"confidence": {"$lt": 0.5}}\'',
+    )(command)

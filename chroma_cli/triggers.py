@@ -1,0 +1,84 @@
+"""Retraining triggers: ``trigger`` records one, ``triggers`` lists them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+import pandas as pd
+
+from chroma_cli import output
+from chroma_cli.options import json_option, where_option, with_client
+from chroma_client import Client, Space, Trigger
+
+
+@click.command()
+@click.argument("space")
+@click.option("-n", "n", type=click.IntRange(min=1), help="how many inputs (the budget)")
+@click.option("--min-priority", type=float, help="every input scoring at least this")
+@click.option(
+    "--strategy",
+    type=click.Choice(["top_priority", "diverse"]),
+    default="top_priority",
+    show_default=True,
+    help="diverse: high priorities spread over the space, near-copies skipped",
+)
+@click.option("--note", help="a note stored with the trigger")
+@where_option
+@with_client
+@json_option
+def trigger(
+    client: Client,
+    space: str,
+    n: int | None,
+    min_priority: float | None,
+    strategy: str,
+    note: str | None,
+    where,
+    as_json: bool,
+) -> None:
+    """Record a retraining trigger on SPACE's highest-priority inputs; the server's
+    handlers deliver it (manifest file, webhook)."""
+    if n is None and min_priority is None:
+        raise click.UsageError("say how many inputs: -n N and/or --min-priority P")
+    made = Space(client, space).trigger_retraining(
+        n=n, min_priority=min_priority, where=where, note=note, strategy=strategy
+    )
+    output.record(dataclasses.asdict(made), as_json)
+
+
+@click.command()
+@click.argument("space", required=False)
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "acknowledged", "done", "failed"]),
+    help="only triggers in this state",
+)
+@with_client
+@json_option
+def triggers(client: Client, space: str | None, status: str | None, as_json: bool) -> None:
+    """List retraining triggers, newest first (of SPACE, or of every space)."""
+    found = client.triggers(space=space, status=status)
+    if as_json:
+        output.table(pd.DataFrame([dataclasses.asdict(t) for t in found]), as_json=True)
+        return
+    output.table(_frame(found), as_json=False, empty="no triggers")
+
+
+def _frame(found: list[Trigger]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": t.id,
+                "space": t.space,
+                "status": t.status,
+                "count": t.count,
+                "strategy": t.selection.get("strategy"),
+                "delivered": ", ".join(sorted(t.deliveries)) or "-",
+                "created_at": t.created_at,
+                "note": t.note,
+            }
+            for t in found
+        ],
+        columns=["id", "space", "status", "count", "strategy", "delivered", "created_at", "note"],
+    )

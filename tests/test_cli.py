@@ -1,0 +1,394 @@
+"""The ``chroma`` console script, run as a subprocess on files the tests write, embedded
+and against a real server; what it stored is read back through the client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+from chroma_client import Client
+from tests.conftest import Server, free_port
+
+CHROMA = Path(sys.executable).with_name("chroma")
+DIM = 6
+
+
+def chroma(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``chroma`` with no CHROMA_* variable but those in ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
+    return subprocess.run(
+        [str(CHROMA), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **(env or {})},
+    )
+
+
+def ok(*args, env: dict | None = None) -> str:
+    done = chroma(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def fails(*args, status: int = 1, env: dict | None = None) -> str:
+    """The one line a failing command prints on stderr."""
+    done = chroma(*args, env=env)
+    assert done.returncode == status, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chroma: error: "), done.stderr
+    return lines[0]
+
+
+def vectors(n: int, seed: int, dim: int = DIM) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def stored(client: Client, space: str) -> pd.DataFrame:
+    return client.space(space).get(include_embeddings=True).set_index("id")
+
+
+# --- load, one format at a time ------------------------------------------------------
+def _parquet(directory: Path):
+    x = vectors(250, 1)
+    table = pa.table(
+        {
+            "id": [f"p{i}" for i in range(250)],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), DIM),
+            "label": (x[:, 0] > 0).astype(np.int64),
+            "confidence": np.linspace(0, 1, 250),
+            "camera": ["front", "back"] * 125,
+            "uri": [f"s3://b/{i}.jpg" for i in range(250)],
+        }
+    )
+    path = directory / "train.parquet"
+    pq.write_table(table, path, row_group_size=70)  # row groups across batch boundaries
+    args = ["--dataset", "pets", "--input-uri-column", "uri", "--metadata-column", "confidence"]
+    return path, args + ["--metadata-column", "cam*", "--batch-rows", "100"], x
+
+
+def _feather(directory: Path):
+    x = vectors(40, 2)
+    probs = np.random.default_rng(3).dirichlet([1, 1, 1], size=40).astype(np.float32)
+    table = pa.table(
+        {
+            "key": [f"f{i}" for i in range(40)],
+            "vec": pa.array([list(v) for v in x], pa.list_(pa.float32())),
+            "pred": np.arange(40) % 3,
+            "probs": pa.array([list(p) for p in probs]),
+            "where": ["week-1"] * 20 + ["week-2"] * 20,
+        }
+    )
+    path = directory / "prod.feather"
+    feather.write_feather(table, path)
+    args = ["--embedding-column", "vec", "--id-column", "key", "--inference-column", "pred"]
+    args += ["--outputs-column", "probs", "--dataset-column", "where", "--context", "triage"]
+    return path, args, x
+
+
+def _csv_fixed(directory: Path):
+    x = vectors(30, 4)
+    frame = pd.DataFrame(x, columns=[f"e_{i}" for i in range(DIM)])
+    frame.insert(0, "id", [f"c{i}" for i in range(30)])
+    frame["label"] = ["cat", "dog", "007"] * 10
+    path = directory / "fixed.csv"
+    frame.to_csv(path, index=False)
+    return path, ["--embedding-columns", "e_", "--dataset", "csv"], x
+
+
+def _csv_lists(directory: Path):
+    x = vectors(20, 5)
+    frame = pd.DataFrame({"id": [f"l{i}" for i in range(20)], "context": "triage"})
+    frame["embedding"] = [json.dumps([float(v) for v in row]) for row in x]
+    path = directory / "lists.csv"
+    frame.to_csv(path, index=False)
+    return path, ["--dataset", "csv-lists"], x
+
+
+def _npy(directory: Path):
+    x = vectors(25, 6)
+    path = directory / "plain.npy"
+    np.save(path, x.astype(np.float64))
+    return path, ["--dataset", "npy", "--batch-rows", "10"], x
+
+
+def _npz(directory: Path):
+    x = vectors(15, 7)
+    path = directory / "archive.npz"
+    np.savez(path, vectors=x, ids=np.array([f"z{i}" for i in range(15)]), labels=np.arange(15))
+    args = ["--embedding-column", "vectors", "--id-column", "ids", "--label-column", "labels"]
+    return path, args + ["--dataset", "npz"], x
+
+
+FORMATS = {
+    "parquet": _parquet,
+    "feather": _feather,
+    "csv-fixed": _csv_fixed,
+    "csv-lists": _csv_lists,
+    "npy": _npy,
+    "npz": _npz,
+}
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_load_stores_every_row_of_each_format(tmp_path, kind):
+    path, args, x = FORMATS[kind](tmp_path)
+    data = tmp_path / "data"
+    out = ok("load", "s", path, *args, "--path", data)
+    assert f"loaded {len(x):,} rows from 1 file into 's' (new space)" in out
+    assert f"'s' holds {len(x):,} rows" in out
+    client = Client(path=data)
+    rows = client.space("s").get(include_embeddings=True)
+    assert len(rows) == len(x)
+    order = np.argsort([int(i[1:]) for i in rows["id"]]) if kind != "npy" else np.arange(len(x))
+    np.testing.assert_allclose(np.stack(rows["embedding"])[order], x, rtol=1e-6)
+    rows = rows.set_index("id")
+    if kind == "parquet":
+        assert rows.loc["p3", "dataset"] == "pets" and rows.loc["p3", "context"] == "training"
+        assert rows.loc["p3", "input_uri"] == "s3://b/3.jpg"
+        assert rows.loc["p3", "label"] == str(int(x[3, 0] > 0))
+        assert rows.loc["p3", "metadata"] == {
+            "confidence": pytest.approx(3 / 249),
+            "camera": "back",
+        }
+    if kind == "feather":
+        assert rows.loc["f25", "dataset"] == "week-2" and rows.loc["f25", "context"] == "triage"
+        assert rows.loc["f25", "inference"] == "1" and len(rows.loc["f25", "output"]) == 3
+    if kind == "csv-fixed":
+        assert rows.loc["c2", "label"] == "007"  # read as text, not the number 7
+    if kind == "csv-lists":
+        assert set(rows["context"]) == {"triage"}
+    if kind == "npz":
+        assert rows.loc["z4", "label"] == "4"
+    client.close()
+
+
+def test_load_several_files_json_summary_stats_and_spaces(tmp_path):
+    data = tmp_path / "data"
+    first, args, x = _parquet(tmp_path)
+    table = pq.read_table(first)
+    second = tmp_path / "more.parquet"
+    pq.write_table(table.set_column(0, "id", pa.array([f"q{i}" for i in range(250)])), second)
+    summary = json.loads(
+        ok("load", "s", first, second, *args, "--metric", "cosine", "--json", "--path", data)
+    )
+    assert summary["rows"] == 500 and summary["files"] == 2 and summary["space_count"] == 500
+    assert summary["created"] is True and summary["seconds"] > 0
+    listed = json.loads(ok("spaces", "--json", "--path", data))
+    assert listed == [
+        {
+            "name": "s",
+            "metric": "cosine",
+            "dim": DIM,
+            "count": 500,
+            "model": {},
+            "created_at": listed[0]["created_at"],
+        }
+    ]
+    assert ok("spaces", "--path", data).splitlines()[1].split()[:4] == ["s", "cosine", "6", "500"]
+    stats = json.loads(ok("stats", "s", "--json", "--path", data))
+    positives = int((x[:, 0] > 0).sum()) * 2
+    assert stats["rows"] == 500 and stats["dim"] == DIM and stats["metric"] == "cosine"
+    assert stats["counts"]["dataset"] == {"pets": 500}
+    assert stats["counts"]["label"] == {"1": positives, "0": 500 - positives}
+    assert stats["index"]["indexed"] + stats["index"]["pending"] == 500
+    text = ok("stats", "s", "--path", data)
+    assert "metric: cosine" in text and "by dataset:" in text
+    assert any(line.split() == ["500", "pets"] for line in text.splitlines())
+
+
+# --- against a server ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A server with a space of labelled training rows and triage rows to score."""
+    server = Server(tmp_path_factory.mktemp("cli-server") / "data")
+    client = Client(server.url)
+    space = client.space("scored")
+    train = vectors(200, 10)
+    space.add(
+        train,
+        dataset="train",
+        labels=(train[:, 0] > 0).astype(int),
+        ids=[f"t{i}" for i in range(200)],
+    )
+    space.add(vectors(60, 11), dataset="prod", context="triage", ids=[f"u{i}" for i in range(60)])
+    yield server, client
+    client.close()
+    server.stop()
+
+
+def test_priorities_and_neighbors_match_the_client(scored):
+    server, client = scored
+    url = ("--url", server.url)
+    listed = json.loads(ok("priorities", "scored", "-n", "5", "--compute", "--json", *url))
+    top = client.space("scored").priorities(n=5)
+    assert client.space("scored").priority_status()["scored"] == 60
+    assert [row["id"] for row in listed] == top["id"].tolist()
+    assert [row["priority"] for row in listed] == pytest.approx(top["priority"].tolist())
+    text = ok("priorities", "scored", "-n", "5", *url).splitlines()
+    assert text[0].split()[:2] == ["id", "priority"]
+    assert [line.split()[0] for line in text[1:]] == top["id"].tolist()
+    where = json.dumps({"id": {"$in": ["u1", "u2"]}})
+    assert {
+        r["id"] for r in json.loads(ok("priorities", "scored", "--where", where, "--json", *url))
+    } == {"u1", "u2"}
+
+    near = client.space("scored").nearest_neighbors(ids=["u3"], k=4)
+    found = json.loads(ok("neighbors", "scored", "--id", "u3", "-k", "4", "--json", *url))
+    assert [r["id"] for r in found] == near["id"].tolist()
+    assert [r["distance"] for r in found] == pytest.approx(near["distance"].tolist())
+    text = ok("neighbors", "scored", "--id", "u3", "-k", "4", *url, env={"CHROMA_URL": "x"})
+    assert [line.split()[1] for line in text.splitlines()[1:]] == near["id"].tolist()
+
+
+def test_trigger_and_triggers(scored):
+    server, client = scored
+    env = {"CHROMA_URL": server.url}
+    client.space("scored").compute_priorities(only_new=True)
+    made = json.loads(ok("trigger", "scored", "-n", "4", "--note", "weekly", "--json", env=env))
+    assert made["count"] == 4 and made["note"] == "weekly" and made["space"] == "scored"
+    items = client.trigger_items(made["id"])
+    assert items["id"].tolist() == client.space("scored").priorities(n=4)["id"].tolist()
+    diverse = json.loads(
+        ok("trigger", "scored", "-n", "3", "--strategy", "diverse", "--json", env=env)
+    )
+    assert diverse["selection"]["strategy"] == "diverse" and diverse["count"] == 3
+    listed = json.loads(ok("triggers", "scored", "--json", env=env))
+    assert [t["id"] for t in listed] == [diverse["id"], made["id"]]
+    text = ok("triggers", env=env).splitlines()
+    assert text[0].split()[:4] == ["id", "space", "status", "count"]
+    assert text[2].split()[:5] == [str(made["id"]), "scored", "pending", "4", "top_priority"]
+    text = ok("trigger", "scored", "-n", "2", env=env).splitlines()
+    assert "count: 2" in text and "status: pending" in text and "  manifest:" in text
+
+
+def test_load_against_a_server_and_undo_on_failure(scored, tmp_path):
+    server, client = scored
+    x = vectors(500, 20)
+    ids = [f"n{i}" for i in range(500)]
+    ids[350] = "t150"  # already stored
+    path = tmp_path / "clash.parquet"
+    pq.write_table(pa.table({"id": ids, "embedding": list(x)}), path)
+    before = client.space("scored").count()
+    line = fails(
+        "load", "scored", path, "--dataset", "new", "--batch-rows", "100", "--url", server.url
+    )
+    assert "clash.parquet: rows 300-399" in line and "t150" in line
+    assert "the 300 rows it had stored were removed" in line
+    assert client.space("scored").count() == before
+    assert client.space("scored").count(where={"dataset": "new"}) == 0
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"embedding": list(x[:120])}), good)
+    summary = json.loads(ok("load", "fresh", good, "--dataset", "d", "--json", "--url", server.url))
+    assert summary["rows"] == 120 and client.space("fresh").count() == 120
+
+
+# --- bad input stores nothing ----------------------------------------------------------
+def test_bad_files_give_one_clear_line_and_store_nothing(tmp_path):
+    data = tmp_path / "data"
+    client = Client(path=data)
+    client.space("kept").add(vectors(10, 30), dataset="d", ids=[f"k{i}" for i in range(10)])
+    client.close()
+    x = vectors(1000, 31)
+    nan = x.copy()
+    nan[550, 2] = np.nan
+    pq.write_table(pa.table({"embedding": list(nan)}), tmp_path / "nan.parquet")
+    pq.write_table(pa.table({"embedding": list(x)}), tmp_path / "good.parquet")
+    pq.write_table(pa.table({"embedding": list(vectors(5, 32, dim=4))}), tmp_path / "dim4.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    (tmp_path / "short.csv").write_text('embedding\n"[1, 2, 3, 4, 5, 6]"\n"[1, 2]"\n')
+    where = ("--path", data, "--dataset", "bad", "--batch-rows", "100")
+
+    line = fails("load", "kept", tmp_path / "nan.parquet", *where)
+    assert "nan.parquet: row 550: the embedding holds NaN" in line
+    assert "the 500 rows it had stored were removed" in line
+    line = fails("load", "fresh", tmp_path / "nan.parquet", *where)
+    assert "the space 'fresh' this load created was dropped" in line
+    # checked before anything is written: the good first file is not loaded either
+    line = fails("load", "kept", tmp_path / "good.parquet", tmp_path / "dim4.parquet", *where)
+    assert "different dimensions" in line and "dim4.parquet 4" in line
+    line = fails("load", "kept", tmp_path / "good.parquet", tmp_path / "broken.parquet", *where)
+    assert "broken.parquet: cannot read it as parquet" in line
+    line = fails("load", "kept", tmp_path / "good.parquet", "--label-column", "nope", *where)
+    assert "no column 'nope' for --label-column" in line
+    line = fails("load", "kept", tmp_path / "short.csv", *where)
+    assert "short.csv: row 1: the embedding has 2 values, row 0 has 6" in line
+
+    client = Client(path=data)
+    assert client.spaces()["name"].tolist() == ["kept"]
+    assert client.space("kept").count() == 10
+    client.close()
+
+
+def test_usage_and_connection_errors(tmp_path):
+    assert "is not valid JSON" in fails("priorities", "s", "--where", "{oops", status=2)
+    assert "give --url or --path, not both" in fails(
+        "spaces", "--url", "http://127.0.0.1:1", "--path", tmp_path, status=2
+    )
+    assert "--dataset NAME" in fails(
+        "load", "s", _npy(tmp_path)[0], "--path", tmp_path / "d", status=2
+    )
+    line = fails("spaces", env={"CHROMA_URL": f"http://127.0.0.1:{free_port()}"})
+    assert "cannot reach the Chroma server" in line
+    # a --path typed on the command line wins over CHROMA_URL in the environment
+    assert ok("spaces", "--path", tmp_path / "d", env={"CHROMA_URL": "http://127.0.0.1:1"}) == (
+        "no spaces\n"
+    )
+    assert "does not exist" in fails("stats", "nope", "--path", tmp_path / "d")
+
+
+def test_run_serves_and_the_token_reaches_it(tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("tok-1\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
+    process = subprocess.Popen(
+        [
+            str(CHROMA),
+            "run",
+            "--port",
+            str(port),
+            "--path",
+            str(tmp_path / "data"),
+            "--auth-token-file",
+            str(token_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert "wants a valid bearer token" in fails("spaces", "--url", url)
+        x = _npy(tmp_path)
+        ok("load", "s", x[0], *x[1], "--url", url, "--token", "tok-1")
+        listed = json.loads(
+            ok("spaces", "--json", env={"CHROMA_URL": url, "CHROMA_TOKEN": "tok-1"})
+        )
+        assert [(s["name"], s["count"]) for s in listed] == [("s", 25)]
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert "--log-requests" in ok("run", "--help")

@@ -1,0 +1,138 @@
+"""``GET /metrics`` scraped from a real server and parsed with prometheus_client's own
+parser, and the JSON request log."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chroma_client import Client, Space
+from chroma_client.errors import NotFound
+from chroma_core.metrics import Metrics
+from tests.conftest import Server
+
+TOKEN = "metrics-token"
+
+
+def scrape(url: str, **headers) -> dict[tuple, float]:
+    """Every sample as ``{(name, (label, value), ...): value}``."""
+    response = httpx.get(f"{url}/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, *sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def moved(before: dict, after: dict, name: str, **labels) -> float:
+    key = (name, *sorted(labels.items()))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_counters_move_by_what_the_requests_did(guarded, space_name):
+    server = guarded
+    client = Client(server.url, token=TOKEN)
+    before = scrape(server.url, Authorization=f"Bearer {TOKEN}")
+    space = client.space(space_name)
+    train = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    space.add(train, dataset="d", labels=(train[:, 0] > 0).astype(int))
+    space.add(np.random.default_rng(1).normal(size=(20, 4)), dataset="p", context="triage")
+    space.nearest_neighbors(train[:3], k=2)
+    with pytest.raises(NotFound):
+        Space(client, f"{space_name}-missing").count()
+    space.compute_priorities(k=3)
+    space.compute_priorities(k=3, background=True)
+    space.wait_for_priorities(timeout=60)
+    space.wait_for_index(timeout=60)
+    assert httpx.get(f"{server.url}/no/such/route").status_code == 404
+    after = scrape(server.url, Authorization=f"Bearer {TOKEN}")
+
+    requests = "chroma_http_requests_total"
+    assert moved(before, after, requests, route="add", status="200") == 2
+    assert moved(before, after, requests, route="nearest_neighbors", status="200") == 1
+    assert moved(before, after, requests, route="count", status="404") == 1
+    assert moved(before, after, requests, route="unmatched", status="404") == 1
+    assert moved(before, after, requests, route="/metrics", status="200") == 1
+    seconds = "chroma_http_request_duration_seconds"
+    assert moved(before, after, f"{seconds}_count", route="add", status="200") == 2
+    assert moved(before, after, f"{seconds}_sum", route="add", status="200") > 0
+    assert moved(before, after, "chroma_rows_added_total", space=space_name) == 50
+    assert after[("chroma_space_rows", ("space", space_name))] == 50
+    index = {
+        state: after[("chroma_index_rows", ("space", space_name), ("state", state))]
+        for state in ("indexed", "pending")
+    }
+    assert index == {"indexed": 50, "pending": 0}
+    # computed in the foreground and in the background: both are timed
+    priority = "chroma_priority_compute_seconds_count"
+    assert moved(before, after, priority, space=space_name) == 2
+    client.close()
+
+
+def test_metrics_registry_is_shared_by_name_and_kind():
+    metrics = Metrics()
+    runs = metrics.counter("chroma_test_runs", "Runs.", ("space",))
+    assert metrics.counter("chroma_test_runs", "Runs.", ("space",)) is runs
+    with pytest.raises(ValueError, match="another kind"):
+        metrics.gauge("chroma_test_runs", "Runs.", ("space",))
+    runs.inc(2, space="a")
+    with metrics.histogram("chroma_test_seconds", "Time.").time():
+        pass
+    text = metrics.read().decode()
+    assert 'chroma_test_runs_total{space="a"} 2.0' in text
+    assert "chroma_test_seconds_count 1.0" in text
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server with tokens and the request log on."""
+    directory = tmp_path_factory.mktemp("metrics-auth")
+    server = Server(directory / "data", env={"CHROMA_AUTH_TOKENS": TOKEN}, args=("--log-requests",))
+    yield server
+    server.stop()
+
+
+def test_metrics_want_a_token_when_the_data_routes_do(guarded):
+    assert httpx.get(f"{guarded.url}/metrics").status_code == 401
+    wrong = httpx.get(f"{guarded.url}/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"] == "Unauthorized"
+    samples = scrape(guarded.url, Authorization=f"Bearer {TOKEN}")
+    before = samples.get(
+        ("chroma_http_requests_total", ("route", "/metrics"), ("status", "401")), 0
+    )
+    httpx.get(f"{guarded.url}/metrics")
+    samples = scrape(guarded.url, Authorization=f"Bearer {TOKEN}")
+    after = samples[("chroma_http_requests_total", ("route", "/metrics"), ("status", "401"))]
+    assert after - before == 1
+    assert httpx.get(f"{guarded.url}/healthz").status_code == 200
+
+
+def test_request_log_lines_appear_with_the_flag_only(guarded, server, space_name):
+    client = Client(guarded.url, token=TOKEN)
+    client.space(space_name).add(np.ones((7, 3), np.float32), dataset="d")
+    client.close()
+    httpx.get(f"{guarded.url}/healthz")
+    lines = [json.loads(line) for line in _json_lines(guarded.log.read_text())]
+    add = [line for line in lines if line["route"] == "add" and space_name in line["path"]]
+    assert len(add) == 1
+    assert add[0]["method"] == "POST" and add[0]["status"] == 200 and add[0]["rows"] == 7
+    assert add[0]["path"] == f"/api/v1/spaces/{space_name}/rows"
+    assert add[0]["duration_ms"] > 0 and add[0]["client"].startswith("127.0.0.1:")
+    assert any(line["route"] == "/healthz" and line["rows"] is None for line in lines)
+    # uvicorn's own access line is not written beside it
+    assert "HTTP/1.1" not in guarded.log.read_text()
+
+    quiet = Client(server.url)
+    quiet.space(space_name).add(np.ones((2, 3), np.float32), dataset="d")
+    quiet.close()
+    assert _json_lines(server.log.read_text()) == []
+
+
+def _json_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("{")]
