@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from chroma_cli.backup import export, import_
 from chroma_cli.load import LoadError, LoadInterrupted, load
 from chroma_cli.sources import SourceError
 from chroma_cli.spaces import neighbors, priorities, spaces, stats
@@ -34,7 +35,7 @@ def run(arguments: tuple[str, ...]) -> None:
     server.main(list(arguments), prog="chroma run")
 
 
-COMMANDS = [run, load, spaces, stats, priorities, neighbors, trigger, triggers]
+COMMANDS = [run, load, spaces, stats, priorities, neighbors, trigger, triggers, export, import_]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)

@@ -295,6 +295,38 @@ def test_load_against_a_server_and_undo_on_failure(scored, tmp_path):
     assert summary["rows"] == 120 and client.space("fresh").count() == 120
 
 
+def test_export_from_a_server_and_import_into_a_directory(scored, tmp_path):
+    server, client = scored
+    space = client.space("scored")
+    space.compute_priorities(only_new=True)
+    made = space.trigger_retraining(n=3, note="to keep")
+    backup = tmp_path / "backup"
+    manifest = json.loads(ok("export", backup, "scored", "--json", "--url", server.url))
+    assert [s["name"] for s in manifest["spaces"]] == ["scored"]
+    assert (backup / "manifest.json").is_file()
+    text = ok("export", tmp_path / "again", "scored", "--url", server.url)
+    assert text.splitlines()[-1] == f"exported 1 space(s) to {tmp_path / 'again'}"
+
+    data = tmp_path / "restored"
+    summary = json.loads(ok("import", backup, "--json", "--path", data))
+    assert summary["spaces"] == ["scored"] and summary["rows"] == space.count()
+    with Client(path=data) as restored:
+        back = restored.space("scored")
+        assert back.count() == space.count()
+        original, copy = stored(client, "scored"), stored(restored, "scored")
+        assert np.array_equal(
+            np.stack(copy.loc[original.index, "embedding"]), np.stack(original["embedding"])
+        )
+        assert back.priorities(n=None)["id"].tolist() == space.priorities(n=None)["id"].tolist()
+        assert restored.trigger_items(made.id)["id"].tolist() == (
+            client.trigger_items(made.id)["id"].tolist()
+        )
+    # the space is there now: importing it again is refused, and changes nothing
+    line = fails("import", backup, "--path", data)
+    assert "scored" in line and "already exist" in line
+    fails("import", tmp_path / "missing", "--path", data, status=2)
+
+
 # --- bad input stores nothing ----------------------------------------------------------
 def test_bad_files_give_one_clear_line_and_store_nothing(tmp_path):
     data = tmp_path / "data"
