@@ -6,7 +6,7 @@ store, and announces changes through the hooks. It never imports a plugin.
 
 from __future__ import annotations
 
-import re
+import json
 import threading
 import uuid
 
@@ -19,12 +19,19 @@ from chroma_core.algorithm import Neighbors, Result
 from chroma_core.config import Settings
 from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.plugins import describe_plugins, plugin_manager
-from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
-from chroma_core.store import METRICS, TRIGGER_STATUSES, SpaceInfo, Store
+from chroma_core.schema import check_unicode, embedding_matrix, embeddings_of, validate_rows
+from chroma_core.store import (
+    METRICS,
+    TRIGGER_STATUSES,
+    SpaceInfo,
+    Store,
+    check_space_name,
+)
 
-SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_K = 10_000
 MAX_QUERIES = 100_000
+# what stores hold in an integer column
+MAX_INT = (1 << 63) - 1
 NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
 
 
@@ -77,11 +84,16 @@ class Chroma:
     # --- spaces -------------------------------------------------------------
     def space(self, name: str, metric: str = "l2", model: dict | None = None) -> SpaceInfo:
         """Get space ``name``, creating it if absent; a different metric is a conflict."""
-        _check_space_name(name)
+        check_space_name(name)
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         if model is not None and not isinstance(model, dict):
             raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
+        try:
+            # what every store can keep: NaN and infinity are not JSON
+            json.dumps(model, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"model must be JSON-serialisable: {exc}") from None
         try:
             info = self.store.get_space(name)
         except NotFound:
@@ -95,7 +107,7 @@ class Chroma:
 
     def space_info(self, name: str) -> SpaceInfo:
         """The space with its row count, for callers who show it."""
-        _check_space_name(name)
+        check_space_name(name)
         return self.store.get_space(name)
 
     def status(self, name: str) -> dict:
@@ -108,14 +120,14 @@ class Chroma:
 
     def _space(self, name: str) -> SpaceInfo:
         """The space without its row count (which a large store may take a while to count)."""
-        _check_space_name(name)
+        check_space_name(name)
         return self.store.get_space(name, count=False)
 
     def spaces(self) -> list[SpaceInfo]:
         return self.store.list_spaces()
 
     def delete_space(self, name: str) -> None:
-        _check_space_name(name)
+        check_space_name(name)
         self.store.delete_space(name)
         self.hook.chroma_space_deleted(chroma=self, space=name)
 
@@ -141,7 +153,7 @@ class Chroma:
             where=filters.parse(where),
             limit=_optional_int("limit", limit, 0),
             offset=_optional_int("offset", offset, 0) or 0,
-            include_embeddings=bool(include_embeddings),
+            include_embeddings=_flag("include_embeddings", include_embeddings),
         )
         return table.drop_columns(["seq"])
 
@@ -173,6 +185,8 @@ class Chroma:
         ids = _ids(ids)
         if (queries is None) == (ids is None):
             raise InvalidInput("nearest_neighbors needs either queries or ids, not both")
+        if ids is not None and not ids:
+            raise InvalidInput("nearest_neighbors needs at least one id in ids")
         self_seqs = None
         if ids is not None:
             found = self.store.get(space, ids=ids, include_embeddings=True)
@@ -258,6 +272,8 @@ class Chroma:
         min_priority = _optional_float("min_priority", min_priority)
         if note is not None and (not isinstance(note, str) or len(note) > 10_000):
             raise InvalidInput("note must be a string of at most 10,000 characters")
+        if note is not None:
+            check_unicode("note", note)
         if strategy not in selection.STRATEGIES:
             raise InvalidInput(
                 f"unknown strategy {strategy!r:.40}; use one of {', '.join(selection.STRATEGIES)}"
@@ -329,14 +345,6 @@ class Chroma:
         return self.store.trigger_items(_required_int("trigger_id", trigger_id, 1))
 
 
-def _check_space_name(name) -> None:
-    if not isinstance(name, str) or not SPACE_NAME.match(name):
-        raise InvalidInput(
-            f"invalid space name {name!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
-
-
 def _ids(ids) -> list[str] | None:
     if ids is None:
         return None
@@ -350,7 +358,18 @@ def _ids(ids) -> list[str] | None:
         raise InvalidInput(f"ids must be a list of strings, got {type(ids).__name__}") from None
     if not all(isinstance(i, str) for i in ids):
         raise InvalidInput("ids must be strings")
+    joined = "".join(ids)
+    check_unicode("ids", joined)
+    if "\x00" in joined:
+        # stores look ids up through SQLite's JSON functions, which end text at a NUL
+        raise InvalidInput("ids must not contain NUL characters")
     return ids
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidInput(f"{name} must be true or false, got {value!r:.40}")
+    return bool(value)
 
 
 def _optional_int(name: str, value, minimum: int) -> int | None:
@@ -358,8 +377,11 @@ def _optional_int(name: str, value, minimum: int) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidInput(f"{name} must be an integer, got {value!r:.40}")
+    if value > MAX_INT:
+        raise InvalidInput(f"{name} must be at most {MAX_INT}")
     if value < minimum:
-        raise InvalidInput(f"{name} must be at least {minimum}, got {value}")
+        shown = value if value >= -MAX_INT else "a larger negative number"
+        raise InvalidInput(f"{name} must be at least {minimum}, got {shown}")
     return int(value)
 
 
