@@ -454,6 +454,8 @@ CASES: list[Case] = [
     refuse("NUL in an id", InvalidInput, "ids.*NUL", lambda a: add(a, ids=["t0\x00x"])),
     refuse("NUL in dataset", InvalidInput, "dataset.*NUL", lambda a: add(a, dataset="d\x00")),
     refuse("NUL in labels", InvalidInput, "labels.*NUL", lambda a: add(a, labels=["0\x00"])),
+    refuse("NUL inside a numpy id array", InvalidInput, "ids.*NUL",
+           lambda a: add(a, 2, ids=np.array(["n\x00x", "y", "z", "w"])[::2])),
     refuse("NUL in a metadata key", InvalidInput, "metadata.*NUL",
            lambda a: add(a, metadata=[{"k\x00": 1}])),
     refuse("NUL in a metadata value", InvalidInput, "metadata.*NUL",

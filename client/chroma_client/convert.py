@@ -222,7 +222,7 @@ def _numpy_text(name: str, array: np.ndarray) -> pa.Array:
     if array.dtype.kind == "U":
         if array.dtype.itemsize and len(array):
             # Arrow ends each string at its first NUL; numpy pads with NULs at the end
-            codes = array.view(np.uint32).reshape(len(array), -1) == 0
+            codes = np.ascontiguousarray(array).view(np.uint32).reshape(len(array), -1) == 0
             if (codes[:, :-1] & ~codes[:, 1:]).any():
                 raise InvalidInput(f"{name} must not contain NUL characters")
         return pa.array(array, pa.string())
