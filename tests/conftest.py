@@ -114,7 +114,8 @@ def space_name(request) -> str:
 
 
 # tests/test_properties.py: "ci" is small and the same on every run; "long" explores
-# (CHROMA_HYPOTHESIS_PROFILE=long, or --hypothesis-profile=long)
+# (CHROMA_HYPOTHESIS_PROFILE=long, or --hypothesis-profile=long) CHROMA_HYPOTHESIS_EXAMPLES
+# examples, 2,000 unless set
 settings.register_profile(
     "ci",
     max_examples=10,
@@ -126,7 +127,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=2000,
+    max_examples=int(os.environ.get("CHROMA_HYPOTHESIS_EXAMPLES", "2000")),
     stateful_step_count=40,
     deadline=None,
     print_blob=True,

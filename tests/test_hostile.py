@@ -137,7 +137,6 @@ def limited_servers(tmp_path_factory):
                     patch.delenv(key)
                 path = tmp_path_factory.mktemp(f"hostile-{store}") / "data"
                 started[store] = Server(path, env=env)
-                started[store].store = store
         return started[store]
 
     yield get
@@ -145,23 +144,31 @@ def limited_servers(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(
-    scope="module",
-    params=[(mode, store) for store in STORES for mode in ("embedded", "http")],
-    ids=lambda p: f"{p[1]}-{p[0]}",
-)
-def arena(request, tmp_path_factory, limited_servers):
-    mode, store = request.param
-    with pytest.MonkeyPatch.context() as patch:
-        if mode == "embedded":
-            path = tmp_path_factory.mktemp(f"hostile-{store}") / "data"
-            for key, value in {**store_environment(store, path), **QUIET}.items():
-                patch.setenv(key, value)
-            client = Client(path=path)
-        else:
-            client = Client(limited_servers(store).url)
-        yield Arena(client, mode, store)
-        client.close()
+@pytest.fixture(scope="module")
+def arenas(tmp_path_factory, limited_servers):
+    """The arena of a (mode, store), made when a test first asks for it. The cases of one
+    combination run one after the other, and the last sees what all the others left."""
+    made: dict[tuple[str, str], Arena] = {}
+
+    def get(mode: str, store: str) -> Arena:
+        if (mode, store) not in made:
+            with pytest.MonkeyPatch.context() as patch:
+                if mode == "embedded":
+                    path = tmp_path_factory.mktemp(f"hostile-{store}") / "data"
+                    for key, value in {**store_environment(store, path), **QUIET}.items():
+                        patch.setenv(key, value)
+                    client = Client(path=path)
+                else:
+                    client = Client(limited_servers(store).url)
+            made[mode, store] = Arena(client, mode, store)
+        return made[mode, store]
+
+    yield get
+    for arena in made.values():
+        arena.c.close()
+
+
+COMBINATIONS = [(mode, store) for store in STORES for mode in ("embedded", "http")]
 
 
 # --- the cases ---------------------------------------------------------------------------
@@ -668,8 +675,11 @@ CASES += [
 # fmt: on
 
 
-def _id(case: Case) -> str:
-    return case.name
+def priorities_as_seeded(a: Arena) -> None:
+    assert priorities(a.s).equals(a.scored), "a case changed the stored priorities"
+
+
+LAST = accept("priorities after every other case", priorities_as_seeded)
 
 
 def test_the_battery_names_each_case_once():
@@ -677,10 +687,17 @@ def test_the_battery_names_each_case_once():
     assert len(names) == len(set(names))
 
 
-@pytest.mark.parametrize("case", CASES, ids=_id)
-def test_hostile_input(arena: Arena, case: Case):
-    if arena.mode not in case.modes:
-        pytest.skip(f"{case.name}: {arena.mode} does not apply")
+@pytest.mark.parametrize(
+    ("mode", "store", "case"),
+    [
+        pytest.param(mode, store, case, id=f"{store}-{mode}-{case.name}")
+        for mode, store in COMBINATIONS
+        for case in [*CASES, LAST]
+        if mode in case.modes
+    ],
+)
+def test_hostile_input(arenas, mode: str, store: str, case: Case):
+    arena = arenas(mode, store)
     try:
         if case.error is None:
             case.call(arena)
@@ -1020,18 +1037,22 @@ def send_as_declared(url: str, method: str, headers: dict, body: bytes):
         connection.close()
 
 
-def test_priorities_are_as_seeded_after_the_battery(arena: Arena):
-    assert priorities(arena.s).equals(arena.scored)
+@pytest.fixture(scope="module")
+def raw_arenas(limited_servers):
+    """A seeded space on the server of a store, made when first asked for."""
+    made: dict[str, tuple[Server, Space]] = {}
 
+    def get(store: str) -> tuple[Server, Space]:
+        if store not in made:
+            server = limited_servers(store)
+            space = Client(server.url).space(f"raw_{uuid.uuid4().hex[:8]}")
+            seed(space)
+            made[store] = server, space
+        return made[store]
 
-@pytest.fixture(scope="module", params=STORES)
-def raw_arena(request, limited_servers):
-    server = limited_servers(request.param)
-    client = Client(server.url)
-    space = client.space(f"raw_{uuid.uuid4().hex[:8]}")
-    seed(space)
-    yield server, space
-    client.close()
+    yield get
+    for _, space in made.values():
+        space.client.close()
 
 
 def test_the_protocol_battery_names_each_case_once():
@@ -1039,11 +1060,17 @@ def test_the_protocol_battery_names_each_case_once():
     assert len(names) == len(set(names))
 
 
-@pytest.mark.parametrize("case", RAW, ids=lambda case: case.name)
-def test_hostile_request(raw_arena, case: Raw):
-    server, space = raw_arena
-    if server.store not in case.stores:
-        pytest.skip(f"{case.name}: decoded and refused before any store is asked")
+@pytest.mark.parametrize(
+    ("store", "case"),
+    [
+        pytest.param(store, case, id=f"{store}-{case.name}")
+        for store in STORES
+        for case in RAW
+        if store in case.stores
+    ],
+)
+def test_hostile_request(raw_arenas, store: str, case: Raw):
+    server, space = raw_arenas(store)
     before = snapshot(space)
     method, path, headers, body = case.request()
     url = server.url + (path if path.startswith("/") else f"/api/v1/spaces/{space.name}/{path}")
