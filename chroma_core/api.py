@@ -11,12 +11,15 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from chroma_core import __version__
-from chroma_core.errors import InvalidInput, NotFound
+from chroma_core.errors import InvalidFilter, InvalidInput, NotFound
 from chroma_core.protocol import PROTOCOL_VERSION
 from chroma_core.service import Chroma
 
 Reply = tuple[dict, pa.Table | None]
 Operation = Callable[[Chroma, dict, pa.Table | None], Reply]
+#: lists and dicts inside one parameter; deeper ones would exhaust Python's stack in the
+#: code that reads them (json, repr), far below which a where filter stops at 16 levels
+MAX_NESTING = 64
 
 
 def _take(params: dict, *allowed: str) -> dict:
@@ -196,10 +199,31 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
+def check_nesting(params: dict) -> None:
+    """Refuse a parameter nested deeper than :data:`MAX_NESTING` lists and dicts, walking
+    without recursion so that the check itself cannot run out of stack."""
+    for name, value in params.items():
+        level = [value]
+        for _ in range(MAX_NESTING):
+            level = [
+                item
+                for container in level
+                if isinstance(container, dict | list | tuple)
+                for item in (container.values() if isinstance(container, dict) else container)
+                if isinstance(item, dict | list | tuple)
+            ]
+            if not level:
+                break
+        else:
+            error = InvalidFilter if name == "where" else InvalidInput
+            raise error(f"{name} is nested deeper than {MAX_NESTING} levels of lists and dicts")
+
+
 def call(chroma: Chroma, op: str, params: dict, table: pa.Table | None = None) -> Reply:
     """Run operation ``op``; raises the typed errors of :mod:`chroma_core.errors`."""
     if op not in OPERATIONS:
         raise NotFound(f"unknown operation {op!r}")
     if not isinstance(params, dict):
         raise InvalidInput("parameters must be a dict")
+    check_nesting(params)
     return OPERATIONS[op](chroma, dict(params), table)

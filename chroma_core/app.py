@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,7 +16,14 @@ from starlette.routing import Route
 
 from chroma_core import api, auth, explorer
 from chroma_core.config import Settings
-from chroma_core.errors import ChromaError, PayloadTooLarge, ProtocolMismatch, ServerError
+from chroma_core.errors import (
+    ChromaError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ProtocolMismatch,
+    ServerError,
+)
 from chroma_core.monitoring import METRICS_ROUTE, RequestMonitor, metrics_endpoint, request_log
 from chroma_core.protocol import (
     ARROW_TYPE,
@@ -49,7 +58,7 @@ def error_response(error: ChromaError, headers: dict | None = None) -> JSONRespo
     )
 
 
-def endpoint(op: str, chroma: Chroma):
+def endpoint(op: str, chroma: Chroma, numbers: tuple[str, ...] = ()):
     async def handle(request: Request) -> Response:
         carried = {TRANSPORT_HEADER: "shm" if SHM_HEADER in request.headers else "socket"}
         try:
@@ -65,16 +74,20 @@ def endpoint(op: str, chroma: Chroma):
             return error_response(exc, carried)
         # decoding, the operation and encoding take one trip to a worker thread: each trip
         # costs a thread switch, which is most of a small query's time on a busy machine
-        return await run_in_threadpool(_serve, op, chroma, request, body, carried)
+        return await run_in_threadpool(_serve, op, chroma, request, body, carried, numbers)
 
     return handle
 
 
-def _serve(op: str, chroma: Chroma, request: Request, body: bytes | None, carried: dict):
+def _serve(op, chroma: Chroma, request: Request, body: bytes | None, carried: dict, numbers=()):
     try:
         params, table = _decode(request, body)
         params.update(request.query_params)
         params.update(request.path_params)
+        for name in numbers:
+            # whatever the path holds reaches the operation, which names what is wrong
+            if re.fullmatch(r"-?[0-9]{1,30}", params[name]):
+                params[name] = int(params[name])
         result, out = api.call(chroma, op, params, table)
         # for the request log: the rows a request sent (an add), else the rows its reply carries
         rows = table if table is not None else out
@@ -131,6 +144,28 @@ def _decode(request: Request, body: bytes | None):
     return decode_json(body or b""), None
 
 
+async def no_route(request: Request, exc: Exception) -> Response:
+    """A path or method no route takes, answered as the typed errors every route gives."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"),
+            dict(exc.headers or {}),
+        )
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no operation at {request.url.path}"))
+    return JSONResponse({"error": "HTTPException", "detail": exc.detail}, exc.status_code)
+
+
+def _route(method: str, path: str, op: str, service: Chroma) -> Route:
+    """The route of one operation. Integer path parameters take any text (``{x:int}``
+    would answer a bad one with "no route"), for the operation to say what is wrong; a
+    ``:path`` parameter takes text with '/' in it."""
+    numbers = tuple(re.findall(r"\{(\w+):int\}", path))
+    pattern = re.sub(r"\{(\w+):int\}", r"{\1:path}", path)
+    return Route(pattern, endpoint(op, service, numbers), methods=[method])
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
@@ -169,10 +204,15 @@ def create_app(settings: Settings | None = None, chroma: Chroma | None = None) -
         Route(SHM_ROUTE, shared_memory_offer, methods=["GET"]),
         Route(METRICS_ROUTE, metrics_endpoint, methods=["GET"]),
     ]
-    routes += [Route(path, endpoint(op, service), methods=[method]) for method, path, op in ROUTES]
+    routes += [_route(method, path, op, service) for method, path, op in ROUTES]
     routes += explorer.routes()
     monitor = Middleware(RequestMonitor, chroma=service, log=request_log(settings.log_requests))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[monitor])
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[monitor],
+        exception_handlers={HTTPException: no_route},
+    )
     app.state.chroma = service
     app.state.tokens = tokens
     app.state.shared_memory = None

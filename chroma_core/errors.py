@@ -56,6 +56,12 @@ class NotFound(ChromaError):
     status = 404
 
 
+class MethodNotAllowed(ChromaError):
+    """An HTTP method the route does not take (only a hand-made request can send one)."""
+
+    status = 405
+
+
 class Conflict(ChromaError):
     """The request contradicts what is stored (duplicate id, other metric)."""
 
@@ -97,6 +103,7 @@ ERRORS: dict[str, type[ChromaError]] = {
         PayloadTooLarge,
         InvalidBackup,
         NotFound,
+        MethodNotAllowed,
         Conflict,
         ProtocolMismatch,
         Unauthorized,

@@ -12,6 +12,7 @@ in a place where SQL could go.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
 MAX_DEPTH = 16
 MAX_NODES = 1000
 MAX_IN_VALUES = 100_000
+# the longest text a row can hold (its metadata); a longer value matches nothing
+MAX_VALUE_CHARS = 65_536
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def _node(obj: Any, depth: int, counter: list[int]) -> Filter:
 
 def _field(key: str, value: Any) -> Filter:
     catalogue = key in CATALOGUE_FIELDS
-    if not catalogue and not METADATA_KEY.match(key):
+    if not catalogue and not METADATA_KEY.fullmatch(key):
         raise InvalidFilter(
             f"invalid field name {key!r:.80}: use a catalogue field "
             f"({', '.join(CATALOGUE_FIELDS)}) or a metadata key of letters, digits, _ and -"
@@ -139,15 +142,47 @@ def _scalar(key: str, op: str, value: Any) -> Any:
         if op in ("$gt", "$gte", "$lt", "$lte"):
             raise InvalidFilter(f"{op} on {key!r} needs a number or string, got {value!r}")
         return value
-    if isinstance(value, int | float | str):
-        if isinstance(value, float) and value != value:
+    if isinstance(value, str):
+        return _text(key, value)
+    if isinstance(value, float):
+        if math.isnan(value):
             raise InvalidFilter(f"NaN is not a valid value for {key!r}")
+        if math.isinf(value):
+            raise InvalidFilter(f"infinite values are not valid for {key!r}")
+        return value
+    if isinstance(value, int):
+        # stores compare numbers as doubles, which hold no integer this large
+        if abs(value) > _LARGEST_DOUBLE:
+            raise InvalidFilter(
+                f"value for {key!r} is too large to compare ({value.bit_length()} bits)"
+            )
         return value
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return _scalar(key, op, value.item())
     raise InvalidFilter(
         f"value for {key!r} {op} must be a string, number, bool or null, got {type(value).__name__}"
     )
+
+
+_LARGEST_DOUBLE = int(2.0**1023 * (2 - 2.0**-52))
+
+
+def _text(key: str, value: str) -> str:
+    if len(value) > MAX_VALUE_CHARS:
+        raise InvalidFilter(
+            f"value for {key!r} is longer than {MAX_VALUE_CHARS} characters, "
+            "longer than any stored text"
+        )
+    if "\x00" in value:
+        # SQLite's JSON functions end text at a NUL, so "a\x00b" would find "a"
+        raise InvalidFilter(f"value for {key!r} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidFilter(
+            f"value for {key!r} is not valid Unicode: it holds a lone surrogate"
+        ) from None
+    return value
 
 
 def render(node: Filter, leaf) -> str:

@@ -50,7 +50,7 @@ ROUTES = [
     ("POST", "/api/v1/spaces/{space}/count", "count"),
     ("POST", "/api/v1/spaces/{space}/delete", "delete"),
     ("POST", "/api/v1/spaces/{space}/nearest_neighbors", "nearest_neighbors"),
-    ("POST", "/api/v1/spaces/{space}/run/{algorithm}", "run"),
+    ("POST", "/api/v1/spaces/{space}/run/{algorithm:path}", "run"),
     ("POST", "/api/v1/spaces/{space}/priorities", "priorities"),
     ("POST", "/api/v1/spaces/{space}/triggers", "trigger_retraining"),
     ("GET", "/api/v1/triggers", "triggers"),
@@ -108,6 +108,8 @@ def decode_json(body: bytes) -> dict:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedPayload("the body is nested too deeply to read") from None
     if not isinstance(value, dict):
         raise MalformedPayload("the JSON body must be an object")
     return value

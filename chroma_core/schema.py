@@ -21,6 +21,8 @@ MAX_METADATA_CHARS = 65_536
 MAX_DIM = 65_536
 # a client's name for one batch, kept with it so that the batch sent again is stored once
 BATCH_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# a NUL character escaped in JSON text (an even run of backslashes before it is not an escape)
+_ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
 
 
 def rows_schema(dim: int) -> pa.Schema:
@@ -128,6 +130,7 @@ def _text(table: pa.Table, name: str, n: int) -> pa.Array:
     elif not (pa.types.is_string(column.type) or pa.types.is_null(column.type)):
         raise InvalidInput(f"{name} must be text, got Arrow type {column.type}")
     column = column.cast(pa.string())
+    check_text(name, column, json_text=name == "metadata")
     if name in REQUIRED_TEXT:
         if column.null_count:
             raise InvalidInput(f"{name} is missing (null) in {column.null_count} rows")
@@ -139,6 +142,35 @@ def _text(table: pa.Table, name: str, n: int) -> pa.Array:
         if longest and longest > limit:
             raise InvalidInput(f"{name} is longer than {limit} characters in some rows")
     return column
+
+
+def check_text(name: str, column: pa.Array, json_text: bool = False) -> None:
+    """Refuse text that is not UTF-8 (Arrow does not check it on reading a stream) or that
+    holds a NUL character, which SQLite cuts strings at in its JSON functions, so that
+    ``"a\\x00b"`` would be found by a look-up of ``"a"``. In JSON text (metadata) a NUL can
+    only appear escaped."""
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        raise InvalidInput(f"{name} is not valid UTF-8 text in some rows") from None
+    if column.null_count == len(column):
+        return
+    if json_text:
+        found = pc.match_substring_regex(column, _ESCAPED_NUL)
+    else:
+        found = pc.match_substring(column, "\x00")
+    if pc.any(found).as_py():
+        raise InvalidInput(f"{name} must not contain NUL characters")
+
+
+def check_unicode(name: str, text: str) -> None:
+    """Refuse a Python string that cannot be stored as UTF-8 (one with a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            f"{name} is not valid Unicode: it holds a lone surrogate such as '\\ud800'"
+        ) from None
 
 
 def _check_ids(ids: pa.Array) -> None:
@@ -153,12 +185,42 @@ def _check_metadata(column: pa.Array) -> None:
     for i, text in enumerate(column.to_pylist()):
         if text is None:
             continue
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise InvalidInput(f"metadata of row {i} is not valid JSON: {exc}") from None
+        value = metadata_object(i, text)
         if not isinstance(value, dict):
             raise InvalidInput(f"metadata of row {i} must be a JSON object")
+
+
+def metadata_object(row: int, text: str):
+    """The JSON value of row ``row``'s metadata text, refusing what stores would read another
+    way: NaN and Infinity (not JSON; SQLite refuses them), a key twice in one object (SQLite
+    reads the first, Python the last) and nesting deeper than Python can follow."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _MetadataError as exc:
+        raise InvalidInput(f"metadata of row {row} {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"metadata of row {row} is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidInput(f"metadata of row {row} is not valid JSON: {exc}") from None
+
+
+class _MetadataError(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _MetadataError(f"has the key {key!r:.80} twice in one object")
+            seen.add(key)
+    return value
+
+
+def _no_constant(name: str):
+    raise _MetadataError(f"holds {name}, which JSON does not allow; send null instead")
 
 
 def _outputs(table: pa.Table, n: int) -> pa.Array:

@@ -7,8 +7,8 @@ store, and announces changes through the hooks. It never imports a plugin.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import re
 import threading
 import uuid
 
@@ -26,18 +26,27 @@ from chroma_core.plugins import describe_plugins, plugin_manager
 from chroma_core.schema import (
     MAX_DIM,
     check_batch_key,
+    check_unicode,
     embedding_matrix,
     embeddings_of,
     validate_rows,
 )
-from chroma_core.store import METRICS, TRIGGER_STATUSES, BatchAlreadyStored, SpaceInfo, Store
+from chroma_core.store import (
+    METRICS,
+    TRIGGER_STATUSES,
+    BatchAlreadyStored,
+    SpaceInfo,
+    Store,
+    check_space_name,
+)
 
-SPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 MAX_K = 10_000
 MAX_QUERIES = 100_000
 #: rows at most in one page of an export, and the vector bytes a page of rows holds at most
 MAX_PAGE_ROWS = 100_000
 MAX_PAGE_BYTES = 256 << 20
+# what stores hold in an integer column
+MAX_INT = (1 << 63) - 1
 NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
 
 log = logging.getLogger("chroma.service")
@@ -103,11 +112,16 @@ class Chroma:
     # --- spaces -------------------------------------------------------------
     def space(self, name: str, metric: str = "l2", model: dict | None = None) -> SpaceInfo:
         """Get space ``name``, creating it if absent; a different metric is a conflict."""
-        _check_space_name(name)
+        check_space_name(name)
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         if model is not None and not isinstance(model, dict):
             raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
+        try:
+            # what every store can keep: NaN and infinity are not JSON
+            json.dumps(model, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"model must be JSON-serialisable: {exc}") from None
         try:
             info = self.store.get_space(name)
         except NotFound:
@@ -121,7 +135,7 @@ class Chroma:
 
     def space_info(self, name: str) -> SpaceInfo:
         """The space with its row count, for callers who show it."""
-        _check_space_name(name)
+        check_space_name(name)
         return self.store.get_space(name)
 
     def status(self, name: str) -> dict:
@@ -134,14 +148,14 @@ class Chroma:
 
     def _space(self, name: str) -> SpaceInfo:
         """The space without its row count (which a large store may take a while to count)."""
-        _check_space_name(name)
+        check_space_name(name)
         return self.store.get_space(name, count=False)
 
     def spaces(self) -> list[SpaceInfo]:
         return self.store.list_spaces()
 
     def delete_space(self, name: str) -> None:
-        _check_space_name(name)
+        check_space_name(name)
         self.store.delete_space(name)
         self.hook.chroma_space_deleted(chroma=self, space=name)
 
@@ -180,7 +194,7 @@ class Chroma:
             where=filters.parse(where),
             limit=_optional_int("limit", limit, 0),
             offset=_optional_int("offset", offset, 0) or 0,
-            include_embeddings=bool(include_embeddings),
+            include_embeddings=_flag("include_embeddings", include_embeddings),
         )
         return table.drop_columns(["seq"])
 
@@ -212,6 +226,8 @@ class Chroma:
         ids = _ids(ids)
         if (queries is None) == (ids is None):
             raise InvalidInput("nearest_neighbors needs either queries or ids, not both")
+        if ids is not None and not ids:
+            raise InvalidInput("nearest_neighbors needs at least one id in ids")
         self_seqs = None
         if ids is not None:
             found = self.store.get(space, ids=ids, include_embeddings=True)
@@ -297,6 +313,8 @@ class Chroma:
         min_priority = _optional_float("min_priority", min_priority)
         if note is not None and (not isinstance(note, str) or len(note) > 10_000):
             raise InvalidInput("note must be a string of at most 10,000 characters")
+        if note is not None:
+            check_unicode("note", note)
         if strategy not in selection.STRATEGIES:
             raise InvalidInput(
                 f"unknown strategy {strategy!r:.40}; use one of {', '.join(selection.STRATEGIES)}"
@@ -392,7 +410,7 @@ class Chroma:
     ) -> SpaceInfo:
         """Create space ``name`` to restore an export into, with its creation time and
         dimension when given; ``Conflict`` if it exists."""
-        _check_space_name(name)
+        check_space_name(name)
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         if model is not None and not isinstance(model, dict):
@@ -448,14 +466,6 @@ def _new_ids(n: int, batch_key: str | None) -> pa.Array:
     return pa.array([f"{prefix}-{i}" for i in range(n)], pa.string())
 
 
-def _check_space_name(name) -> None:
-    if not isinstance(name, str) or not SPACE_NAME.match(name):
-        raise InvalidInput(
-            f"invalid space name {name!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
-
-
 def _ids(ids) -> list[str] | None:
     if ids is None:
         return None
@@ -469,7 +479,18 @@ def _ids(ids) -> list[str] | None:
         raise InvalidInput(f"ids must be a list of strings, got {type(ids).__name__}") from None
     if not all(isinstance(i, str) for i in ids):
         raise InvalidInput("ids must be strings")
+    joined = "".join(ids)
+    check_unicode("ids", joined)
+    if "\x00" in joined:
+        # stores look ids up through SQLite's JSON functions, which end text at a NUL
+        raise InvalidInput("ids must not contain NUL characters")
     return ids
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidInput(f"{name} must be true or false, got {value!r:.40}")
+    return bool(value)
 
 
 def _optional_int(name: str, value, minimum: int) -> int | None:
@@ -477,8 +498,11 @@ def _optional_int(name: str, value, minimum: int) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidInput(f"{name} must be an integer, got {value!r:.40}")
+    if value > MAX_INT:
+        raise InvalidInput(f"{name} must be at most {MAX_INT}")
     if value < minimum:
-        raise InvalidInput(f"{name} must be at least {minimum}, got {value}")
+        shown = value if value >= -MAX_INT else "a larger negative number"
+        raise InvalidInput(f"{name} must be at least {minimum}, got {shown}")
     return int(value)
 
 

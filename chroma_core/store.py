@@ -13,6 +13,7 @@ after its acknowledgement was lost is stored once.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from chroma_core.algorithm import Neighbors
+from chroma_core.errors import InvalidInput
 from chroma_core.filters import Filter
 
 METRICS = ("l2", "cosine", "ip")
@@ -29,6 +31,19 @@ TRIGGER_STATUSES = ("pending", "acknowledged", "done", "failed")
 # day covers a server restart in between with room to spare, and the keys of a day take less
 # room than the rows they vouch for
 BATCH_KEY_RETENTION_SECONDS = 24 * 3600
+
+SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_space_name(name) -> None:
+    """Refuse a space name that is not 1-128 letters, digits, '_', '-' or '.'; clients check
+    it too, since a name with a '/' would reach another route over HTTP."""
+    if not isinstance(name, str) or not SPACE_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"invalid space name {name!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+
 
 # Columns of get(): the catalogue, then embedding/output when asked for.
 CATALOGUE_COLUMNS = ("id", "dataset", "context", "input_uri", "inference", "label", "metadata")

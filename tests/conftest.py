@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from chroma_client import Client
 from tests.stores import STORES, store_environment
@@ -131,3 +132,26 @@ def client(request, tmp_path, monkeypatch):
 def space_name(request) -> str:
     base = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:80]
     return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+# tests/test_properties.py: "ci" is small and the same on every run; "long" explores
+# (CHROMA_HYPOTHESIS_PROFILE=long, or --hypothesis-profile=long) CHROMA_HYPOTHESIS_EXAMPLES
+# examples, 2,000 unless set
+settings.register_profile(
+    "ci",
+    max_examples=10,
+    stateful_step_count=40,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long",
+    max_examples=int(os.environ.get("CHROMA_HYPOTHESIS_EXAMPLES", "2000")),
+    stateful_step_count=40,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("CHROMA_HYPOTHESIS_PROFILE", "ci"))

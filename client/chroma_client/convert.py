@@ -19,7 +19,13 @@ import pyarrow.compute as pc
 
 from chroma_client.errors import DimensionMismatch, InvalidInput
 from chroma_core.filters import class_name
-from chroma_core.schema import MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_TEXT_CHARS
+from chroma_core.schema import (
+    MAX_ID_CHARS,
+    MAX_METADATA_CHARS,
+    MAX_TEXT_CHARS,
+    check_text,
+    check_unicode,
+)
 
 # rows per step of the NaN check, which keeps its temporary arrays small
 _CHECK_ROWS = 32_768
@@ -78,6 +84,9 @@ def numeric_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
         raise InvalidInput(
             f"{name} must hold numbers, got {matrix.dtype} from {type(embeddings).__name__}"
         )
+    if np.issubdtype(matrix.dtype, np.complexfloating):
+        # float32 would keep the real part and drop the rest without a word
+        raise InvalidInput(f"{name} must hold real numbers, got {matrix.dtype}")
     if matrix.ndim != 2:
         raise InvalidInput(
             f"{name} must be 2-D (n, d), got shape {matrix.shape}; wrap one vector as [vector]"
@@ -150,7 +159,11 @@ def text_values(name: str, values, n: int) -> pa.Array | str | None:
     if values is None:
         return None
     if isinstance(values, str | int | float | bool | np.generic):
-        return class_name(_py(values))
+        text = class_name(_py(values))
+        check_unicode(name, text)
+        if "\x00" in text:
+            raise InvalidInput(f"{name} must not contain NUL characters")
+        return text
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()
     if isinstance(values, pa.ChunkedArray):
@@ -163,13 +176,32 @@ def text_values(name: str, values, n: int) -> pa.Array | str | None:
         )
     if len(values) != n:
         raise InvalidInput(f"{name} has {len(values)} values for {n} embeddings")
-    if isinstance(values, pa.Array):
-        array = values
-    else:
-        array = _numpy_text(name, values if isinstance(values, np.ndarray) else np.asarray(values))
-    if _prints_as_text(array.type):
-        return array.cast(pa.string())
-    raise InvalidInput(f"{name} must hold strings or numbers, got {array.type}")
+    array = values if isinstance(values, pa.Array) else _python_text(values)
+    if array is None:
+        try:
+            array = _numpy_text(
+                name, values if isinstance(values, np.ndarray) else np.asarray(values)
+            )
+        except UnicodeError:
+            check_unicode(name, "".join(str(v) for v in values))
+            raise
+    if not _prints_as_text(array.type):
+        raise InvalidInput(f"{name} must hold strings or numbers, got {array.type}")
+    array = array.cast(pa.string())
+    check_text(name, array)
+    return array
+
+
+def _python_text(values) -> pa.Array | None:
+    """A list of strings (and None) as Arrow, straight from Python: numpy would drop a
+    trailing NUL character, which the text checks must see."""
+    if not isinstance(values, list | tuple):
+        return None
+    try:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+    return array if pa.types.is_string(array.type) else None
 
 
 def _prints_as_text(kind: pa.DataType) -> bool:
@@ -188,6 +220,11 @@ def _numpy_text(name: str, array: np.ndarray) -> pa.Array:
     if array.ndim != 1:
         raise InvalidInput(f"{name} must be one-dimensional, got shape {array.shape}")
     if array.dtype.kind == "U":
+        if array.dtype.itemsize and len(array):
+            # Arrow ends each string at its first NUL; numpy pads with NULs at the end
+            codes = np.ascontiguousarray(array).view(np.uint32).reshape(len(array), -1) == 0
+            if (codes[:, :-1] & ~codes[:, 1:]).any():
+                raise InvalidInput(f"{name} must not contain NUL characters")
         return pa.array(array, pa.string())
     if array.dtype.kind == "f":
         finite = np.isfinite(array)
@@ -260,7 +297,9 @@ def metadata_column(metadata, n: int) -> pa.Array:
         if bad:
             raise InvalidInput(f"metadata column names must be strings, got {bad[0]!r}")
         lines = metadata.to_json(orient="records", lines=True, date_format="iso").splitlines()
-        return pa.array(lines, pa.string())
+        column = pa.array(lines, pa.string())
+        check_text("metadata", column, json_text=True)
+        return column
     if isinstance(metadata, Mapping):
         raise InvalidInput("metadata takes a list of dicts (one per row) or a DataFrame")
     if not hasattr(metadata, "__len__") or isinstance(metadata, str):
@@ -280,7 +319,11 @@ def metadata_column(metadata, n: int) -> pa.Array:
             texts.append(json.dumps(entry, default=_json_value, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"metadata of row {i} cannot be stored as JSON: {exc}") from None
-    return pa.array(texts, pa.string())
+        except RecursionError:
+            raise InvalidInput(f"metadata of row {i} is nested too deeply") from None
+    column = pa.array(texts, pa.string())
+    check_text("metadata", column, json_text=True)
+    return column
 
 
 def _json_value(value):

@@ -36,6 +36,7 @@ from chroma_core.protocol import (
     encode_arrow,
     encode_json,
 )
+from chroma_core.store import check_space_name
 
 Reply = tuple[dict, pa.Table | None]
 
@@ -208,6 +209,10 @@ class Http:
         self, op: str, params: dict, table: pa.Table | None = None, file: str | None = None
     ) -> httpx.Request:
         method, template = self._routes[op]
+        # refused here as the service would refuse them, before they can break a URL or JSON
+        api.check_nesting(params)
+        if "{space}" in template:
+            check_space_name(params.get("space"))
         params = dict(params)
         path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: _path_part(params.pop(m.group(1))), template)
         headers = {SHM_REPLY_HEADER: SHM_REPLY_ACCEPT} if self._shm is not None else {}

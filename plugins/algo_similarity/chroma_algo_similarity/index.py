@@ -80,18 +80,22 @@ class SpaceIndex:
         get the lock between chunks."""
         self.open(store, space)
         with self.build_lock:
-            # rows committed later get larger seqs, so everything up to here is visible now
-            upper = store.max_seq(space)
-            while self.indexed_seq < upper:
-                # a bounded range of seqs at a time, so memory stays bounded on big spaces
-                last = min(self.indexed_seq + READ_ROWS, upper)
-                window = np.arange(self.indexed_seq + 1, last + 1)
-                seqs, vectors = store.vectors(space, seqs=window)
-                if len(seqs):
-                    self._add_in_chunks(seqs, vectors)
-                with self.lock:
-                    # deleted seqs leave gaps: the window is done whatever it held
-                    self.indexed_seq = max(self.indexed_seq, last)
+            self._catch_up(store, space)
+
+    def _catch_up(self, store, space: str) -> None:
+        """:meth:`catch_up` with ``build_lock`` held (it is not reentrant)."""
+        # rows committed later get larger seqs, so everything up to here is visible now
+        upper = store.max_seq(space)
+        while self.indexed_seq < upper:
+            # a bounded range of seqs at a time, so memory stays bounded on big spaces
+            last = min(self.indexed_seq + READ_ROWS, upper)
+            window = np.arange(self.indexed_seq + 1, last + 1)
+            seqs, vectors = store.vectors(space, seqs=window)
+            if len(seqs):
+                self._add_in_chunks(seqs, vectors)
+            with self.lock:
+                # deleted seqs leave gaps: the window is done whatever it held
+                self.indexed_seq = max(self.indexed_seq, last)
 
     def add_new(self, store, space: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
         """Index rows just stored; falls back to reading the store if there is a gap."""
@@ -99,10 +103,8 @@ class SpaceIndex:
         with self.build_lock:
             if len(seqs) and int(seqs[0]) == self.indexed_seq + 1:
                 self._add_in_chunks(seqs, vectors)
-                return
-        # outside the build lock, which catch_up takes itself
-        if len(seqs) and int(seqs.max()) > self.indexed_seq:
-            self.catch_up(store, space)
+            elif len(seqs) and int(seqs.max()) > self.indexed_seq:
+                self._catch_up(store, space)
 
     def _add_in_chunks(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         for start in range(0, len(seqs), CHUNK_ROWS):
@@ -171,6 +173,8 @@ class SpaceIndex:
         self.dirty = False
 
     def _add(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        if self.index is None:
+            return  # dropped with its space while these rows waited
         top = int(seqs.max())
         if self.tombstones:
             keep = ~np.isin(seqs, np.fromiter(self.tombstones, np.int64))

@@ -330,3 +330,28 @@ def test_rows_after_a_gap_in_the_seqs_are_indexed(tmp_path):
     found, _ = neighbour_ids(chroma, "s", data[:5], k=1)
     assert found == [[f"r{i}"] for i in range(5)]
     chroma.close()
+
+
+def test_rows_after_a_gap_are_caught_up_from_the_store(tmp_path):
+    """A batch whose first seq is not the next one reads the gap back from the store; the
+    catch-up takes the build lock the batch already holds, which once hung the indexer."""
+    import threading
+
+    from chroma_algo_similarity.index import SpaceIndex
+
+    chroma = service(tmp_path)
+    chroma.space("s")
+    data = clustered(30)
+    add(chroma, "s", data[:20])
+    seqs, _ = chroma.store.vectors("s", with_vectors=False)
+    assert len(seqs) == 20
+    index = SpaceIndex(tmp_path / "indexes", "s", "l2", 16)
+    # hand it only the last ten rows, as if the first ten had been handed to no one
+    worker = threading.Thread(
+        target=index.add_new, args=(chroma.store, "s", seqs[10:], data[10:20]), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the indexer hung on its own lock"
+    assert index.indexed_seq == int(seqs[-1]) and index.live == 20
+    chroma.close()

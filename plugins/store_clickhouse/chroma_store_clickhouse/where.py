@@ -73,7 +73,7 @@ def _catalogue(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
 
 
 def _metadata(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
-    if not METADATA_KEY.match(cmp.key):
+    if not METADATA_KEY.fullmatch(cmp.key):
         raise InvalidFilter(f"invalid metadata key {cmp.key!r:.80}")
     doc = f"ifNull({alias}.metadata, '{{}}')"
     key = _bind(params, cmp.key, "String")

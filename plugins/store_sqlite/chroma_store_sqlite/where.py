@@ -36,7 +36,7 @@ def _cmp(cmp: Cmp, alias: str, params: dict[str, Any]) -> str:
             raise InvalidFilter(f"{cmp.key!r:.80} is not a catalogue field")
         field = f"{alias}.{COLUMNS[cmp.key]}"
     else:
-        if not METADATA_KEY.match(cmp.key):
+        if not METADATA_KEY.fullmatch(cmp.key):
             raise InvalidFilter(f"invalid metadata key {cmp.key!r:.80}")
         path = _bind(params, "$." + json.dumps(cmp.key))
         field = f"json_extract({alias}.metadata, {path})"
