@@ -31,7 +31,6 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,12 +90,17 @@ def main() -> int:
             figures = runs[part](tmp / f"{store}-{part}")
             wall = time.monotonic() - started
             show(part, figures, wall)
-            results.append({"part": part, "wall_s": wall, **asdict(figures)})
+            # asdict() would turn each Counter's items into keys of a new Counter
+            results.append({"part": part, "wall_s": wall, **_plain(vars(figures))})
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     failed = [r for r in results if r["problems"]]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def _plain(values: dict) -> dict:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
 
 
 def show(part: str, f: reliability.Figures, wall: float) -> None:

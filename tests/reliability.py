@@ -379,10 +379,11 @@ def check_index(
     """Every stored vector, searched for, finds its own row, once the index has caught up:
     ``(rows queried, rows not found, problems)``. A row not among its ``k`` nearest is
     searched again with a wider net. An HNSW graph may leave a rare node unreachable from
-    every other (about one in 30,000 random 16-d vectors here, in a fresh build too), so up
-    to one in 10,000 rows may stay unfound; an index holding wrong vectors, or missing
-    rows, loses far more (a lost 4 KiB page: several percent). ``sample``: query that many
-    rows, picked at random, instead of all."""
+    every other, an outlier far from the rest (one in 30,000 random 16-d vectors, one in
+    3,000 of 340,000 clustered ones, the index holding their vectors correctly), so up to
+    one in 2,000 stored rows may stay unfound; an index holding wrong vectors, or rows it
+    lacks, loses far more (a lost 4 KiB page: several percent). ``sample``: query that
+    many rows, picked at random, instead of all."""
     target = client.space(space)
     status = target.wait_for_index(timeout=300)
     problems = []
@@ -393,6 +394,7 @@ def check_index(
     stored = target.get(include_embeddings=True)
     if not len(stored):
         return 0, 0, problems
+    allowed = len(stored) // 2000
     if sample is not None and sample < len(stored):
         stored = stored.sample(sample, random_state=len(stored))
     vectors = np.stack(stored["embedding"].to_list())
@@ -405,7 +407,7 @@ def check_index(
     if missed.any():
         again = _finds_itself(target, vectors[missed], ids[missed], 10 * k)
         lost = ids[missed][~again]
-    if len(lost) > len(ids) // 10_000:
+    if len(lost) > allowed:
         problems.append(f"{len(lost)} stored rows not found by their own vector: {lost[:5]}")
     return len(ids), len(lost), problems
 

@@ -30,7 +30,7 @@ SEED = 20261
 
 @pytest.mark.parametrize("store", STORES)
 def test_eight_writers_and_eight_readers_see_whole_batches_and_exact_counts(store, tmp_path):
-    figures = concurrency_run(store, tmp_path, writers=8, readers=8, seconds=3.0, seed=SEED)
+    figures = concurrency_run(store, tmp_path, writers=8, readers=8, seconds=2.0, seed=SEED)
     assert figures.problems == [], f"{figures.problems[:10]} ({figures})"
     assert figures.processes == 16 and figures.errors == {}
     ops = figures.operations

@@ -32,7 +32,14 @@ def test_acknowledged_batches_survive_kills_whole_and_none_is_stored_in_part(sto
     # ClickHouse restarts take seconds (the embedded engine loads its tables): fewer rounds
     rounds = 3 if store == "sqlite" else 2
     figures = crash_rounds(
-        store, tmp_path, rounds=rounds, writers=3, seed=SEED, wait=(0.2, 0.6), pause=0.02
+        store,
+        tmp_path,
+        rounds=rounds,
+        writers=3,
+        seed=SEED,
+        wait=(0.1, 0.5),
+        pause=0.02,
+        scored_rows=600,
     )
     assert figures.problems == [], report(figures)
     assert figures.kills == figures.rounds == rounds
@@ -48,7 +55,7 @@ def test_acknowledged_batches_survive_kills_whole_and_none_is_stored_in_part(sto
 def test_a_kill_while_the_index_is_saved_leaves_an_index_that_agrees_with_the_store(tmp_path):
     # kills land while a save writes its files; in the second round a page of the saved
     # index is then lost as well, which its checksum must reveal
-    figures = index_save_rounds("sqlite", tmp_path, rounds=2, rows=4000, seed=SEED)
+    figures = index_save_rounds("sqlite", tmp_path, rounds=2, rows=3000, seed=SEED)
     assert figures.problems == [], report(figures)
     assert any(o.startswith("killed saving") for o in figures.outcomes), report(figures)
     assert (
@@ -60,9 +67,9 @@ def test_a_kill_while_the_index_is_saved_leaves_an_index_that_agrees_with_the_st
 
 
 def test_a_kill_during_a_priority_computation_leaves_the_last_complete_scores(tmp_path):
-    figures = priority_kill_rounds("sqlite", tmp_path, rounds=3, rows=3000, seed=SEED)
+    figures = priority_kill_rounds("sqlite", tmp_path, rounds=3, rows=2000, seed=SEED)
     assert figures.problems == [], report(figures)
-    assert figures.kills == 3 and figures.scores_checked >= 3 * 2250
+    assert figures.kills == 3 and figures.scores_checked >= 3 * 1500
 
 
 # --- kills at chosen points ----------------------------------------------------------------
