@@ -140,7 +140,7 @@ def test_a_batch_after_rows_the_index_never_heard_of_is_indexed_with_them(tmp_pa
 def test_an_index_file_with_a_page_lost_is_rebuilt_from_the_store(tmp_path):
     # A page the disk never wrote reads back as zeros: hnswlib loads such a file without
     # complaint and answers some queries wrongly, so only the checksum can tell.
-    data = clustered(2000, seed=5)
+    data = clustered(1000, seed=5)
     chroma = service(tmp_path)
     chroma.space("s")
     ids = add(chroma, "s", data)
@@ -157,7 +157,7 @@ def test_an_index_file_with_a_page_lost_is_rebuilt_from_the_store(tmp_path):
         wrong = [i for i, f in zip(ids, found, strict=True) if f != [i]]
         assert wrong == [], f"page at {page} of {len(saved)}: {len(wrong)} rows not found"
         status = wait_for_index(again, "s")
-        assert status["index"]["indexed"] == 2000
+        assert status["index"]["indexed"] == 1000
         found, _ = neighbour_ids(again, "s", data, k=1)
         assert [f[0] for f in found] == ids
         again.close()
