@@ -35,6 +35,21 @@ BATCH_KEY_RETENTION_SECONDS = 24 * 3600
 SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
+def restored_batch(rows: pa.Table, seqs) -> tuple[int, int, np.ndarray]:
+    """``(dim, n, seqs)`` of a validated batch that :meth:`Store.restore_rows` takes, with
+    ``InvalidInput`` unless there is one positive, increasing seq a row."""
+    embedding_type = rows.schema.field("embedding").type
+    if not pa.types.is_fixed_size_list(embedding_type):
+        raise InvalidInput("restore_rows takes a validated batch")
+    n = rows.num_rows
+    seqs = np.asarray(seqs, dtype=np.int64).reshape(-1)
+    if len(seqs) != n:
+        raise InvalidInput(f"{len(seqs)} seqs given for {n} rows")
+    if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
+        raise InvalidInput("restored seqs must be positive and increasing")
+    return embedding_type.list_size, n, seqs
+
+
 def check_space_name(name) -> None:
     """Refuse a space name that is not 1-128 letters, digits, '_', '-' or '.'; clients check
     it too, since a name with a '/' would reach another route over HTTP."""

@@ -45,6 +45,7 @@ from chroma_core.store import (
     BatchAlreadyStored,
     SpaceInfo,
     Store,
+    restored_batch,
 )
 from chroma_store_clickhouse import schema
 from chroma_store_clickhouse.connection import Target, target
@@ -730,15 +731,7 @@ class ClickHouseStore(Store):
         return self._new_space(info.name, info.metric, info.model, created, info.dim)
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
-        embedding_type = rows.schema.field("embedding").type
-        if not pa.types.is_fixed_size_list(embedding_type):
-            raise InvalidInput("restore_rows takes a validated batch")
-        dim, n = embedding_type.list_size, rows.num_rows
-        seqs = np.asarray(seqs, dtype=np.int64).reshape(-1)
-        if len(seqs) != n:
-            raise InvalidInput(f"{len(seqs)} seqs given for {n} rows")
-        if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
-            raise InvalidInput("restored seqs must be positive and increasing")
+        dim, n, seqs = restored_batch(rows, seqs)
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, metric, stored_dim = row[1], row[2], row[3]

@@ -28,6 +28,7 @@ from chroma_core.store import (
     BatchAlreadyStored,
     SpaceInfo,
     Store,
+    restored_batch,
 )
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
@@ -651,11 +652,7 @@ class SqliteStore(Store):
         return self._new_space(info.name, info.metric, info.model, created_at, info.dim)
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
-        embedding_type = rows.schema.field("embedding").type
-        if not pa.types.is_fixed_size_list(embedding_type):
-            raise InvalidInput("restore_rows takes a validated batch")
-        dim, n = embedding_type.list_size, rows.num_rows
-        seqs = _restored_seqs(seqs, n)
+        dim, n, seqs = restored_batch(rows, seqs)
         matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
         columns = [_text_column(rows, name) for name in TEXT_FIELDS]
         outputs = _output_blobs(rows, n)
@@ -859,15 +856,6 @@ def _trigger_dict(record: tuple) -> dict:
         "updated_at": updated,
         "deliveries": json.loads(deliveries),
     }
-
-
-def _restored_seqs(seqs: np.ndarray, n: int) -> np.ndarray:
-    seqs = np.asarray(seqs, dtype=np.int64).reshape(-1)
-    if len(seqs) != n:
-        raise InvalidInput(f"{len(seqs)} seqs given for {n} rows")
-    if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
-        raise InvalidInput("restored seqs must be positive and increasing")
-    return seqs
 
 
 def _stored_id(conn: sqlite3.Connection, space_id: int, space: str, ids: list) -> ChromaError:
