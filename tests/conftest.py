@@ -155,3 +155,15 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("CHROMA_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="module")
+def shm_server(tmp_path_factory):
+    """A server whose shared-memory directory is private to these tests."""
+    root = tmp_path_factory.mktemp("shm")
+    directory = root / "shm"
+    directory.mkdir()
+    server = Server(root / "data", env={"CHROMA_SHARED_MEMORY_DIR": str(directory)})
+    server.shm = directory
+    yield server
+    server.stop()

@@ -23,7 +23,7 @@ from chroma_core.hookspecs import hookimpl
 from chroma_core.protocol import decode_arrow
 from chroma_core.schema import batch_fingerprint, validate_rows
 from chroma_core.service import Chroma
-from tests.conftest import Server, free_port
+from tests.conftest import free_port
 from tests.lossy_proxy import Exchange, LossyProxy
 from tests.stores import STORES
 
@@ -152,18 +152,6 @@ def test_retry_options_are_checked(option):
 
 
 # --- through shared memory ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shm_server(tmp_path_factory):
-    """A server whose shared-memory directory is private to these tests."""
-    root = tmp_path_factory.mktemp("retries-shm")
-    directory = root / "shm"
-    directory.mkdir()
-    server = Server(root / "data", env={"CHROMA_SHARED_MEMORY_DIR": str(directory)})
-    server.shm = directory
-    yield server
-    server.stop()
-
-
 def request_files(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if not p.name.startswith("chroma-proof-")]
 

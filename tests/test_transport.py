@@ -39,18 +39,6 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if not p.name.startswith("chroma-proof-"))
 
 
-@pytest.fixture(scope="module")
-def shm_server(tmp_path_factory):
-    """A server whose shared-memory directory is private to these tests."""
-    root = tmp_path_factory.mktemp("shm")
-    directory = root / "shm"
-    directory.mkdir()
-    server = Server(root / "data", env={"CHROMA_SHARED_MEMORY_DIR": str(directory)})
-    server.shm = directory
-    yield server
-    server.stop()
-
-
 def raw_request(server, directory: Path, name: str, table: pa.Table, space: str):
     """POST ``table`` as an add through a shared-memory file ``name`` the test wrote."""
     path = directory / name

@@ -503,12 +503,7 @@ class SqliteStore(Store):
 
     # --- priorities ---------------------------------------------------------
     def replace_priorities(self, space: str, scores: pa.Table) -> None:
-        ids, priority, components, computed_at = _columns(
-            scores, _PRIORITY_COLUMNS, ("id", "priority")
-        )
-        values = np.asarray(priority, dtype=np.float64)
-        if np.isnan(values).any():
-            raise InvalidInput("priority is missing or NaN for some ids")
+        ids, values, components, computed_at = _score_columns(scores)
         with self._write() as conn:
             space_id = _space(conn, space)[0]
             conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
@@ -686,12 +681,7 @@ class SqliteStore(Store):
             )
 
     def restore_priorities(self, space: str, scores: pa.Table) -> None:
-        ids, priority, components, computed_at = _columns(
-            scores, _PRIORITY_COLUMNS, ("id", "priority")
-        )
-        values = np.asarray(priority, dtype=np.float64)
-        if np.isnan(values).any():
-            raise InvalidInput("priority is missing or NaN for some ids")
+        ids, values, components, computed_at = _score_columns(scores)
         listed = json.dumps(ids)
         with self._write() as conn:
             space_id = _space(conn, space)[0]
@@ -856,6 +846,18 @@ def _trigger_dict(record: tuple) -> dict:
         "updated_at": updated,
         "deliveries": json.loads(deliveries),
     }
+
+
+def _score_columns(scores: pa.Table) -> tuple[list, np.ndarray, list, list]:
+    """``(ids, priorities, components, computed_at)`` of scores to store, priorities as
+    float64; ``InvalidInput`` when one is missing or NaN."""
+    ids, priority, components, computed_at = _columns(
+        scores, _PRIORITY_COLUMNS, ("id", "priority")
+    )
+    values = np.asarray(priority, dtype=np.float64)
+    if np.isnan(values).any():
+        raise InvalidInput("priority is missing or NaN for some ids")
+    return ids, values, components, computed_at
 
 
 def _stored_id(conn: sqlite3.Connection, space_id: int, space: str, ids: list) -> ChromaError:
