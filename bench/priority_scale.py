@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from chroma_client import Client
-from chroma_core.neighbours import knn
+from chroma_core.neighbor_search import knn
 
 SPACE = "bench"
 
@@ -143,10 +143,10 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 def agreement(args, train_x, train_labels, triage_x, triage_inference, stored) -> dict:
     rng = np.random.default_rng(args.seed + 1)
     subset = rng.choice(len(triage_x), min(args.check, len(triage_x)), replace=False)
-    neighbours, distances = knn(
+    neighbors, distances = knn(
         train_x, triage_x[subset], args.k, "l2", exact_limit=np.iinfo(np.int64).max
     )
-    disagreement = (train_labels[neighbours] != triage_inference[subset, None]).mean(axis=1)
+    disagreement = (train_labels[neighbors] != triage_inference[subset, None]).mean(axis=1)
     distance = distances.mean(axis=1)
     by_id = stored.set_index("id").loc[np.char.add("q", subset.astype(str))]
     got_d = by_id["disagreement"].to_numpy()

@@ -1,3 +1,5 @@
-"""Chroma's server core: hook specs, plugin manager, service, protocol and web app."""
+"""Chroma's server core: hook specs, plugin manager, service and web app."""
 
-__version__ = "0.1.0"
+from chroma_wire import __version__
+
+__all__ = ["__version__"]

@@ -16,7 +16,10 @@ from starlette.routing import Route
 
 from chroma_core import api, auth, explorer
 from chroma_core.config import Settings
-from chroma_core.errors import (
+from chroma_core.monitoring import METRICS_ROUTE, RequestMonitor, metrics_endpoint, request_log
+from chroma_core.service import Chroma
+from chroma_core.shared_memory import SharedMemory, Unreadable
+from chroma_wire.errors import (
     ChromaError,
     MethodNotAllowed,
     NotFound,
@@ -24,8 +27,7 @@ from chroma_core.errors import (
     ProtocolMismatch,
     ServerError,
 )
-from chroma_core.monitoring import METRICS_ROUTE, RequestMonitor, metrics_endpoint, request_log
-from chroma_core.protocol import (
+from chroma_wire.protocol import (
     ARROW_TYPE,
     JSON_TYPE,
     PROTOCOL_HEADER,
@@ -44,8 +46,6 @@ from chroma_core.protocol import (
     encode_json,
     encode_json_table,
 )
-from chroma_core.service import Chroma
-from chroma_core.shared_memory import SharedMemory, Unreadable
 
 log = logging.getLogger("chroma.server")
 

@@ -13,7 +13,7 @@ import hmac
 from pathlib import Path
 
 from chroma_core.config import Settings
-from chroma_core.errors import InvalidInput, Unauthorized
+from chroma_wire.errors import InvalidInput, Unauthorized
 
 REFUSAL = "this server wants a valid bearer token (Authorization: Bearer <token>)"
 

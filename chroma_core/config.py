@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from chroma_core.errors import InvalidInput
+from chroma_wire.errors import InvalidInput
 
 
 @dataclass(frozen=True)

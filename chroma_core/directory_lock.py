@@ -17,7 +17,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from chroma_core.errors import DirectoryInUse
+from chroma_wire.errors import DirectoryInUse
 
 LOCK_FILE = "chroma.lock"
 

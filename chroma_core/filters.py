@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chroma_core.errors import InvalidFilter
+from chroma_wire.checks import class_name
+from chroma_wire.errors import InvalidFilter
+from chroma_wire.types import CATALOGUE_FIELDS
 
-CATALOGUE_FIELDS = ("id", "dataset", "context", "input_uri", "inference", "label")
 OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
 MAX_DEPTH = 16
@@ -126,15 +127,6 @@ def _operand(key: str, op: str, value: Any, catalogue: bool) -> Any:
         # catalogue fields are stored as text: class 3 is stored as "3"
         return class_name(value)
     return value
-
-
-def class_name(value: Any) -> str:
-    """The text a catalogue value is stored as (``3`` and ``3.0`` both become ``"3"``)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _scalar(key: str, op: str, value: Any) -> Any:

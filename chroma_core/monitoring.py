@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chroma_core import auth
-from chroma_core.errors import ChromaError
 from chroma_core.metrics import CONTENT_TYPE
-from chroma_core.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ROUTES
 from chroma_core.service import Chroma
+from chroma_wire.errors import ChromaError
+from chroma_wire.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ROUTES
 
 METRICS_ROUTE = "/metrics"
 REQUEST_LOG = "chroma.requests"

@@ -14,11 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chroma_core.errors import InvalidInput
-from chroma_core.schema import MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_TEXT_CHARS
-from chroma_core.store import TRIGGER_STATUSES
+from chroma_wire.errors import InvalidInput
+from chroma_wire.limits import MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_NOTE_CHARS, MAX_TEXT_CHARS
+from chroma_wire.types import TRIGGER_STATUSES
 
-MAX_NOTE_CHARS = 10_000
 _ITEM_TEXT = ("id", "input_uri", "dataset", "label", "inference")
 
 

@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chroma_core.errors import DimensionMismatch, InvalidInput
-
-TEXT_FIELDS = ("id", "dataset", "context", "input_uri", "inference", "label", "metadata")
-REQUIRED_TEXT = ("id", "dataset", "context")
-MAX_ID_CHARS = 512
-MAX_TEXT_CHARS = 4096
-MAX_METADATA_CHARS = 65_536
-MAX_DIM = 65_536
-# a client's name for one batch, kept with it so that the batch sent again is stored once
-BATCH_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-# a NUL character escaped in JSON text (an even run of backslashes before it is not an escape)
-_ESCAPED_NUL = r"(^|[^\\])(\\\\)*\\u0000"
-
-
-def rows_schema(dim: int) -> pa.Schema:
-    """The schema of a batch of ``dim``-dimensional rows as stores receive it."""
-    return pa.schema(
-        [pa.field(name, pa.string(), nullable=name not in REQUIRED_TEXT) for name in TEXT_FIELDS]
-        + [
-            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
-            pa.field("output", pa.list_(pa.float32())),
-        ]
-    )
+from chroma_wire.checks import check_text
+from chroma_wire.errors import DimensionMismatch, InvalidInput
+from chroma_wire.limits import MAX_DIM, MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_TEXT_CHARS
+from chroma_wire.rows import REQUIRED_TEXT, TEXT_FIELDS, rows_schema
 
 
 def embeddings_of(table: pa.Table) -> np.ndarray:
@@ -144,35 +124,6 @@ def _text(table: pa.Table, name: str, n: int) -> pa.Array:
     return column
 
 
-def check_text(name: str, column: pa.Array, json_text: bool = False) -> None:
-    """Refuse text that is not UTF-8 (Arrow does not check it on reading a stream) or that
-    holds a NUL character, which SQLite cuts strings at in its JSON functions, so that
-    ``"a\\x00b"`` would be found by a look-up of ``"a"``. In JSON text (metadata) a NUL can
-    only appear escaped."""
-    try:
-        column.validate(full=True)
-    except pa.ArrowInvalid:
-        raise InvalidInput(f"{name} is not valid UTF-8 text in some rows") from None
-    if column.null_count == len(column):
-        return
-    if json_text:
-        found = pc.match_substring_regex(column, _ESCAPED_NUL)
-    else:
-        found = pc.match_substring(column, "\x00")
-    if pc.any(found).as_py():
-        raise InvalidInput(f"{name} must not contain NUL characters")
-
-
-def check_unicode(name: str, text: str) -> None:
-    """Refuse a Python string that cannot be stored as UTF-8 (one with a lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(
-            f"{name} is not valid Unicode: it holds a lone surrogate such as '\\ud800'"
-        ) from None
-
-
 def _check_ids(ids: pa.Array) -> None:
     unique = pc.count_distinct(ids).as_py()
     if unique != len(ids):
@@ -243,18 +194,6 @@ def _outputs(table: pa.Table, n: int) -> pa.Array:
     if len(values) and not np.isfinite(values).all():
         raise InvalidInput("output contains NaN or infinite values")
     return column
-
-
-def check_batch_key(key) -> str | None:
-    """``key`` when it is a batch key a store can keep (None for none); ``InvalidInput``
-    naming the problem otherwise."""
-    if key is None:
-        return None
-    if not isinstance(key, str) or not BATCH_KEY.match(key):
-        raise InvalidInput(
-            f"batch_key must be 1 to 128 letters, digits, '_', '.', ':' or '-'; got {key!r:.60}"
-        )
-    return key
 
 
 def batch_fingerprint(rows: pa.Table) -> str:

@@ -10,7 +10,7 @@ import uvicorn
 
 from chroma_core.app import create_app
 from chroma_core.config import Settings
-from chroma_core.errors import ChromaError
+from chroma_wire.errors import ChromaError
 
 
 def parse_args(argv=None, prog: str = "chroma-server") -> argparse.Namespace:

@@ -17,37 +17,26 @@ import pluggy
 import pyarrow as pa
 
 from chroma_core import filters, restore, selection
-from chroma_core.algorithm import Neighbors, Result
+from chroma_core.algorithm import Algorithm
 from chroma_core.config import Settings
 from chroma_core.directory_lock import DirectoryLock
-from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.metrics import Metrics
 from chroma_core.plugins import describe_plugins, plugin_manager
-from chroma_core.schema import (
-    MAX_DIM,
-    check_batch_key,
-    check_unicode,
-    embedding_matrix,
-    embeddings_of,
-    validate_rows,
-)
-from chroma_core.store import (
+from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
+from chroma_core.store import BatchAlreadyStored, Store
+from chroma_wire import __version__, checks
+from chroma_wire.checks import check_batch_key, check_space_name, check_unicode
+from chroma_wire.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_wire.limits import MAX_DIM, MAX_K, MAX_PAGE_BYTES, MAX_PAGE_ROWS, MAX_QUERIES
+from chroma_wire.protocol import PROTOCOL_VERSION
+from chroma_wire.types import (
     METRICS,
+    NEIGHBOR_COLUMNS,
     TRIGGER_STATUSES,
-    BatchAlreadyStored,
+    Neighbors,
+    Result,
     SpaceInfo,
-    Store,
-    check_space_name,
 )
-
-MAX_K = 10_000
-MAX_QUERIES = 100_000
-#: rows at most in one page of an export, and the vector bytes a page of rows holds at most
-MAX_PAGE_ROWS = 100_000
-MAX_PAGE_BYTES = 256 << 20
-# what stores hold in an integer column
-MAX_INT = (1 << 63) - 1
-NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
 
 log = logging.getLogger("chroma.service")
 
@@ -75,10 +64,10 @@ class Chroma:
                 f"installed stores answer to: {', '.join(self.store_names()) or 'none'}"
             )
         self.store: Store = store
-        self.algorithms = {}
+        self._algorithms: dict[str, Algorithm] = {}
         for batch in self.hook.chroma_algorithms():
             for algorithm in batch or ():
-                self.algorithms[algorithm.name] = algorithm
+                self._algorithms[algorithm.name] = algorithm
         self._state: dict[str, dict] = {}
         self._state_lock = threading.Lock()
         self._closed = False
@@ -95,6 +84,9 @@ class Chroma:
             for name, _ in self.pm.list_name_plugin()
             if name.startswith("store_")
         )
+
+    def version(self) -> dict:
+        return {"version": __version__, "protocol": PROTOCOL_VERSION, "store": self.store.name}
 
     def plugins(self) -> list[dict]:
         return describe_plugins(self.pm)
@@ -133,14 +125,14 @@ class Chroma:
             raise Conflict(f"space {name!r} exists with metric {info.metric!r}, not {metric!r}")
         return info
 
-    def space_info(self, name: str) -> SpaceInfo:
+    def space_info(self, space: str) -> SpaceInfo:
         """The space with its row count, for callers who show it."""
-        check_space_name(name)
-        return self.store.get_space(name)
+        check_space_name(space)
+        return self.store.get_space(space)
 
-    def status(self, name: str) -> dict:
+    def status(self, space: str) -> dict:
         """The space with its row count and what each plugin reports of it (its index)."""
-        info = self.space_info(name)
+        info = self.space_info(space)
         out: dict = {"space": info.to_json()}
         for part in self.hook.chroma_space_status(chroma=self, space=info):
             out.update(part or {})
@@ -154,18 +146,23 @@ class Chroma:
     def spaces(self) -> list[SpaceInfo]:
         return self.store.list_spaces()
 
-    def delete_space(self, name: str) -> None:
-        check_space_name(name)
-        self.store.delete_space(name)
-        self.hook.chroma_space_deleted(chroma=self, space=name)
+    def delete_space(self, space: str) -> bool:
+        check_space_name(space)
+        self.store.delete_space(space)
+        self.hook.chroma_space_deleted(chroma=self, space=space)
+        return True
 
     # --- rows ---------------------------------------------------------------
-    def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> list[str]:
+    def add(
+        self, space: str, rows: pa.Table | None = None, batch_key: str | None = None
+    ) -> list[str]:
         """Validate and store a batch; returns its ids. Ids absent from ``rows`` are made.
 
         A ``batch_key`` names the batch: sent again with the same key, it is stored once and
         answered with the same ids (see :meth:`Store.add`)."""
         info = self._space(space)
+        if rows is None:
+            raise InvalidInput("add needs the rows as an Arrow table")
         batch_key = check_batch_key(batch_key)
         if isinstance(rows, pa.Table) and "id" not in rows.column_names:
             rows = rows.append_column("id", _new_ids(rows.num_rows, batch_key))
@@ -192,9 +189,9 @@ class Chroma:
             space,
             ids=_ids(ids),
             where=filters.parse(where),
-            limit=_optional_int("limit", limit, 0),
-            offset=_optional_int("offset", offset, 0) or 0,
-            include_embeddings=_flag("include_embeddings", include_embeddings),
+            limit=checks.optional_int("limit", limit, 0),
+            offset=checks.optional_int("offset", offset, 0) or 0,
+            include_embeddings=checks.flag("include_embeddings", include_embeddings),
         )
         return table.drop_columns(["seq"])
 
@@ -219,7 +216,7 @@ class Chroma:
     ) -> Result:
         """The k nearest stored rows of each query vector, or of each stored id (not itself)."""
         info = self._space(space)
-        k = _required_int("k", k, 1)
+        k = checks.required_int("k", k, 1)
         if k > MAX_K:
             raise InvalidInput(f"k must be between 1 and {MAX_K}")
         parsed = filters.parse(where)
@@ -267,19 +264,19 @@ class Chroma:
     # --- algorithms ---------------------------------------------------------
     def run(self, space: str, algorithm: str, params: dict | None = None) -> Result:
         info = self._space(space)
-        if algorithm not in self.algorithms:
+        if algorithm not in self._algorithms:
             raise NotFound(
                 f"unknown algorithm {algorithm!r}; installed: "
-                f"{', '.join(sorted(self.algorithms)) or 'none'}"
+                f"{', '.join(sorted(self._algorithms)) or 'none'}"
             )
         if params is not None and not isinstance(params, dict):
             raise InvalidInput("algorithm params must be a dict")
-        return self.algorithms[algorithm].run(self, info, dict(params or {}))
+        return self._algorithms[algorithm].run(self, info, dict(params or {}))
 
-    def algorithm_list(self) -> list[dict]:
+    def algorithms(self) -> list[dict]:
         return [
             {"name": a.name, "description": a.description}
-            for a in sorted(self.algorithms.values(), key=lambda a: a.name)
+            for a in sorted(self._algorithms.values(), key=lambda a: a.name)
         ]
 
     # --- priorities and triggers --------------------------------------------
@@ -287,9 +284,9 @@ class Chroma:
         self._space(space)
         return self.store.priorities(
             space,
-            n=_optional_int("n", n, 0),
+            n=checks.optional_int("n", n, 0),
             where=filters.parse(where),
-            min_priority=_optional_float("min_priority", min_priority),
+            min_priority=checks.optional_float("min_priority", min_priority),
         )
 
     def trigger_retraining(
@@ -309,8 +306,8 @@ class Chroma:
         on high priorities spread over the space, skipping near-duplicates of inputs
         already picked (:mod:`chroma_core.selection`)."""
         info = self._space(space)
-        n = _optional_int("n", n, 1)
-        min_priority = _optional_float("min_priority", min_priority)
+        n = checks.optional_int("n", n, 1)
+        min_priority = checks.optional_float("min_priority", min_priority)
         if note is not None and (not isinstance(note, str) or len(note) > 10_000):
             raise InvalidInput("note must be a string of at most 10,000 characters")
         if note is not None:
@@ -320,7 +317,7 @@ class Chroma:
                 f"unknown strategy {strategy!r:.40}; use one of {', '.join(selection.STRATEGIES)}"
             )
         if duplicate_radius is not None:
-            duplicate_radius = _optional_float("duplicate_radius", duplicate_radius)
+            duplicate_radius = checks.optional_float("duplicate_radius", duplicate_radius)
             if strategy != "diverse" or duplicate_radius < 0:
                 raise InvalidInput("duplicate_radius is a distance >= 0, for strategy 'diverse'")
         if n is None and (min_priority is None or strategy == "diverse"):
@@ -375,7 +372,7 @@ class Chroma:
         return self.store.list_triggers(space, status)
 
     def set_trigger_status(self, trigger_id: int, status: str) -> dict:
-        trigger_id = _required_int("trigger_id", trigger_id, 1)
+        trigger_id = checks.required_int("trigger_id", trigger_id, 1)
         if status not in TRIGGER_STATUSES:
             raise InvalidInput(
                 f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
@@ -383,19 +380,20 @@ class Chroma:
         return self.store.update_trigger(trigger_id, status=status)
 
     def trigger_items(self, trigger_id: int) -> pa.Table:
-        return self.store.trigger_items(_required_int("trigger_id", trigger_id, 1))
+        return self.store.trigger_items(checks.required_int("trigger_id", trigger_id, 1))
 
     # --- back-up and restore ------------------------------------------------
-    def export_rows(self, space: str, *, after_seq=0, limit=None) -> tuple[pa.Table, int]:
+    def export_rows(self, space: str, *, after_seq=0, limit=None) -> tuple[dict, pa.Table]:
         """Rows after seq ``after_seq`` in seq order, at most ``limit``, with every stored
         column and their seq, and the space's largest seq, read before the page (rows above
         it arrived after an export began)."""
         info = self._space(space)
-        after_seq = _required_int("after_seq", after_seq, 0)
+        after_seq = checks.required_int("after_seq", after_seq, 0)
         # a page may come back shorter than asked: wide vectors make fewer rows a page
         limit = min(_page_limit(limit), max(1, MAX_PAGE_BYTES // (4 * (info.dim or 1))))
         max_seq = self.store.max_seq(space)
-        return self.store.rows_page(space, after_seq=after_seq, limit=limit), max_seq
+        page = self.store.rows_page(space, after_seq=after_seq, limit=limit)
+        return {"max_seq": max_seq}, page
 
     def export_priorities(self, space: str, *, after_id=None, limit=None) -> pa.Table:
         """Up to ``limit`` stored scores with an id above ``after_id``, in id order, with the
@@ -406,24 +404,24 @@ class Chroma:
         return self.store.priorities_page(space, after_id=after_id, limit=_page_limit(limit))
 
     def restore_space(
-        self, name: str, metric: str = "l2", model: dict | None = None, created_at=None, dim=None
+        self, space: str, metric: str = "l2", model: dict | None = None, created_at=None, dim=None
     ) -> SpaceInfo:
-        """Create space ``name`` to restore an export into, with its creation time and
-        dimension when given; ``Conflict`` if it exists."""
-        check_space_name(name)
+        """Create ``space`` to restore an export into, with its creation time and dimension
+        when given; ``Conflict`` if it exists."""
+        check_space_name(space)
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         if model is not None and not isinstance(model, dict):
             raise InvalidInput(f"model must be a dict, got {type(model).__name__}")
         created_at = restore.check_time("created_at", created_at)
-        dim = _optional_int("dim", dim, 1)
+        dim = checks.optional_int("dim", dim, 1)
         if dim is not None and dim > MAX_DIM:
             raise InvalidInput(f"dim must be at most {MAX_DIM}, got {dim}")
         return self.store.restore_space(
-            SpaceInfo(name, metric, dim, 0, model or {}, created_at or "")
+            SpaceInfo(space, metric, dim, 0, model or {}, created_at or "")
         )
 
-    def restore_rows(self, space: str, rows: pa.Table | None) -> int:
+    def restore_rows(self, space: str, rows: pa.Table | None = None) -> int:
         """Store exported rows under the seqs they had (column ``seq``) and announce them
         as any add is announced; returns how many."""
         info = self._space(space)
@@ -435,7 +433,7 @@ class Chroma:
         self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
         return len(seqs)
 
-    def restore_priorities(self, space: str, scores: pa.Table | None) -> int:
+    def restore_priorities(self, space: str, scores: pa.Table | None = None) -> int:
         """Add exported scores to the space verbatim; every id must be a stored row without
         a score. Returns how many."""
         self._space(space)
@@ -443,7 +441,7 @@ class Chroma:
         self.store.restore_priorities(space, scores)
         return scores.num_rows
 
-    def restore_trigger(self, space: str, trigger, items: pa.Table | None) -> dict:
+    def restore_trigger(self, space: str, trigger, items: pa.Table | None = None) -> dict:
         """Store an exported trigger with its items, without delivering it again; it keeps
         its id unless another trigger holds it."""
         self._space(space)
@@ -487,46 +485,11 @@ def _ids(ids) -> list[str] | None:
     return ids
 
 
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise InvalidInput(f"{name} must be true or false, got {value!r:.40}")
-    return bool(value)
-
-
-def _optional_int(name: str, value, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidInput(f"{name} must be an integer, got {value!r:.40}")
-    if value > MAX_INT:
-        raise InvalidInput(f"{name} must be at most {MAX_INT}")
-    if value < minimum:
-        shown = value if value >= -MAX_INT else "a larger negative number"
-        raise InvalidInput(f"{name} must be at least {minimum}, got {shown}")
-    return int(value)
-
-
-def _required_int(name: str, value, minimum: int) -> int:
-    if value is None:
-        raise InvalidInput(f"{name} is required")
-    return _optional_int(name, value, minimum) or 0
-
-
 def _page_limit(limit) -> int:
-    limit = _required_int("limit", limit, 1)
+    limit = checks.required_int("limit", limit, 1)
     if limit > MAX_PAGE_ROWS:
         raise InvalidInput(f"limit must be at most {MAX_PAGE_ROWS} rows a page, got {limit}")
     return limit
-
-
-def _optional_float(name: str, value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise InvalidInput(f"{name} must be a number, got {value!r:.40}")
-    if not np.isfinite(value):
-        raise InvalidInput(f"{name} must be finite")
-    return float(value)
 
 
 def _queries(queries, info: SpaceInfo) -> np.ndarray:

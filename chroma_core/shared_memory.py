@@ -36,8 +36,8 @@ import time
 import pyarrow as pa
 
 from chroma_core.config import Settings
-from chroma_core.errors import MalformedPayload, PayloadTooLarge
-from chroma_core.protocol import decode_arrow, write_arrow
+from chroma_wire.errors import MalformedPayload, PayloadTooLarge
+from chroma_wire.protocol import decode_arrow, write_arrow
 
 DEFAULT_DIRECTORY = "/dev/shm"
 PREFIX = "chroma-"

@@ -13,26 +13,19 @@ after its acknowledgement was lost is stored once.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from chroma_core.algorithm import Neighbors
-from chroma_core.errors import InvalidInput
 from chroma_core.filters import Filter
-
-METRICS = ("l2", "cosine", "ip")
-TRIGGER_STATUSES = ("pending", "acknowledged", "done", "failed")
+from chroma_wire.errors import InvalidInput
+from chroma_wire.types import Neighbors, SpaceInfo
 
 # How long a store remembers a batch key, at least: a client retries within seconds, so a
 # day covers a server restart in between with room to spare, and the keys of a day take less
 # room than the rows they vouch for
 BATCH_KEY_RETENTION_SECONDS = 24 * 3600
-
-SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 def restored_batch(rows: pa.Table, seqs) -> tuple[int, int, np.ndarray]:
@@ -48,33 +41,6 @@ def restored_batch(rows: pa.Table, seqs) -> tuple[int, int, np.ndarray]:
     if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
         raise InvalidInput("restored seqs must be positive and increasing")
     return embedding_type.list_size, n, seqs
-
-
-def check_space_name(name) -> None:
-    """Refuse a space name that is not 1-128 letters, digits, '_', '-' or '.'; clients check
-    it too, since a name with a '/' would reach another route over HTTP."""
-    if not isinstance(name, str) or not SPACE_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"invalid space name {name!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
-
-
-# Columns of get(): the catalogue, then embedding/output when asked for.
-CATALOGUE_COLUMNS = ("id", "dataset", "context", "input_uri", "inference", "label", "metadata")
-
-
-@dataclass
-class SpaceInfo:
-    name: str
-    metric: str
-    dim: int | None
-    count: int
-    model: dict = field(default_factory=dict)
-    created_at: str = ""
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class BatchAlreadyStored(Exception):  # noqa: N818 - an outcome, not a failure

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from chroma_client import Client
-from chroma_core.errors import Unauthorized
-from chroma_core.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ROUTES, SHM_ROUTE
+from chroma_wire.errors import Unauthorized
+from chroma_wire.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ROUTES, SHM_ROUTE
 from tests.conftest import Server
 
 TOKEN = "s3cret-token-1"

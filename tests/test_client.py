@@ -309,7 +309,7 @@ def test_nearest_neighbors_of_stored_ids_exclude_the_input_itself(client, space_
         assert rows["id"].tolist() == [ids[j] for j in truth[0][1:]]
 
 
-def test_filtered_neighbours_return_k_when_k_rows_match(client, space_name):
+def test_filtered_neighbors_return_k_when_k_rows_match(client, space_name):
     space = client.space(space_name)
     data = vectors(2000, 8, seed=4)
     datasets = np.where(np.arange(2000) % 100 == 0, "rare", "common")
@@ -323,7 +323,7 @@ def test_filtered_neighbours_return_k_when_k_rows_match(client, space_name):
     assert found.attrs["meta"]["method"] in ("exact", "clickhouse_exact")
 
 
-def test_neighbours_in_an_empty_space_are_an_empty_frame(client, space_name):
+def test_neighbors_in_an_empty_space_are_an_empty_frame(client, space_name):
     found = client.space(space_name).nearest_neighbors(vectors(2), k=3)
     assert found.empty and "distance" in found.columns
 
@@ -341,7 +341,7 @@ def test_status_reports_the_index_and_wait_for_index_returns_when_caught_up(clie
     assert status["index"]["indexed"] == 500 and status["index"]["pending"] == 0
 
 
-def test_deleted_rows_are_never_neighbours(client, space_name):
+def test_deleted_rows_are_never_neighbors(client, space_name):
     space = client.space(space_name)
     data = vectors(200, 8, seed=6)
     ids = space.add(data, dataset="d")
@@ -447,7 +447,7 @@ def test_a_diverse_trigger_skips_copies_of_one_hard_case(client, space_name):
         space.trigger_retraining(min_priority=0.1, strategy="diverse")
 
 
-def test_explain_shows_the_training_neighbours_behind_a_score(client, space_name):
+def test_explain_shows_the_training_neighbors_behind_a_score(client, space_name):
     space, ordinary, planted = two_class_space(client, space_name)
     space.compute_priorities(k=10)
     # planted[0] sits among class "a" training inputs but the model said "b"

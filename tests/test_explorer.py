@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from chroma_client import Client
-from chroma_core.errors import InvalidInput, NotFound
 from chroma_core.explorer.files import read_image
+from chroma_wire.errors import InvalidInput, NotFound
 from tests.conftest import Server
 from tests.explorer_data import png
 
@@ -200,13 +200,13 @@ def test_operations_answer_json_when_a_browser_asks(served):
     assert rows[0]["priority"] >= rows[1]["priority"] >= rows[2]["priority"]
     # the components of rows sent without outputs hold no margin: null, never NaN
     assert json.loads(rows[0]["components"])["margin"] is None
-    neighbours = http.post(
+    neighbors = http.post(
         "/api/v1/spaces/pets/nearest_neighbors",
         json={"ids": [ids[0]], "k": 4, "where": {"context": "training"}},
         headers={"Accept": "application/json"},
     ).json()["rows"]
-    assert [n["rank"] for n in neighbours] == [0, 1, 2, 3]
-    assert {n["label"] for n in neighbours} <= {"cat", "dog"}
+    assert [n["rank"] for n in neighbors] == [0, 1, 2, 3]
+    assert {n["label"] for n in neighbors} <= {"cat", "dog"}
     # without asking, the same operation answers Arrow, as the client expects
     arrow = http.post("/api/v1/spaces/pets/priorities", json={"n": 3})
     assert arrow.headers["content-type"] == "application/vnd.apache.arrow.stream"

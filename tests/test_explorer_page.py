@@ -124,7 +124,7 @@ def test_hover_shows_the_input_its_catalogue_and_its_thumbnail(browser, explorer
     assert not errors
 
 
-def test_clicking_a_point_lists_its_neighbours_and_priority_components(browser, explorer):
+def test_clicking_a_point_lists_its_neighbors_and_priority_components(browser, explorer):
     server, client, seeded = explorer
     page, errors = open_page(browser, f"{server.url}/#space={seeded['space']}")
     target = loneliest(client, seeded["space"], seeded["triage"]["prod-2026-11"])
@@ -132,12 +132,10 @@ def test_clicking_a_point_lists_its_neighbours_and_priority_components(browser, 
     page.mouse.click(at["x"], at["y"])
     details = page.locator("#details-fields")
     expect(details).to_contain_text(target)
-    rows = page.locator("#neighbours tbody tr")
+    rows = page.locator("#neighbors tbody tr")
     expect(rows).to_have_count(10)
     why = client.space(seeded["space"]).explain(target, k=10)
-    shown = page.evaluate(
-        "[...document.querySelectorAll('#neighbours tbody tr')].map(r => r.title)"
-    )
+    shown = page.evaluate("[...document.querySelectorAll('#neighbors tbody tr')].map(r => r.title)")
     assert shown == why.neighbors["id"].tolist()
     priority = page.locator("#details-priority")
     expect(priority).to_contain_text(f"{why.priority:.3f}")
@@ -214,7 +212,7 @@ def test_a_screenshot_of_the_page_in_use(browser, explorer, tmp_path):
     target = loneliest(client, seeded["space"], seeded["triage"]["prod-2026-12"])
     at = position(page, target)
     page.mouse.click(at["x"], at["y"])
-    expect(page.locator("#neighbours tbody tr")).to_have_count(10)
+    expect(page.locator("#neighbors tbody tr")).to_have_count(10)
     expect(page.locator("#details-image")).to_be_visible()
     # the tooltip of the point shown in the details
     page.mouse.move(at["x"] - 20, at["y"] - 20)

@@ -33,7 +33,7 @@ from chroma_client.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from chroma_core.protocol import (
+from chroma_wire.protocol import (
     ARROW_TYPE,
     PARAMS_KEY,
     PROTOCOL_HEADER,

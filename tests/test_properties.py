@@ -34,7 +34,8 @@ from hypothesis.stateful import (
 
 from chroma_client import Client
 from chroma_client.errors import Conflict, InvalidInput
-from chroma_core.filters import CATALOGUE_FIELDS, class_name
+from chroma_wire.checks import class_name
+from chroma_wire.types import CATALOGUE_FIELDS
 from tests.conftest import Server
 from tests.stores import store_environment
 

@@ -20,9 +20,9 @@ from chroma_client.errors import (
 )
 from chroma_core.config import Settings
 from chroma_core.hookspecs import hookimpl
-from chroma_core.protocol import decode_arrow
 from chroma_core.schema import batch_fingerprint, validate_rows
 from chroma_core.service import Chroma
+from chroma_wire.protocol import decode_arrow
 from tests.conftest import free_port
 from tests.lossy_proxy import Exchange, LossyProxy
 from tests.stores import STORES

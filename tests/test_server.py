@@ -12,7 +12,7 @@ from chroma_client.errors import (
     PayloadTooLarge,
     ProtocolMismatch,
 )
-from chroma_core.protocol import ARROW_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, encode_arrow
+from chroma_wire.protocol import ARROW_TYPE, PROTOCOL_HEADER, PROTOCOL_VERSION, encode_arrow
 from tests.conftest import Server, free_port
 
 
@@ -116,7 +116,7 @@ def test_settings_come_from_flags_over_environment():
     settings = Settings.from_env(env, port=9002)
     assert settings.port == 9002 and settings.host == "0.0.0.0"
     assert settings.trigger_handlers == ("manifest",)
-    from chroma_core.errors import InvalidInput
+    from chroma_wire.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="CHROMA_PORT"):
         Settings.from_env({"CHROMA_PORT": "eighty"})

@@ -14,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from chroma_core.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.filters import parse
 from chroma_core.plugins import plugin_manager
 from chroma_core.schema import embeddings_of, validate_rows
-from chroma_core.store import CATALOGUE_COLUMNS, BatchAlreadyStored, SpaceInfo, Store
+from chroma_core.store import BatchAlreadyStored, Store
+from chroma_wire.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_wire.types import CATALOGUE_COLUMNS, SpaceInfo
 from tests.stores import STORES, store_settings
 
 DIM = 4

@@ -15,7 +15,8 @@ from chroma_client import Client
 from chroma_client import shared_memory as client_shm
 from chroma_client.errors import Conflict, DimensionMismatch, InvalidInput, PayloadTooLarge
 from chroma_core.config import Settings
-from chroma_core.protocol import (
+from chroma_core.shared_memory import SharedMemory
+from chroma_wire.protocol import (
     ARROW_TYPE,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -24,7 +25,6 @@ from chroma_core.protocol import (
     TRANSPORT_HEADER,
     write_arrow,
 )
-from chroma_core.shared_memory import SharedMemory
 from tests.conftest import Server
 
 DIM = 128

@@ -2,7 +2,7 @@
 
 The page is plain HTML, ES modules and CSS under ``static/``, shipped as package data. It
 calls the same operations as the client (asking for JSON: see
-:func:`chroma_core.protocol.asks_json`), plus three routes of its own:
+:func:`chroma_wire.protocol.asks_json`), plus three routes of its own:
 
 - ``GET /api/v1/explorer``: which maps are installed (algorithms named ``projection`` or
   ``projection_<method>``) and whether the server shows local image files;
@@ -30,9 +30,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chroma_core import auth, filters
-from chroma_core.errors import ChromaError, InvalidInput, ServerError
 from chroma_core.explorer.files import read_image
 from chroma_core.service import Chroma
+from chroma_wire.errors import ChromaError, InvalidInput, ServerError
 
 log = logging.getLogger("chroma.explorer")
 
@@ -80,7 +80,7 @@ def _guarded(work):
 
 
 def overview(chroma: Chroma, params: dict) -> Response:
-    maps = [a for a in chroma.algorithm_list() if is_projection(a["name"])]
+    maps = [a for a in chroma.algorithms() if is_projection(a["name"])]
     return JSONResponse({"maps": maps, "files": bool(chroma.settings.explorer_files)})
 
 

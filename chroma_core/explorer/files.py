@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from chroma_core.errors import InvalidInput, NotFound, PayloadTooLarge
+from chroma_wire.errors import InvalidInput, NotFound, PayloadTooLarge
 
 MAX_BYTES = 32 << 20
 #: what a thumbnail may be; SVG is left out, since it can carry script

@@ -2,6 +2,6 @@
 
 from chroma_client import errors
 from chroma_client.client import Client, Explanation, Space, SpaceSummary, Trigger
-from chroma_core import __version__
+from chroma_wire import __version__
 
 __all__ = ["Client", "Explanation", "Space", "SpaceSummary", "Trigger", "__version__", "errors"]

@@ -29,10 +29,10 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,19 +41,20 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from chroma_client.errors import ChromaError, Conflict, InvalidBackup, InvalidInput, NotFound
-from chroma_core import __version__
-from chroma_core.schema import rows_schema
-from chroma_core.service import MAX_PAGE_ROWS
-from chroma_core.store import METRICS
+from chroma_wire import __version__
+from chroma_wire.limits import MAX_PAGE_ROWS
+from chroma_wire.rows import rows_schema
+from chroma_wire.types import METRICS
 
-if TYPE_CHECKING:
-    from chroma_client.client import Client
+#: how back-up and restore reach a Chroma: ``call(operation, params, table=None)`` answers
+#: ``(reply dict, Arrow table or None)``, as the client's transports do
+Call = Callable[..., tuple[dict, pa.Table | None]]
 
 FORMAT = "chroma-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ROWS_PER_FILE = 1_000_000
-#: the vectors one page of rows carries at most, whatever ``client.batch_rows`` says
+#: the vectors one page of rows carries at most, whatever ``batch_rows`` says
 PAGE_BYTES = 32 << 20
 KINDS = ("rows", "priorities", "triggers", "trigger_items")
 _WRITE_OPTIONS: dict[str, Any] = {
@@ -106,10 +107,11 @@ def file_schema(kind: str, dim: int | None = None) -> pa.Schema:
 
 # --- export -----------------------------------------------------------------------
 def export_to(
-    client: Client,
+    call: Call,
     path: str | os.PathLike,
     spaces: str | list[str] | None = None,
     *,
+    batch_rows: int = MAX_PAGE_ROWS,
     progress: bool | None = None,
     rows_per_file: int = ROWS_PER_FILE,
 ) -> dict:
@@ -118,17 +120,19 @@ def export_to(
     if not isinstance(rows_per_file, int) or isinstance(rows_per_file, bool) or rows_per_file < 1:
         raise InvalidInput("rows_per_file must be a positive integer")
     root = Path(path)
-    listed = {s["name"]: s for s in client._call("spaces")[0]["spaces"]}
+    listed = {s["name"]: s for s in call("spaces")[0]["spaces"]}
     names = sorted(listed) if spaces is None else _names(spaces)
     missing = [name for name in names if name not in listed]
     if missing:
         raise NotFound(f"no space named {', '.join(map(repr, missing))} to export")
     created = _empty_directory(root)
-    version = client._call("version")[0]
+    version = call("version")[0]
     try:
         with _bar(progress, sum(listed[n]["count"] for n in names), "export") as bar:
             entries = [
-                _export_space(client, root, f"{i:04d}-{name}", listed[name], bar, rows_per_file)
+                _export_space(
+                    call, batch_rows, root, f"{i:04d}-{name}", listed[name], bar, rows_per_file
+                )
                 for i, name in enumerate(names)
             ]
         manifest = {
@@ -147,7 +151,7 @@ def export_to(
 
 
 def _export_space(
-    client: Client, root: Path, folder: str, info: dict, bar, rows_per_file: int
+    call: Call, batch_rows: int, root: Path, folder: str, info: dict, bar, rows_per_file: int
 ) -> dict:
     name = info["name"]
     (root / folder).mkdir()
@@ -155,11 +159,9 @@ def _export_space(
     bar.set_postfix_str(name)
     dim, snapshot = info.get("dim"), None
     after = 0
-    page_rows = _page_rows(client, dim)
+    page_rows = _page_rows(batch_rows, dim)
     while True:
-        reply, page = client._call(
-            "export_rows", {"space": name, "after_seq": after, "limit": page_rows}
-        )
+        reply, page = call("export_rows", {"space": name, "after_seq": after, "limit": page_rows})
         if snapshot is None:
             # rows stored after the export began are left out, and so are their scores
             snapshot = int(reply["max_seq"])
@@ -176,9 +178,9 @@ def _export_space(
     scores = _Parts(root, f"{folder}/priorities", "priorities", rows_per_file)
     after_id = None
     while True:
-        _, page = client._call(
+        _, page = call(
             "export_priorities",
-            {"space": name, "after_id": after_id, "limit": _page_rows(client, None)},
+            {"space": name, "after_id": after_id, "limit": _page_rows(batch_rows, None)},
         )
         if page.num_rows == 0:
             break
@@ -186,13 +188,13 @@ def _export_space(
         current = page.filter(pc.less_equal(page.column("seq"), snapshot or 0))
         scores.write(_conform(current, PRIORITIES_SCHEMA))
     bar.set_postfix_str(f"{name}: triggers")
-    triggers = sorted(client._call("triggers", {"space": name})[0]["triggers"], key=_id)
+    triggers = sorted(call("triggers", {"space": name})[0]["triggers"], key=_id)
     listing = _Parts(root, f"{folder}/triggers", "triggers", None)
     items = _Parts(root, f"{folder}/trigger_items", "trigger_items", None)
     if triggers:
         listing.write(_triggers_table(triggers))
     for trigger in triggers:
-        _, table = client._call("trigger_items", {"trigger_id": trigger["id"]})
+        _, table = call("trigger_items", {"trigger_id": trigger["id"]})
         n = table.num_rows
         table = table.add_column(0, "trigger_id", pa.array(np.full(n, trigger["id"], np.int64)))
         items.write(_conform(table, ITEMS_SCHEMA))
@@ -329,10 +331,11 @@ def _digest(path: Path, sync: bool = False) -> dict:
 
 # --- import -----------------------------------------------------------------------
 def import_from(
-    client: Client,
+    call: Call,
     path: str | os.PathLike,
     spaces: str | list[str] | None = None,
     *,
+    batch_rows: int = MAX_PAGE_ROWS,
     progress: bool | None = None,
 ) -> dict:
     """Restore ``spaces`` (default: all) of the back-up at ``path``; returns what was
@@ -345,7 +348,7 @@ def import_from(
     unknown = [name for name in names if name not in entries]
     if unknown:
         raise NotFound(f"the back-up holds no space named {', '.join(map(repr, unknown))}")
-    existing = {s["name"] for s in client._call("spaces")[0]["spaces"]}
+    existing = {s["name"] for s in call("spaces")[0]["spaces"]}
     taken = [name for name in names if name in existing]
     if taken:
         raise Conflict(
@@ -366,11 +369,11 @@ def import_from(
     try:
         with _bar(progress, sum(e["rows"] for e in chosen), "import") as bar:
             for entry, plan in zip(chosen, plans, strict=True):
-                _import_space(client, root, entry, plan, bar, created, summary)
+                _import_space(call, batch_rows, root, entry, plan, bar, created, summary)
     except BaseException:
         for name in reversed(created):
             try:
-                client._call("delete_space", {"space": name})
+                call("delete_space", {"space": name})
             except ChromaError:
                 pass  # the error that stopped the import is the one to raise
         raise
@@ -378,11 +381,18 @@ def import_from(
 
 
 def _import_space(
-    client: Client, root: Path, entry: dict, plan: dict, bar, created: list, summary: dict
+    call: Call,
+    batch_rows: int,
+    root: Path,
+    entry: dict,
+    plan: dict,
+    bar,
+    created: list,
+    summary: dict,
 ) -> None:
     name = entry["name"]
     bar.set_postfix_str(name)
-    client._call(
+    call(
         "restore_space",
         {
             "space": name,
@@ -393,32 +403,32 @@ def _import_space(
         },
     )
     created.append(name)
-    page_rows = _page_rows(client, entry["dimension"])
+    page_rows = _page_rows(batch_rows, entry["dimension"])
     for rel in plan["rows"]:
         for table in _batches(root, rel, page_rows):
-            client._call("restore_rows", {"space": name}, table)
+            call("restore_rows", {"space": name}, table)
             bar.update(table.num_rows)
     bar.set_postfix_str(f"{name}: priorities")
     for rel in plan["priorities"]:
-        for table in _batches(root, rel, _page_rows(client, None)):
-            client._call("restore_priorities", {"space": name}, table)
+        for table in _batches(root, rel, _page_rows(batch_rows, None)):
+            call("restore_priorities", {"space": name}, table)
     bar.set_postfix_str(f"{name}: triggers")
     renumbered: dict[str, int] = {}
-    groups = _item_groups(root, plan["trigger_items"], _page_rows(client, None))
+    groups = _item_groups(root, plan["trigger_items"], _page_rows(batch_rows, None))
     for trigger in plan["triggers"]:
         items = ITEMS_SCHEMA.empty_table()
         if trigger["count"]:
             owner, items = next(groups, (None, items))
             if owner != trigger["id"] or items.num_rows != trigger["count"]:
                 raise InvalidBackup(f"the items of trigger {trigger['id']} changed meanwhile")
-        restored = client._call(
+        restored = call(
             "restore_trigger",
             {"space": name, "trigger": trigger},
             items.drop_columns(["trigger_id"]),
         )[0]["trigger"]
         if restored["id"] != trigger["id"]:
             renumbered[str(trigger["id"])] = restored["id"]
-    stored = client._call("space_info", {"space": name})[0]["space"]["count"]
+    stored = call("space_info", {"space": name})[0]["space"]["count"]
     if stored != entry["rows"]:
         raise InvalidBackup(
             f"space {name!r} holds {stored} rows once imported, not {entry['rows']}"
@@ -631,9 +641,9 @@ def _names(spaces) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _page_rows(client: Client, dim: int | None) -> int:
-    """Rows a page: ``client.batch_rows``, fewer for wide vectors, and what a server takes."""
-    return max(1, min(client.batch_rows, MAX_PAGE_ROWS, PAGE_BYTES // (4 * (dim or 1))))
+def _page_rows(batch_rows: int, dim: int | None) -> int:
+    """Rows a page: ``batch_rows``, fewer for wide vectors, and what a server takes."""
+    return max(1, min(batch_rows, MAX_PAGE_ROWS, PAGE_BYTES // (4 * (dim or 1))))
 
 
 def _id(trigger: dict) -> int:

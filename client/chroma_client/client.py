@@ -178,7 +178,14 @@ class Client:
         Rows are read a page at a time, so memory stays bounded whatever the size; rows
         stored after the export began are left out. ``progress`` shows a progress bar
         (default: on a terminal). If the export fails, the files it wrote are removed."""
-        return backup.export_to(self, path, spaces, progress=progress, rows_per_file=rows_per_file)
+        return backup.export_to(
+            self._call,
+            path,
+            spaces,
+            batch_rows=self.batch_rows,
+            progress=progress,
+            rows_per_file=rows_per_file,
+        )
 
     def import_from(
         self,
@@ -199,7 +206,9 @@ class Client:
         ``{"spaces", "rows", "priorities", "triggers", "trigger_items",
         "renumbered_triggers"}``, the last mapping space to ``{old id: new id}`` for triggers
         that had to take another id."""
-        return backup.import_from(self, path, spaces, progress=progress)
+        return backup.import_from(
+            self._call, path, spaces, batch_rows=self.batch_rows, progress=progress
+        )
 
     # --- triggers -----------------------------------------------------------
     def triggers(self, space: str | None = None, status: str | None = None) -> list[Trigger]:

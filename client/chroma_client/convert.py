@@ -18,14 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chroma_client.errors import DimensionMismatch, InvalidInput
-from chroma_core.filters import class_name
-from chroma_core.schema import (
-    MAX_ID_CHARS,
-    MAX_METADATA_CHARS,
-    MAX_TEXT_CHARS,
-    check_text,
-    check_unicode,
-)
+from chroma_wire.checks import check_text, check_unicode, class_name
+from chroma_wire.limits import MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_TEXT_CHARS
 
 # rows per step of the NaN check, which keeps its temporary arrays small
 _CHECK_ROWS = 32_768

@@ -1,6 +1,6 @@
 """The exceptions the client raises: the same types in embedded and server mode."""
 
-from chroma_core.errors import (
+from chroma_wire.errors import (
     ChromaError,
     Conflict,
     DimensionMismatch,

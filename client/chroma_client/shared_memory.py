@@ -24,7 +24,7 @@ import httpx
 import pyarrow as pa
 
 from chroma_client.errors import ServerError
-from chroma_core.protocol import SHM_ROUTE, decode_arrow, write_arrow
+from chroma_wire.protocol import SHM_ROUTE, decode_arrow, write_arrow
 
 PREFIX = "chroma-"
 REPLY_NAME = re.compile(r"^chroma-reply-[0-9a-f]{32}$")

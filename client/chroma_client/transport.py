@@ -17,10 +17,10 @@ import pyarrow as pa
 
 from chroma_client import shared_memory as shared_memory_module
 from chroma_client.errors import ConnectionFailed, ProtocolMismatch, RetriesExhausted, ServerError
-from chroma_core import api
-from chroma_core.config import Settings
-from chroma_core.errors import from_json
-from chroma_core.protocol import (
+from chroma_wire.checks import check_nesting, check_space_name
+from chroma_wire.errors import from_json
+from chroma_wire.operations import may_resend
+from chroma_wire.protocol import (
     ARROW_TYPE,
     JSON_TYPE,
     PROTOCOL_HEADER,
@@ -36,19 +36,9 @@ from chroma_core.protocol import (
     encode_arrow,
     encode_json,
 )
-from chroma_core.store import check_space_name
 
 Reply = tuple[dict, pa.Table | None]
 
-#: operations the server may carry out twice with the outcome of once: reads, get-or-create
-#: of a space, setting a trigger's status; an add is one too when it carries a batch key
-IDEMPOTENT = frozenset(
-    {
-        "version", "plugins", "algorithms", "spaces", "space", "space_info", "status", "get",
-        "count", "nearest_neighbors", "priorities", "triggers", "set_trigger_status",
-        "trigger_items",
-    }
-)  # fmt: skip
 # failures before the request left: any request may be sent again
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # failures after it may have arrived and been carried out, its reply lost
@@ -69,14 +59,23 @@ class Embedded:
     """Runs the service in this process on the configured store (SQLite by default)."""
 
     def __init__(self, path: str | os.PathLike | None = None, store: str | None = None):
-        from chroma_core.service import Chroma
-
+        # the server package is loaded only here: a client of a server never imports it
+        try:
+            from chroma_core import api
+            from chroma_core.config import Settings
+            from chroma_core.service import Chroma
+        except ImportError:
+            raise ConnectionFailed(
+                "Client() without a url runs Chroma in this process, which needs the server "
+                "package: install chroma, or pass the url of a Chroma server"
+            ) from None
         settings = Settings.from_env(path=Path(path) if path is not None else None, store=store)
         self.chroma = Chroma(settings)
+        self._call = api.call
         self.location = str(settings.path.resolve())
 
     def call(self, op: str, params: dict, table: pa.Table | None = None) -> Reply:
-        return api.call(self.chroma, op, params, table)
+        return self._call(self.chroma, op, params, table)
 
     def prepare(self, op: str, params: dict, table: pa.Table | None = None) -> Outgoing:
         """A call made ready to :meth:`send` (in process, nothing to encode)."""
@@ -116,8 +115,9 @@ class Http:
     A request that fails on the way (no connection, a timeout, a connection dropped before
     the reply) is sent again, the same bytes each time, up to ``retries`` more times with
     exponential backoff from ``retry_backoff`` seconds, when that is safe: always if it
-    never left, otherwise only for :data:`IDEMPOTENT` operations and adds, which carry a
-    batch key the server recognises when the batch arrives twice. Then
+    never left, otherwise only when :func:`chroma_wire.operations.may_resend` allows it:
+    operations declared safe to send twice, and adds, which carry a batch key the server
+    recognises when the batch arrives twice. Then
     :class:`~chroma_client.errors.RetriesExhausted` says how many attempts were made."""
 
     def __init__(
@@ -173,9 +173,7 @@ class Http:
         """Send a prepared call and read its reply; its shared-memory file is removed."""
         assert outgoing.request is not None
         through_file = outgoing.file is not None
-        repeatable = outgoing.op in IDEMPOTENT or (
-            outgoing.op == "add" and bool(outgoing.params.get("batch_key"))
-        )
+        repeatable = may_resend(outgoing.op, outgoing.params)
         try:
             # every attempt names the same file: the server only maps it, read-only, and it
             # stays until the last attempt is over
@@ -210,7 +208,7 @@ class Http:
     ) -> httpx.Request:
         method, template = self._routes[op]
         # refused here as the service would refuse them, before they can break a URL or JSON
-        api.check_nesting(params)
+        check_nesting(params)
         if "{space}" in template:
             check_space_name(params.get("space"))
         params = dict(params)

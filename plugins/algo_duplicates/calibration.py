@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chroma_algo_duplicates.pairs import calibrate, neighbours
+from chroma_algo_duplicates.pairs import calibrate, neighbors
 
 ROWS = 5_000
 PLANTED = 50
@@ -35,7 +35,7 @@ def main() -> None:
                 x, originals = planted(rng, dim, noise)
                 n = len(x)
                 _, median = calibrate(x, np.arange(ROWS), 1.0, metric)
-                found = neighbours(x, np.arange(n), 1, metric)
+                found = neighbors(x, np.arange(n), 1, metric)
                 nearest = found.distances[:, 0]
                 copies = nearest[ROWS:]
                 plain = np.ones(n, dtype=bool)

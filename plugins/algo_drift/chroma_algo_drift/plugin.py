@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from chroma_algo_drift import statistics
-from chroma_core.algorithm import Algorithm, Result
-from chroma_core.errors import InvalidInput
+from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
+from chroma_wire.errors import InvalidInput
+from chroma_wire.types import Result
 
 TRAINING = {"context": "training"}
 NOT_TRAINING = {"context": {"$ne": "training"}}

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from chroma_client import Client
-from chroma_core.errors import InvalidInput
+from chroma_wire.errors import InvalidInput
 
 DIM = 16
 CLASSES = ("cat", "dog", "fox")

@@ -12,7 +12,7 @@ def test_mean_shift_in_training_standard_deviations():
     assert statistics.mean_shift(np.ones(4), reference_mean, 0.0) == np.inf
 
 
-def test_nearest_neighbour_distances_match_brute_force():
+def test_nearest_neighbor_distances_match_brute_force():
     rng = np.random.default_rng(1)
     reference = rng.standard_normal((50, 5)) + 100.0
     queries = rng.standard_normal((20, 5)) + 100.0

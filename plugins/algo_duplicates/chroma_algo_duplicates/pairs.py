@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chroma_core.distance import exact_knn
-from chroma_core.neighbours import knn
+from chroma_core.neighbor_search import knn
 
 # Query rows times data rows up to which neighbours come from an exact scan.
 EXACT_PAIRS = 400_000_000
@@ -34,7 +34,7 @@ def search_metric(space_metric: str) -> str:
 
 
 @dataclass
-class Neighbours:
+class Neighbors:
     """``indices`` (n, k) into the data rows, nearest first, -1 where there are fewer;
     ``distances`` (n, k) float64 (inf where -1); ``method`` "exact" or "inverted lists"."""
 
@@ -43,20 +43,20 @@ class Neighbours:
     method: str
 
 
-def neighbours(
+def neighbors(
     x: np.ndarray,
     queries: np.ndarray,
     k: int,
     metric: str,
     *,
     exact_pairs: int = EXACT_PAIRS,
-) -> Neighbours:
+) -> Neighbors:
     """The ``k`` nearest other rows of ``x`` for the rows of ``x`` at ``queries``."""
     queries = np.asarray(queries, dtype=np.int64)
     n, m = len(x), len(queries)
     k = max(0, min(k, n - 1))
     if m == 0 or k == 0:
-        return Neighbours(np.full((m, k), -1, np.int64), np.full((m, k), np.inf), "exact")
+        return Neighbors(np.full((m, k), -1, np.int64), np.full((m, k), np.inf), "exact")
     # One more than asked for, so the query's own row can be dropped.
     if n * m <= exact_pairs:
         method = "exact"
@@ -72,7 +72,7 @@ def neighbours(
     distances = pair_distances(x, np.repeat(queries, k), indices.reshape(-1), metric).reshape(m, k)
     # The scan ranks in float32; order by the exact float64 distances, ties to the lower row.
     order = np.lexsort((indices, distances), axis=1)
-    return Neighbours(
+    return Neighbors(
         np.take_along_axis(indices, order, axis=1),
         np.take_along_axis(distances, order, axis=1),
         method,
@@ -124,13 +124,13 @@ def calibrate(
     if len(reference) > CALIBRATION_ROWS:
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(len(reference), CALIBRATION_ROWS, replace=False))
-    found = neighbours(x[reference], sample, 1, metric)
+    found = neighbors(x[reference], sample, 1, metric)
     median = float(np.median(found.distances[:, 0]))
     scale = ratio**2 if metric == "cosine" else ratio
     return median * scale, median
 
 
-def embedding_pairs(found: Neighbours, queries: np.ndarray, threshold: float) -> np.ndarray:
+def embedding_pairs(found: Neighbors, queries: np.ndarray, threshold: float) -> np.ndarray:
     """(p, 2) int64 unordered pairs (lower index first, each once) of a query row and a
     neighbour within ``threshold``."""
     close = (found.indices >= 0) & (found.distances <= threshold)

@@ -16,20 +16,21 @@ from chroma_algo_duplicates.pairs import (
     calibrate,
     embedding_pairs,
     merge,
-    neighbours,
+    neighbors,
     pair_distances,
     search_metric,
     uri_pairs,
 )
-from chroma_core.algorithm import Algorithm, Result
-from chroma_core.errors import InvalidInput
+from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire.errors import InvalidInput
+from chroma_wire.types import Result
 
 if TYPE_CHECKING:
     from chroma_core.service import Chroma
-    from chroma_core.store import SpaceInfo
+    from chroma_wire.types import SpaceInfo
 
 TRAINING = "training"
 # The order pairs are listed in: leakage first.
@@ -106,7 +107,7 @@ class Duplicates(Algorithm):
                 "calibration_rows": int(min(len(reference), CALIBRATION_ROWS)),
             }
 
-        found = neighbours(x, queries, settings["k"], metric)
+        found = neighbors(x, queries, settings["k"], metric)
         meta["method"] = found.method
         codes = pd.Series(catalogue["input_uri"], dtype=object).factorize()[0]
         by_uri, starred = uri_pairs(codes, checked)

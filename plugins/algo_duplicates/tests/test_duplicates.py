@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chroma_algo_duplicates.pairs import URI_GROUP_PAIRS, embedding_pairs, neighbours, uri_pairs
+from chroma_algo_duplicates.pairs import URI_GROUP_PAIRS, embedding_pairs, neighbors, uri_pairs
 from chroma_client import Client
-from chroma_core.errors import InvalidInput
+from chroma_wire.errors import InvalidInput
 
 DIM = 32
 
@@ -193,8 +193,8 @@ def test_inverted_lists_find_the_same_planted_pairs_as_the_exact_scan():
     originals = rng.choice(3000, 40, replace=False)
     x = np.vstack([x, x[originals] + 1e-3 * rng.standard_normal((40, 16))]).astype(np.float32)
     queries = np.arange(len(x))
-    exact = neighbours(x, queries, 5, "l2")
-    approximate = neighbours(x, queries, 5, "l2", exact_pairs=0)
+    exact = neighbors(x, queries, 5, "l2")
+    approximate = neighbors(x, queries, 5, "l2", exact_pairs=0)
     assert (exact.method, approximate.method) == ("exact", "inverted lists")
     planted = {(int(o), 3000 + i) for i, o in enumerate(originals)}
     for found_ in (exact, approximate):
@@ -203,10 +203,10 @@ def test_inverted_lists_find_the_same_planted_pairs_as_the_exact_scan():
     assert not (exact.indices == queries[:, None]).any()
 
 
-def test_exact_copies_crowding_out_a_row_still_leave_it_out_of_its_neighbours():
+def test_exact_copies_crowding_out_a_row_still_leave_it_out_of_its_neighbors():
     x = np.zeros((8, 4), dtype=np.float32)
     x[7] = 1.0
-    found_ = neighbours(x, np.arange(8), 3, "l2")
+    found_ = neighbors(x, np.arange(8), 3, "l2")
     assert not (found_.indices == np.arange(8)[:, None]).any()
     assert (found_.distances[:7] == 0).all()
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chroma_core.neighbours import EXACT_LIMIT, knn
+from chroma_core.neighbor_search import EXACT_LIMIT, knn
 
 METRICS = ("l2", "cosine", "ip")
 WEIGHTINGS = ("distance", "uniform")

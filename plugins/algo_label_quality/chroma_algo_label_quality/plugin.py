@@ -8,11 +8,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chroma_algo_label_quality.confident_learning import WEIGHTINGS, LabelIssues, label_issues
-from chroma_core.algorithm import Algorithm, Result
-from chroma_core.errors import InvalidInput
+from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire.errors import InvalidInput
+from chroma_wire.types import Result
 
 TRAINING = {"context": "training"}
 MAX_K = 1000
@@ -114,7 +115,7 @@ def _table(rows: pa.Table, found: LabelIssues, settings: dict) -> pa.Table:
         order = order[: settings["n"]]
     neighbors = found.neighbors[order]
     voted = neighbors >= 0
-    neighbour_ids = ids.take(pa.array(neighbors[voted]))
+    neighbor_ids = ids.take(pa.array(neighbors[voted]))
     offsets = np.concatenate([[0], np.cumsum(voted.sum(axis=1))]).astype(np.int32)
     take = pa.array(order)
     return pa.table(
@@ -126,7 +127,7 @@ def _table(rows: pa.Table, found: LabelIssues, settings: dict) -> pa.Table:
             "label_quality": pa.array(found.label_quality[order]),
             "issue_score": pa.array(found.issue_score[order]),
             "is_issue": pa.array(found.is_issue[order]),
-            "neighbors": pa.ListArray.from_arrays(pa.array(offsets), neighbour_ids),
+            "neighbors": pa.ListArray.from_arrays(pa.array(offsets), neighbor_ids),
         }
     )
 

@@ -7,7 +7,7 @@ import pytest
 
 from chroma_algo_label_quality.confident_learning import label_issues
 from chroma_client import Client
-from chroma_core.errors import InvalidFilter, InvalidInput
+from chroma_wire.errors import InvalidFilter, InvalidInput
 
 CLASSES = 5
 

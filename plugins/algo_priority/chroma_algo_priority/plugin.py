@@ -16,11 +16,12 @@ import pyarrow.compute as pc
 
 from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
-from chroma_core.algorithm import Algorithm, Result
-from chroma_core.errors import Conflict, InvalidInput
+from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire.errors import Conflict, InvalidInput
+from chroma_wire.types import Result
 
 log = logging.getLogger("chroma.priority")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chroma_core.neighbours import (
+from chroma_core.neighbor_search import (
     EXACT_LIMIT,
-    NeighbourSearch,
+    NeighborSearch,
     Workers,
     as_matrix,
     check_metric,
@@ -99,7 +99,7 @@ def priority_scores(
         return {**empty, "neighbors": np.zeros((0, k), dtype=np.int64)}
 
     with Workers() as workers:
-        search = NeighbourSearch(train_x, metric, params.exact_limit, workers)
+        search = NeighborSearch(train_x, metric, params.exact_limit, workers)
         reference = _reference_rows(len(train_x), params.reference_rows)
         _, reference_distances = search.query(train_x[reference], k, own=reference)
         neighbors, distances = search.query(query_x, k)
@@ -207,11 +207,11 @@ def _percentile(sorted_reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.searchsorted(sorted_reference, values, side="right") / len(sorted_reference)
 
 
-def _disagreement(neighbour_codes: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
-    result = (neighbour_codes != query_codes[:, None]).mean(axis=1)
+def _disagreement(neighbor_codes: np.ndarray, query_codes: np.ndarray) -> np.ndarray:
+    result = (neighbor_codes != query_codes[:, None]).mean(axis=1)
     missing = query_codes == _MISSING
     if missing.any():
-        result[missing] = 1.0 - _mode_share(neighbour_codes[missing])
+        result[missing] = 1.0 - _mode_share(neighbor_codes[missing])
     return result
 
 

@@ -6,7 +6,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
-from chroma_core.neighbours import knn
+from chroma_core.neighbor_search import knn
 
 METRICS = ["l2", "cosine", "ip"]
 KEYS = {
@@ -112,7 +112,7 @@ def test_inverted_lists_recall_against_exact(metric, caplog):
     train, queries = points[:4_000], points[4_000:]
 
     exact, exact_distances = knn(train, queries, 10, metric)
-    with caplog.at_level(logging.DEBUG, logger="chroma.neighbours"):
+    with caplog.at_level(logging.DEBUG, logger="chroma.neighbor_search"):
         approximate, approximate_distances = knn(train, queries, 10, metric, exact_limit=1)
 
     assert "lists probed" in caplog.text
@@ -280,7 +280,7 @@ def line_data():
     return train_x, train_labels
 
 
-def test_disagreement_counts_neighbour_labels():
+def test_disagreement_counts_neighbor_labels():
     train_x, train_labels = line_data()
     query_x = np.full((3, 1), 4.5)
     inferences = np.array(["a", "b", None], dtype=object)
@@ -291,7 +291,7 @@ def test_disagreement_counts_neighbour_labels():
     assert set(scores["neighbors"][0].tolist()) == set(range(10))
 
 
-def test_neighbour_uncertainty_when_inference_is_missing():
+def test_neighbor_uncertainty_when_inference_is_missing():
     train_x, train_labels = line_data()
     query_x = np.array([[100.5], [5.5]])
 
@@ -561,7 +561,7 @@ def test_combine_needs_both_backers_and_lets_novelty_through():
     np.testing.assert_allclose(combine(support, novelty), 1 - support * (1 - novelty))
 
 
-def test_far_inputs_with_agreeing_neighbours_still_rank_above_ordinary_ones():
+def test_far_inputs_with_agreeing_neighbors_still_rank_above_ordinary_ones():
     rng = np.random.default_rng(11)
     train_x, train_labels, offset = two_blobs(rng)
     dim = train_x.shape[1]

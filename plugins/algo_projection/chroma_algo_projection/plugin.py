@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 
 from chroma_algo_projection.pca import principal_components
 from chroma_algo_projection.sampling import stratified_sample
-from chroma_core.algorithm import Algorithm, Result
-from chroma_core.errors import InvalidInput
+from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
+from chroma_wire.errors import InvalidInput
+from chroma_wire.types import Result
 
 STATE = "algo_projection"
 MAX_SAMPLE = 1_000_000

@@ -7,10 +7,10 @@ from chroma_algo_projection.pca import principal_components
 from chroma_algo_projection.plugin import Projection
 from chroma_client import Client
 from chroma_core.config import Settings
-from chroma_core.errors import InvalidFilter, InvalidInput
 from chroma_core.hookspecs import hookimpl
 from chroma_core.plugins import plugin_manager
 from chroma_core.service import Chroma
+from chroma_wire.errors import InvalidFilter, InvalidInput
 
 DIM = 12
 
@@ -197,7 +197,7 @@ def test_another_plugin_adds_a_map_through_the_same_dispatch(tmp_path):
     settings = Settings.from_env({}, path=tmp_path / "data")
     chroma = Chroma(settings, pm=plugin_manager([FirstTwoPlugin()]))
     try:
-        names = {a["name"] for a in chroma.algorithm_list()}
+        names = {a["name"] for a in chroma.algorithms()}
         assert {"projection", "projection_first_two"} <= names
         found = chroma.run("s", "projection_first_two", {"scale": 2})
         assert np.allclose(

@@ -16,10 +16,10 @@ from chroma_algo_similarity.index import (
     merge,
 )
 from chroma_algo_similarity.matches import MatchCache
-from chroma_core.algorithm import Neighbors
-from chroma_core.errors import NotFound
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire.errors import NotFound
+from chroma_wire.types import Neighbors
 
 log = logging.getLogger("chroma.similarity")
 

@@ -30,7 +30,7 @@ def test_fewer_matches_than_k_are_padded():
     assert np.isinf(dists[0, 3:]).all()
 
 
-def rare_neighbours(chroma, queries, k=5):
+def rare_neighbors(chroma, queries, k=5):
     result = chroma.nearest_neighbors("s", queries=queries, k=k, where={"dataset": "rare"})
     return result.table.column("id").to_pylist(), result.meta
 
@@ -44,19 +44,19 @@ def test_filtered_queries_are_exact_and_see_new_and_deleted_rows(tmp_path):
     query = data[:1] + 0.01
     rare = np.nonzero(dataset == "rare")[0]
     truth, _ = exact_knn(query, data[rare], 5, "l2")
-    first, meta = rare_neighbours(chroma, query)
+    first, meta = rare_neighbors(chroma, query)
     assert meta["method"] == "exact"
     assert first == [f"rs{i}" for i in rare[truth[0]]]
 
     # a new matching row right on the query is found by the next query
     add(chroma, "s", query.copy(), ids=["new"], dataset=["rare"])
-    assert rare_neighbours(chroma, query)[0][0] == "new"
+    assert rare_neighbors(chroma, query)[0][0] == "new"
     # a matching row added under another dataset is not
     add(chroma, "s", query.copy(), ids=["other"], dataset=["common"])
-    assert "other" not in rare_neighbours(chroma, query)[0]
+    assert "other" not in rare_neighbors(chroma, query)[0]
     # deleted rows are gone from the next answer
     chroma.delete("s", ids=["new", first[0]])
-    after, _ = rare_neighbours(chroma, query)
+    after, _ = rare_neighbors(chroma, query)
     assert "new" not in after and first[0] not in after
     assert after[:4] == first[1:5]
     chroma.close()
@@ -67,7 +67,7 @@ def test_broad_filters_go_to_the_index(tmp_path):
     chroma = service(tmp_path, similarity_exact_limit=100)
     chroma.space("s")
     add(chroma, "s", data, dataset=["rare" if i % 10 else "common" for i in range(3000)])
-    _, meta = rare_neighbours(chroma, data[:1])
+    _, meta = rare_neighbors(chroma, data[:1])
     assert meta["method"] in ("hnsw_filtered", "exact") and meta.get("candidates") != 2700
     chroma.close()
 

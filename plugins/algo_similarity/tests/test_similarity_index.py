@@ -49,7 +49,7 @@ def recall(found, truth) -> float:
     return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
 
 
-def neighbour_ids(chroma, space, queries, k=10, where=None):
+def neighbor_ids(chroma, space, queries, k=10, where=None):
     table = chroma.nearest_neighbors(space, queries=queries, k=k, where=where).table.to_pandas()
     return [table[table["query"] == q]["id"].tolist() for q in range(len(queries))], table
 
@@ -59,13 +59,13 @@ def test_index_is_saved_on_close_and_loaded_on_start(tmp_path):
     chroma = service(tmp_path)
     chroma.space("s")
     ids = np.array(add(chroma, "s", data))
-    found, _ = neighbour_ids(chroma, "s", data[:20])
+    found, _ = neighbor_ids(chroma, "s", data[:20])
     chroma.close()
     assert (tmp_path / "indexes" / "s.hnsw").exists() and (tmp_path / "indexes" / "s.json").exists()
 
     again = service(tmp_path)
     index_state = again.state("algo_similarity")
-    found_again, _ = neighbour_ids(again, "s", data[:20])
+    found_again, _ = neighbor_ids(again, "s", data[:20])
     index = index_state["indexes"].by_space["s"]
     assert index.indexed_seq == 3000 and index.live == 3000
     assert found_again == found
@@ -79,7 +79,7 @@ def test_index_behind_the_store_is_caught_up_and_one_that_disagrees_is_rebuilt(t
     chroma = service(tmp_path)
     chroma.space("s")
     add(chroma, "s", data[:1000])
-    neighbour_ids(chroma, "s", data[:1])
+    neighbor_ids(chroma, "s", data[:1])
     chroma.close()
 
     # rows written while no index was listening: the store is the truth
@@ -89,9 +89,9 @@ def test_index_behind_the_store_is_caught_up_and_one_that_disagrees_is_rebuilt(t
     plain.close()
 
     again = service(tmp_path)
-    found, _ = neighbour_ids(again, "s", data[1500:1510], k=1)
+    found, _ = neighbor_ids(again, "s", data[1500:1510], k=1)
     assert [f[0] for f in found] == [f"x{i}" for i in range(1500, 1510)]
-    found, _ = neighbour_ids(again, "s", data[:100], k=5)
+    found, _ = neighbor_ids(again, "s", data[:100], k=5)
     assert not {i for f in found for i in f} & {f"rs{i}" for i in range(100)}
     status = wait_for_index(again, "s")
     assert status["index"]["indexed"] == 1900 and status["space"]["count"] == 1900
@@ -103,11 +103,11 @@ def test_corrupt_index_file_is_rebuilt_from_the_store(tmp_path):
     chroma = service(tmp_path)
     chroma.space("s")
     ids = add(chroma, "s", data)
-    neighbour_ids(chroma, "s", data[:1])
+    neighbor_ids(chroma, "s", data[:1])
     chroma.close()
     (tmp_path / "indexes" / "s.hnsw").write_bytes(b"garbage")
     again = service(tmp_path)
-    found, _ = neighbour_ids(again, "s", data[:5], k=1)
+    found, _ = neighbor_ids(again, "s", data[:5], k=1)
     assert [f[0] for f in found] == ids[:5]
     again.close()
 
@@ -130,7 +130,7 @@ def test_a_batch_after_rows_the_index_never_heard_of_is_indexed_with_them(tmp_pa
     add(again, "s", data[1500:], ids=[f"y{i}" for i in range(100)])
     status = wait_for_index(again, "s", timeout=30)
     assert (status["index"]["indexed"], status["index"]["pending"]) == (1600, 0)
-    found, _ = neighbour_ids(again, "s", data[1000:1600:10], k=1)
+    found, _ = neighbor_ids(again, "s", data[1000:1600:10], k=1)
     assert [f[0] for f in found] == [f"x{i}" for i in range(1000, 1500, 10)] + [
         f"y{i}" for i in range(0, 100, 10)
     ]
@@ -153,12 +153,12 @@ def test_an_index_file_with_a_page_lost_is_rebuilt_from_the_store(tmp_path):
         index_file.write_bytes(saved[:page] + bytes(4096) + saved[page + 4096 :])
         meta_file.write_bytes(meta)
         again = service(tmp_path)
-        found, _ = neighbour_ids(again, "s", data, k=1)
+        found, _ = neighbor_ids(again, "s", data, k=1)
         wrong = [i for i, f in zip(ids, found, strict=True) if f != [i]]
         assert wrong == [], f"page at {page} of {len(saved)}: {len(wrong)} rows not found"
         status = wait_for_index(again, "s")
         assert status["index"]["indexed"] == 1000
-        found, _ = neighbour_ids(again, "s", data, k=1)
+        found, _ = neighbor_ids(again, "s", data, k=1)
         assert [f[0] for f in found] == ids
         again.close()
 
@@ -175,7 +175,7 @@ def test_leftovers_of_a_save_cut_short_are_removed_and_the_last_save_is_used(tmp
     (directory / "s.hnsw.tmp").write_bytes((directory / "s.hnsw").read_bytes()[:5000])
     (directory / "s.json.tmp").write_text('{"dim": 16')
     again = service(tmp_path)
-    found, _ = neighbour_ids(again, "s", data[:50], k=1)
+    found, _ = neighbor_ids(again, "s", data[:50], k=1)
     assert [f[0] for f in found] == ids[:50]
     index = again.state("algo_similarity")["indexes"].by_space["s"]
     assert (index.indexed_seq, index.live) == (1000, 1000)  # loaded, not rebuilt
@@ -193,7 +193,7 @@ def test_broad_filters_use_the_index_and_keep_recall(tmp_path, metric):
     queries = data[::120] + np.random.default_rng(4).normal(0, 0.5, size=(50, 16)).astype(
         np.float32
     )
-    found, table = neighbour_ids(chroma, "s", queries, where={"dataset": "third"})
+    found, table = neighbor_ids(chroma, "s", queries, where={"dataset": "third"})
     meta = chroma.nearest_neighbors("s", queries=queries, k=10, where={"dataset": "third"}).meta
     assert meta["method"] == "hnsw_filtered"
     assert set(table["dataset"]) == {"third"}
@@ -208,7 +208,7 @@ def test_deleting_a_space_removes_its_index_files(tmp_path):
     chroma.space("s")
     data = clustered(100)
     add(chroma, "s", data)
-    neighbour_ids(chroma, "s", data[:1])
+    neighbor_ids(chroma, "s", data[:1])
     chroma.close()
     chroma = service(tmp_path)
     assert (tmp_path / "indexes" / "s.hnsw").exists()
@@ -327,7 +327,7 @@ def test_rows_after_a_gap_in_the_seqs_are_indexed(tmp_path):
         chroma.restore_rows("s", table)
     status = wait_for_index(chroma, "s", timeout=30)
     assert status["index"] == {"kind": "hnsw", "indexed": 50, "pending": 0, "indexed_seq": 69}
-    found, _ = neighbour_ids(chroma, "s", data[:5], k=1)
+    found, _ = neighbor_ids(chroma, "s", data[:5], k=1)
     assert found == [[f"r{i}"] for i in range(5)]
     chroma.close()
 

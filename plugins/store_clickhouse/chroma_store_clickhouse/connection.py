@@ -10,7 +10,7 @@ from typing import Any
 import clickhouse_connect
 
 from chroma_core.config import Settings
-from chroma_core.errors import InvalidInput
+from chroma_wire.errors import InvalidInput
 
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TRUE = ("1", "true", "yes", "on")

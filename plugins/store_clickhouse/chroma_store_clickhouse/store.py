@@ -26,9 +26,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chroma_core.algorithm import Neighbors
 from chroma_core.config import Settings
-from chroma_core.errors import (
+from chroma_core.filters import Filter
+from chroma_core.schema import batch_fingerprint_soon, embeddings_of
+from chroma_core.store import BatchAlreadyStored, Store, restored_batch
+from chroma_store_clickhouse import schema
+from chroma_store_clickhouse.connection import Target, target
+from chroma_store_clickhouse.where import compile_where
+from chroma_wire.errors import (
     ChromaError,
     Conflict,
     DimensionMismatch,
@@ -36,20 +41,7 @@ from chroma_core.errors import (
     NotFound,
     ServerError,
 )
-from chroma_core.filters import Filter
-from chroma_core.schema import batch_fingerprint_soon, embeddings_of
-from chroma_core.store import (
-    CATALOGUE_COLUMNS,
-    METRICS,
-    TRIGGER_STATUSES,
-    BatchAlreadyStored,
-    SpaceInfo,
-    Store,
-    restored_batch,
-)
-from chroma_store_clickhouse import schema
-from chroma_store_clickhouse.connection import Target, target
-from chroma_store_clickhouse.where import compile_where
+from chroma_wire.types import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, Neighbors, SpaceInfo
 
 log = logging.getLogger("chroma.clickhouse")
 

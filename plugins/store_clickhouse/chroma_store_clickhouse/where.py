@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from chroma_core.errors import InvalidFilter
-from chroma_core.filters import CATALOGUE_FIELDS, METADATA_KEY, Cmp, Filter, class_name, render
+from chroma_core.filters import METADATA_KEY, Cmp, Filter, render
+from chroma_wire.checks import class_name
+from chroma_wire.errors import InvalidFilter
+from chroma_wire.types import CATALOGUE_FIELDS
 
 COLUMNS = {name: name for name in CATALOGUE_FIELDS}
 _ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}

@@ -8,17 +8,17 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from chroma_store_clickhouse.connection import target
-from chroma_store_clickhouse.schema import SCHEMA_VERSION
-from chroma_store_clickhouse.store import ClickHouseStore
 
 from chroma_core.distance import exact_knn
-from chroma_core.errors import Conflict, InvalidInput, ServerError
 from chroma_core.filters import parse
 from chroma_core.plugins import plugin_manager
 from chroma_core.schema import validate_rows
 from chroma_core.service import Chroma
 from chroma_core.store import BatchAlreadyStored
+from chroma_store_clickhouse.connection import target
+from chroma_store_clickhouse.schema import SCHEMA_VERSION
+from chroma_store_clickhouse.store import ClickHouseStore
+from chroma_wire.errors import Conflict, InvalidInput, ServerError
 from tests.stores import store_settings
 
 
@@ -250,7 +250,7 @@ def _service(tmp_path, **extra) -> Chroma:
     return Chroma(replace(settings, extra={**settings.extra, **extra}))
 
 
-def test_filtered_neighbours_are_answered_inside_clickhouse(tmp_path):
+def test_filtered_neighbors_are_answered_inside_clickhouse(tmp_path):
     chroma = _service(tmp_path)
     chroma.space("s", metric="cosine")
     data = np.random.default_rng(1).normal(size=(500, 8)).astype(np.float32)

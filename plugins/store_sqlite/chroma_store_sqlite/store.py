@@ -17,21 +17,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from chroma_core.errors import ChromaError, Conflict, DimensionMismatch, InvalidInput, NotFound
 from chroma_core.filters import Filter
-from chroma_core.schema import TEXT_FIELDS, batch_fingerprint_soon, embeddings_of
-from chroma_core.store import (
-    BATCH_KEY_RETENTION_SECONDS,
-    CATALOGUE_COLUMNS,
-    METRICS,
-    TRIGGER_STATUSES,
-    BatchAlreadyStored,
-    SpaceInfo,
-    Store,
-    restored_batch,
-)
+from chroma_core.schema import batch_fingerprint_soon, embeddings_of
+from chroma_core.store import BATCH_KEY_RETENTION_SECONDS, BatchAlreadyStored, Store, restored_batch
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
+from chroma_wire.errors import ChromaError, Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_wire.rows import TEXT_FIELDS
+from chroma_wire.types import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[Any, ...], ...] = (
@@ -851,9 +844,7 @@ def _trigger_dict(record: tuple) -> dict:
 def _score_columns(scores: pa.Table) -> tuple[list, np.ndarray, list, list]:
     """``(ids, priorities, components, computed_at)`` of scores to store, priorities as
     float64; ``InvalidInput`` when one is missing or NaN."""
-    ids, priority, components, computed_at = _columns(
-        scores, _PRIORITY_COLUMNS, ("id", "priority")
-    )
+    ids, priority, components, computed_at = _columns(scores, _PRIORITY_COLUMNS, ("id", "priority"))
     values = np.asarray(priority, dtype=np.float64)
     if np.isnan(values).any():
         raise InvalidInput("priority is missing or NaN for some ids")

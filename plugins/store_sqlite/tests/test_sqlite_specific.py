@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 
 from chroma_core.config import Settings
-from chroma_core.errors import Conflict, InvalidInput
 from chroma_core.filters import parse
 from chroma_core.schema import embeddings_of, validate_rows
 from chroma_core.store import BatchAlreadyStored
 from chroma_store_sqlite import checkpoint, plugin
 from chroma_store_sqlite.store import MIGRATIONS, SCHEMA_VERSION, SqliteStore, space_tables
 from chroma_store_sqlite.where import compile_where
+from chroma_wire.errors import Conflict, InvalidInput
 
 DIM = 3
 

@@ -57,7 +57,7 @@ export const api = {
   overview: () => call("GET", "api/v1/explorer"),
   spaces: () => call("GET", "api/v1/spaces").then((r) => r.spaces),
   get: (name, ids) => call("POST", `${space(name)}/get`, { ids }).then((r) => r.rows),
-  neighbours: (name, id, k, where) =>
+  neighbors: (name, id, k, where) =>
     call("POST", `${space(name)}/nearest_neighbors`, { ids: [id], k, where }).then((r) => r.rows),
   priorities: (name, n, where) =>
     call("POST", `${space(name)}/priorities`, { n, where }).then((r) => r.rows),

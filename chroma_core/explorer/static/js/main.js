@@ -21,7 +21,7 @@ const count = new Intl.NumberFormat("en");
 const FIELDS = ["dataset", "context", "label", "inference"];
 const FILTERS = ["dataset", "context", "label"];
 const LEGEND_ROWS = 12;
-const NEIGHBOURS = 10;
+const NEIGHBORS = 10;
 // a filter list longer than this (labels that are nearly unique) offers its most common values
 const FILTER_VALUES = 500;
 
@@ -300,20 +300,20 @@ async function showDetails(id) {
       api.get(space, [id]),
       api.priorities(space, 1, { id }),
     ]);
-    let neighbours = await api.neighbours(space, id, NEIGHBOURS, { context: "training" });
+    let neighbors = await api.neighbors(space, id, NEIGHBORS, { context: "training" });
     let title = "Nearest training inputs";
-    if (!neighbours.length) {
-      neighbours = await api.neighbours(space, id, NEIGHBOURS, null);
+    if (!neighbors.length) {
+      neighbors = await api.neighbors(space, id, NEIGHBORS, null);
       title = "Nearest inputs";
     }
     if (state.current !== id || state.space !== space) return;
-    renderDetails(rows[0], scored[0], neighbours, title);
+    renderDetails(rows[0], scored[0], neighbors, title);
   } catch (error) {
     fail(error);
   }
 }
 
-function renderDetails(row, scored, neighbours, title) {
+function renderDetails(row, scored, neighbors, title) {
   const fields = [["id", row.id], ["input_uri", row.input_uri]];
   for (const field of FIELDS) fields.push([field, row[field]]);
   if (row.metadata && row.metadata !== "{}") fields.push(["metadata", row.metadata]);
@@ -336,15 +336,15 @@ function renderDetails(row, scored, neighbours, title) {
       el("p", { class: "muted" }, row.context === "training" ? "Training inputs are not scored." : "Not scored yet: run compute_priorities."),
     );
   }
-  $("neighbours-title").textContent = title;
+  $("neighbors-title").textContent = title;
   const votes = new Map();
-  for (const n of neighbours) if (n.label != null) votes.set(n.label, (votes.get(n.label) || 0) + 1);
+  for (const n of neighbors) if (n.label != null) votes.set(n.label, (votes.get(n.label) || 0) + 1);
   const ranked = [...votes.entries()].sort((a, b) => b[1] - a[1]);
   $("details-votes").textContent = ranked.length
     ? `Labels: ${ranked.map(([label, n]) => `${label} ${n}`).join(" · ")}`
     : "";
-  $("neighbours").tBodies[0].replaceChildren(
-    ...neighbours.map((n) =>
+  $("neighbors").tBodies[0].replaceChildren(
+    ...neighbors.map((n) =>
       el(
         "tr",
         { title: n.id, onclick: () => showDetails(n.id) },
@@ -356,7 +356,7 @@ function renderDetails(row, scored, neighbours, title) {
     ),
   );
   const at = state.index.get(row.id) ?? -1;
-  map.setFocus(at, neighbours.map((n) => state.index.get(n.id)).filter((i) => i !== undefined));
+  map.setFocus(at, neighbors.map((n) => state.index.get(n.id)).filter((i) => i !== undefined));
   imageSource(row.input_uri, state.files).then((src) => {
     const image = $("details-image");
     if (src && state.current === row.id) {

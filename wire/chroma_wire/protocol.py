@@ -6,10 +6,10 @@ table the body is an Arrow IPC stream whose schema metadata carries the dict as 
 
 A client on the server's machine may instead write a request's Arrow stream to a file in
 the directory ``GET /api/v1/shm`` advertises and send an empty body naming the file in
-``X-Chroma-Shm`` (see :mod:`chroma_core.shared_memory`); with ``X-Chroma-Shm-Reply: accept``
-a large Arrow reply comes back the same way, named in the ``X-Chroma-Shm-Reply`` reply
-header. Every reply says in ``X-Chroma-Transport`` whether the request came through ``shm``
-or the ``socket``.
+``X-Chroma-Shm`` (the server's side is ``chroma_core.shared_memory``); with
+``X-Chroma-Shm-Reply: accept`` a large Arrow reply comes back the same way, named in the
+``X-Chroma-Shm-Reply`` reply header. Every reply says in ``X-Chroma-Transport`` whether the
+request came through ``shm`` or the ``socket``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chroma_core.errors import MalformedPayload
+from chroma_wire.errors import MalformedPayload
+from chroma_wire.operations import OPERATIONS
 
 # 2: an add carries the batch_key parameter, which a server of version 1 refuses
 PROTOCOL_VERSION = "2"
@@ -36,33 +37,7 @@ TRANSPORT_HEADER = "X-Chroma-Transport"
 SHM_UNREADABLE = "unreadable"
 
 # (method, path, operation); path parameters and query strings become parameters
-ROUTES = [
-    ("GET", "/api/v1/version", "version"),
-    ("GET", "/-/plugins", "plugins"),
-    ("GET", "/api/v1/algorithms", "algorithms"),
-    ("GET", "/api/v1/spaces", "spaces"),
-    ("POST", "/api/v1/spaces", "space"),
-    ("GET", "/api/v1/spaces/{space}", "space_info"),
-    ("DELETE", "/api/v1/spaces/{space}", "delete_space"),
-    ("GET", "/api/v1/spaces/{space}/status", "status"),
-    ("POST", "/api/v1/spaces/{space}/rows", "add"),
-    ("POST", "/api/v1/spaces/{space}/get", "get"),
-    ("POST", "/api/v1/spaces/{space}/count", "count"),
-    ("POST", "/api/v1/spaces/{space}/delete", "delete"),
-    ("POST", "/api/v1/spaces/{space}/nearest_neighbors", "nearest_neighbors"),
-    ("POST", "/api/v1/spaces/{space}/run/{algorithm:path}", "run"),
-    ("POST", "/api/v1/spaces/{space}/priorities", "priorities"),
-    ("POST", "/api/v1/spaces/{space}/triggers", "trigger_retraining"),
-    ("GET", "/api/v1/triggers", "triggers"),
-    ("POST", "/api/v1/triggers/{trigger_id:int}/status", "set_trigger_status"),
-    ("GET", "/api/v1/triggers/{trigger_id:int}/items", "trigger_items"),
-    ("POST", "/api/v1/spaces/{space}/export/rows", "export_rows"),
-    ("POST", "/api/v1/spaces/{space}/export/priorities", "export_priorities"),
-    ("POST", "/api/v1/spaces/{space}/restore", "restore_space"),
-    ("POST", "/api/v1/spaces/{space}/restore/rows", "restore_rows"),
-    ("POST", "/api/v1/spaces/{space}/restore/priorities", "restore_priorities"),
-    ("POST", "/api/v1/spaces/{space}/restore/triggers", "restore_trigger"),
-]
+ROUTES = [(op.method, op.path, op.name) for op in OPERATIONS]
 
 
 def encode_arrow(params: dict, table: pa.Table) -> bytes:

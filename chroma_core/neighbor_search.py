@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from chroma_core.distance import METRICS
 
-log = logging.getLogger("chroma.neighbours")
+log = logging.getLogger("chroma.neighbor_search")
 
 #: above this value of n_train * n_queries, neighbours come from inverted lists
 EXACT_LIMIT = 50_000_000
@@ -69,7 +69,7 @@ def knn(
         raise ValueError("train has no rows to search")
     own = np.arange(len(train)) if exclude_self else None
     with Workers() as workers:
-        return NeighbourSearch(train, metric, exact_limit, workers).query(queries, k, own)
+        return NeighborSearch(train, metric, exact_limit, workers).query(queries, k, own)
 
 
 def check_metric(metric: str) -> None:
@@ -154,7 +154,7 @@ class Workers:
         return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
-class NeighbourSearch:
+class NeighborSearch:
     """k-NN against one training matrix; inverted lists, when needed, are built once."""
 
     def __init__(self, train: np.ndarray, metric: str, exact_limit: int, workers: Workers):
@@ -324,7 +324,7 @@ class _InvertedLists:
             pick = np.argpartition(scores[chunk], k - 1, axis=1)[:, :k]
             empty = np.isinf(np.take_along_axis(scores[chunk], pick, axis=1))
             candidates = np.where(empty, -1, np.take_along_axis(found[chunk], pick, axis=1))
-            indices[chunk], distances[chunk] = _sorted_neighbours(
+            indices[chunk], distances[chunk] = _sorted_neighbors(
                 queries[chunk], self.train, candidates, self.metric
             )
 
@@ -449,7 +449,7 @@ def _exact_knn(
             candidates = np.argpartition(scores, k - 1, axis=1)[:, :k]
         else:
             candidates = np.broadcast_to(np.arange(n_train), scores.shape)
-        indices[chunk], distances[chunk] = _sorted_neighbours(
+        indices[chunk], distances[chunk] = _sorted_neighbors(
             queries[chunk], train, candidates, metric
         )
 
@@ -460,7 +460,7 @@ def _exact_knn(
     return indices, distances
 
 
-def _sorted_neighbours(
+def _sorted_neighbors(
     queries: np.ndarray, train: np.ndarray, candidates: np.ndarray, metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidates sorted by exact distance, ties to the lower index; -1 entries sort last."""
@@ -481,9 +481,9 @@ def _pair_distances(
 ) -> np.ndarray:
     # Direct float64 arithmetic: the expanded |q|^2 + |t|^2 - 2 q.t used for ranking cancels
     # badly for near-identical points.
-    neighbours = train[candidates].astype(np.float64)
+    neighbors = train[candidates].astype(np.float64)
     chunk = queries.astype(np.float64)[:, None, :]
     if metric == "l2":
-        neighbours -= chunk
-        return np.sqrt(np.einsum("ijk,ijk->ij", neighbours, neighbours))
-    return 1.0 - np.einsum("ijk,ijk->ij", neighbours, chunk)
+        neighbors -= chunk
+        return np.sqrt(np.einsum("ijk,ijk->ij", neighbors, neighbors))
+    return 1.0 - np.einsum("ijk,ijk->ij", neighbors, chunk)

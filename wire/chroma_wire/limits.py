@@ -1,0 +1,22 @@
+"""The limits both ends enforce: the client checks them before it sends, the server again
+because it trusts no client."""
+
+#: nearest neighbours a query may ask for, and query vectors in one call
+MAX_K = 10_000
+MAX_QUERIES = 100_000
+#: dimensions of an embedding
+MAX_DIM = 65_536
+#: characters of an id, of other catalogue text, and of a row's metadata JSON
+MAX_ID_CHARS = 512
+MAX_TEXT_CHARS = 4096
+MAX_METADATA_CHARS = 65_536
+#: characters of a trigger's note
+MAX_NOTE_CHARS = 10_000
+#: rows at most in one page of an export, and the vector bytes a page of rows holds at most
+MAX_PAGE_ROWS = 100_000
+MAX_PAGE_BYTES = 256 << 20
+#: what stores hold in an integer column
+MAX_INT = (1 << 63) - 1
+#: lists and dicts inside one parameter; deeper ones would exhaust Python's stack in the
+#: code that reads them (json, repr), far below which a where filter stops at 16 levels
+MAX_NESTING = 64
