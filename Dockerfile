@@ -17,11 +17,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY chroma_core chroma_core
+COPY chroma_cli chroma_cli
+COPY wire wire
 COPY client client
 COPY plugins plugins
-# One resolve for the root package and all plugins, so their `chroma` requirement is met by
-# this source tree rather than by an unrelated package of that name on PyPI.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . plugins/*/
+# One resolve for the root package, the wire and client packages and all plugins, so their
+# `chroma`, `chroma-wire` and `chroma-client` requirements are met by this source tree rather
+# than by unrelated packages of those names on PyPI.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . wire client plugins/*/
 
 
 FROM python:3.11.15-slim-bookworm

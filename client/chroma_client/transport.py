@@ -64,11 +64,12 @@ class Embedded:
             from chroma_core import api
             from chroma_core.config import Settings
             from chroma_core.service import Chroma
-        except ImportError:
-            raise ConnectionFailed(
+        except ImportError as exc:
+            raise ImportError(
                 "Client() without a url runs Chroma in this process, which needs the server "
-                "package: install chroma, or pass the url of a Chroma server"
-            ) from None
+                "package `chroma` installed beside the client; or pass the url of a Chroma "
+                f"server, Client('http://host:8000') ({exc})"
+            ) from exc
         settings = Settings.from_env(path=Path(path) if path is not None else None, store=store)
         self.chroma = Chroma(settings)
         self._call = api.call
