@@ -15,7 +15,6 @@ returns and indexed in the background after, as after any add.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from arguments import sized_parser
 
 from chroma_client import Client
 
@@ -113,9 +113,7 @@ def run(store: str, rows: int, dim: int, tmp: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--dim", type=int, default=128)
+    parser = sized_parser(__doc__.split("\n")[0], rows=200_000)
     parser.add_argument("--stores", default="sqlite,clickhouse")
     parser.add_argument("--tmp", help="where the temporary stores go (default: the system's)")
     args = parser.parse_args()

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from arguments import sized_parser
 
 BIN = Path(sys.executable).parent
 CHUNK = 100_000
@@ -87,9 +88,7 @@ def load(path: Path, kind: str, where: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=500_000)
-    parser.add_argument("--dim", type=int, default=128)
+    parser = sized_parser(__doc__.split("\n\n")[0], rows=500_000)
     parser.add_argument("--formats", default="parquet,csv")
     parser.add_argument("--modes", default="embedded,http")
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)

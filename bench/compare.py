@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from arguments import known_names
+from machine import cpu_model
 from reference_env import reference_python
 from workload import BATCH_QUERIES, GENERATORS, Workload
 
@@ -245,12 +247,7 @@ def footnotes(results: dict, ratios: list) -> list[str]:
 
 # --- the header --------------------------------------------------------------
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     with open("/proc/meminfo") as f:
         kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
     return {
@@ -362,10 +359,9 @@ def parse() -> argparse.Namespace:
     if args.store or args.modes:
         modes = (args.modes or "embedded,http").split(",")
         args.systems = ",".join(f"chroma-{args.store or 'sqlite'}-{m}" for m in modes)
-    args.systems = (args.systems or ",".join(SYSTEMS)).split(",")
-    unknown = [s for s in args.systems if s not in SYSTEMS]
-    if unknown:
-        parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    args.systems = known_names(
+        parser, (args.systems or ",".join(SYSTEMS)).split(","), SYSTEMS, "systems"
+    )
     return args
 
 

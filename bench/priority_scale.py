@@ -83,22 +83,11 @@ def load(path: str, train_x, train_labels, triage_x, triage_inference) -> float:
     try:
         space = client.space(SPACE)
         start = time.perf_counter()
-        space.add(
-            train_x,
-            dataset="train",
-            context="training",
-            labels=train_labels,
-            ids=np.char.add("t", np.arange(len(train_x)).astype(str)),
-            progress=False,
-        )
-        space.add(
-            triage_x,
-            dataset="prod",
-            context="triage",
-            inferences=triage_inference,
-            ids=np.char.add("q", np.arange(len(triage_x)).astype(str)),
-            progress=False,
-        )
+        training = {"dataset": "train", "context": "training", "labels": train_labels}
+        triage = {"dataset": "prod", "context": "triage", "inferences": triage_inference}
+        for vectors, prefix, fields in ((train_x, "t", training), (triage_x, "q", triage)):
+            ids = np.char.add(prefix, np.arange(len(vectors)).astype(str))
+            space.add(vectors, ids=ids, progress=False, **fields)
         return time.perf_counter() - start
     finally:
         client.close()

@@ -47,6 +47,8 @@ from chroma_client import Client  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+from arguments import known_names  # noqa: E402
+from machine import cpu_model  # noqa: E402
 from reference_env import reference_python  # noqa: E402
 
 REAL = ("digits", "wine", "breast_cancer")
@@ -345,12 +347,7 @@ def table(name: str, result: dict, k: int) -> str:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     return {"arch": platform.machine(), "cores": os.cpu_count(), "cpu": cpu}
 
 
@@ -386,10 +383,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--tmp", default=None, help="where scratch directories go")
     parser.add_argument("--venv", type=Path, default=BENCH.parent / ".venv-priority")
     args = parser.parse_args()
-    args.datasets = ["synthetic"] if args.tiny else args.datasets.split(",")
-    unknown = [d for d in args.datasets if d not in KNOWN]
-    if unknown:
-        parser.error(f"unknown data sets {unknown}; known: {', '.join(KNOWN)}")
+    datasets = ["synthetic"] if args.tiny else args.datasets.split(",")
+    args.datasets = known_names(parser, datasets, KNOWN, "data sets")
     return args
 
 

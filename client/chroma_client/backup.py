@@ -40,7 +40,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from chroma_client.errors import ChromaError, Conflict, InvalidBackup, InvalidInput, NotFound
+from chroma_client.errors import (
+    ChromaError,
+    Conflict,
+    InvalidBackup,
+    InvalidInput,
+    NotFound,
+    ServerError,
+)
 from chroma_wire import __version__
 from chroma_wire.limits import MAX_PAGE_ROWS
 from chroma_wire.rows import rows_schema
@@ -161,7 +168,9 @@ def _export_space(
     after = 0
     page_rows = _page_rows(batch_rows, dim)
     while True:
-        reply, page = call("export_rows", {"space": name, "after_seq": after, "limit": page_rows})
+        reply, page = _with_table(
+            call, "export_rows", {"space": name, "after_seq": after, "limit": page_rows}
+        )
         if snapshot is None:
             # rows stored after the export began are left out, and so are their scores
             snapshot = int(reply["max_seq"])
@@ -178,7 +187,8 @@ def _export_space(
     scores = _Parts(root, f"{folder}/priorities", "priorities", rows_per_file)
     after_id = None
     while True:
-        _, page = call(
+        _, page = _with_table(
+            call,
             "export_priorities",
             {"space": name, "after_id": after_id, "limit": _page_rows(batch_rows, None)},
         )
@@ -194,7 +204,7 @@ def _export_space(
     if triggers:
         listing.write(_triggers_table(triggers))
     for trigger in triggers:
-        _, table = call("trigger_items", {"trigger_id": trigger["id"]})
+        _, table = _with_table(call, "trigger_items", {"trigger_id": trigger["id"]})
         n = table.num_rows
         table = table.add_column(0, "trigger_id", pa.array(np.full(n, trigger["id"], np.int64)))
         items.write(_conform(table, ITEMS_SCHEMA))
@@ -335,8 +345,8 @@ def import_from(
     path: str | os.PathLike,
     spaces: str | list[str] | None = None,
     *,
-    batch_rows: int = MAX_PAGE_ROWS,
     progress: bool | None = None,
+    batch_rows: int = MAX_PAGE_ROWS,
 ) -> dict:
     """Restore ``spaces`` (default: all) of the back-up at ``path``; returns what was
     restored. Nothing is written unless every check passes, and a failure later removes
@@ -639,6 +649,14 @@ def _names(spaces) -> list[str]:
     if not all(isinstance(n, str) for n in names):
         raise InvalidInput("spaces must be a space name or a list of names")
     return list(dict.fromkeys(names))
+
+
+def _with_table(call: Call, op: str, params: dict) -> tuple[dict, pa.Table]:
+    """The reply and table of an operation that answers with a table."""
+    reply, table = call(op, params)
+    if table is None:
+        raise ServerError(f"{op} answered without the table it owes")
+    return reply, table
 
 
 def _page_rows(batch_rows: int, dim: int | None) -> int:

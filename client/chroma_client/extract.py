@@ -20,6 +20,11 @@ import pyarrow as pa
 from chroma_client import convert
 from chroma_client.errors import InvalidInput
 
+#: the keyword arguments of :meth:`Space.add` that describe rows
+ROW_FIELDS = frozenset(
+    {"dataset", "context", "input_uris", "labels", "inferences", "outputs", "metadata", "ids"}
+)
+
 if TYPE_CHECKING:
     import torch
     from torch.utils.hooks import RemovableHandle
@@ -40,26 +45,15 @@ def _torch():
 
 
 # --- a layer of a torch module ------------------------------------------------
-def layer(
-    space: Space,
-    model: torch.nn.Module,
-    name: str,
-    *,
-    dataset: str,
-    context: str = "training",
-    batch_rows: int | None = None,
-) -> LayerCapture:
-    """Capture the output of ``model``'s submodule ``name`` while ``capture.run(x)`` runs
-    the model, adding one row per input to ``space``. Use it as a context manager.
+class LayerCapture:
+    """The forward hook on one layer and the rows it added: ``extract.layer(space, model,
+    name, dataset=..., context="training", batch_rows=None)`` captures the output of
+    ``model``'s submodule ``name`` while ``capture.run(x)`` runs the model, adding one row
+    per input to ``space``. Use it as a context manager.
 
     ``batch_rows`` holds captured rows back until at least that many are waiting, so small
     batches reach a server in fewer requests; ``None`` adds every batch as it runs.
     """
-    return LayerCapture(space, model, name, dataset=dataset, context=context, batch_rows=batch_rows)
-
-
-class LayerCapture:
-    """The forward hook on one layer and the rows it added; made by :func:`layer`."""
 
     def __init__(
         self,
@@ -196,16 +190,14 @@ class LayerCapture:
         elif inferences is False:
             inferences = None
         outputs = _softmax(output, self.name) if keep_outputs else None
+        given = {"input_uris": input_uris, "labels": labels, "metadata": metadata, "ids": ids}
         table = convert.check_rows(
             embeddings,
             dataset=self.dataset,
             context=self.context,
-            input_uris=input_uris,
             inferences=inferences,
             outputs=outputs,
-            labels=labels,
-            metadata=metadata,
-            ids=ids,
+            **given,
         ).table()
         if self._pending and _has_outputs(self._pending[-1]) != _has_outputs(table):
             # A batch goes to Space.add whole, and outputs there are all rows or none.
@@ -302,32 +294,30 @@ def _add_table(space: Space, table: pa.Table) -> list[str]:
 
 # --- any callable -------------------------------------------------------------
 def embed(
-    space: Space,
-    fn: Callable[[Any], Any],
-    inputs,
-    *,
-    batch_size: int = 256,
-    dataset: str,
-    context: str = "training",
-    input_uris=None,
-    labels=None,
-    inferences=None,
-    metadata=None,
-    ids=None,
+    space: Space, fn: Callable[[Any], Any], inputs, *, batch_size: int = 256, **fields
 ) -> list[str]:
     """Call ``fn`` on ``inputs`` ``batch_size`` at a time and add each batch it returns to
     ``space``; returns the ids of all rows, in input order.
 
     ``fn`` gets a slice of ``inputs`` (list, numpy array, tensor, DataFrame) and returns one
     row per input: a numpy array, tensor, list or sparse matrix; extra dimensions are
-    flattened. Per-row fields take one value per input or one value for all, and are sliced
-    with the inputs. A batch is stored all or nothing; batches before a failing one stay.
+    flattened. ``fields`` are the keyword arguments of :meth:`Space.add` (``dataset``, which
+    is required, ``context``, ``input_uris``, ``labels``, ``inferences``, ``outputs``,
+    ``metadata``, ``ids``): per-row ones take one value per input or one value for all, and
+    are sliced with the inputs. A batch is stored all or nothing; batches before a failing
+    one stay.
     """
     if not callable(fn):
         raise InvalidInput(f"fn must be callable, got {type(fn).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput("batch_size must be a positive integer")
-    if dataset is None:
+    unknown = sorted(set(fields) - ROW_FIELDS)
+    if unknown:
+        raise InvalidInput(
+            f"embed takes no argument {', '.join(unknown)}; the fields of a row are "
+            f"{', '.join(sorted(ROW_FIELDS))}"
+        )
+    if fields.get("dataset") is None:
         raise InvalidInput("dataset is required: name the data set these inputs come from")
     if (
         isinstance(inputs, str | bytes | Mapping)
@@ -341,15 +331,6 @@ def embed(
     n = len(inputs)
     if n == 0:
         raise InvalidInput("inputs are empty: pass at least one")
-    fields = {
-        "dataset": dataset,
-        "context": context,
-        "input_uris": input_uris,
-        "labels": labels,
-        "inferences": inferences,
-        "metadata": metadata,
-        "ids": ids,
-    }
     # Checked whole first, so a wrong length stores nothing rather than a few batches.
     for field, values in fields.items():
         if _per_row(values) and len(values) != n:
@@ -410,3 +391,7 @@ def _batch_matrix(result, rows: int, start: int) -> np.ndarray:
             f"({start}..{start + rows - 1}); it must return one row per input"
         )
     return matrix.reshape(rows, -1)
+
+
+#: capture a layer's output: ``with extract.layer(space, model, "avgpool", dataset=...)``
+layer = LayerCapture
