@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from chroma_core.service import Chroma
+    from chroma_core.context import PluginContext
     from chroma_wire.types import Result, SpaceInfo
 
 
@@ -19,5 +19,6 @@ class Algorithm(ABC):
     description: str = ""
 
     @abstractmethod
-    def run(self, chroma: Chroma, space: SpaceInfo, params: dict) -> Result:
-        """Run on ``space`` with JSON-like ``params``; raise ``InvalidInput`` for bad ones."""
+    def run(self, context: PluginContext, space: SpaceInfo, params: dict) -> Result:
+        """Run on ``space`` with JSON-like ``params`` (a copy, free to pop from); raise
+        ``InvalidInput`` for bad ones. ``context`` holds the store and settings."""

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chroma_wire.checks import class_name
+from chroma_wire.checks import class_name, optional_where
 from chroma_wire.errors import InvalidFilter
 from chroma_wire.types import CATALOGUE_FIELDS
 
@@ -55,10 +55,8 @@ Filter = Cmp | And | Or
 
 def parse(where: dict | None) -> Filter | None:
     """Validate ``where`` and return its tree, or None for no filter."""
-    if where is None:
+    if optional_where("where", where) is None:
         return None
-    if not isinstance(where, dict):
-        raise InvalidFilter(f"where must be a dict, got {type(where).__name__}")
     if not where:
         return None
     counter = [0]

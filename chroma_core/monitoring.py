@@ -127,5 +127,5 @@ def refresh(chroma: Chroma) -> None:
     rows = chroma.metrics.gauge("chroma_space_rows", "Rows stored, by space.", ("space",))
     rows.clear()
     for info in chroma.spaces():
-        rows.set(info.count, space=info.name)
-    chroma.hook.chroma_metrics(chroma=chroma)
+        rows.set(info.count or 0, space=info.name)
+    chroma.hook.chroma_metrics(context=chroma.context)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pluggy
@@ -19,11 +19,24 @@ import pyarrow as pa
 from chroma_core import filters, restore, selection
 from chroma_core.algorithm import Algorithm
 from chroma_core.config import Settings
+from chroma_core.context import PluginContext
 from chroma_core.directory_lock import DirectoryLock
 from chroma_core.metrics import Metrics
-from chroma_core.plugins import describe_plugins, plugin_manager
+from chroma_core.plugins import (
+    describe_plugins,
+    open_store,
+    plugin_manager,
+    plugin_settings,
+    store_names,
+)
 from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
-from chroma_core.store import BatchAlreadyStored, Store
+from chroma_core.store import (
+    BatchAlreadyStored,
+    NeighborSearch,
+    PagedBackup,
+    Restore,
+    Store,
+)
 from chroma_wire import __version__, checks
 from chroma_wire.checks import check_batch_key, check_space_name, check_unicode
 from chroma_wire.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
@@ -42,61 +55,54 @@ log = logging.getLogger("chroma.service")
 
 
 class Chroma:
-    """One running Chroma: settings, a store, the plugins and their per-service state."""
+    """One running Chroma: settings, a store, the plugins and the context they are handed."""
 
     def __init__(self, settings: Settings | None = None, pm: pluggy.PluginManager | None = None):
         self.settings = settings or Settings.from_env()
         self.pm = pm or plugin_manager()
         self.hook = self.pm.hook
+        # before anything is opened: a bad value stops the start, naming its variable
+        self.plugin_settings = plugin_settings(self.pm, self.settings)
         self.metrics = Metrics()
         self.settings.path.mkdir(parents=True, exist_ok=True)
         # before the store opens: a second service on this directory fails here, at once
         self._directory_lock = DirectoryLock(self.settings.path)
         try:
-            store = self.hook.chroma_open_store(name=self.settings.store, settings=self.settings)
+            self.store: Store = open_store(self.settings, self.pm, self.plugin_settings)
         except BaseException:
             self._directory_lock.release()
             raise
-        if store is None:
-            self._directory_lock.release()
-            raise NotFound(
-                f"no installed plugin provides the store {self.settings.store!r}; "
-                f"installed stores answer to: {', '.join(self.store_names()) or 'none'}"
-            )
-        self.store: Store = store
         self._algorithms: dict[str, Algorithm] = {}
         for batch in self.hook.chroma_algorithms():
             for algorithm in batch or ():
                 self._algorithms[algorithm.name] = algorithm
-        self._state: dict[str, dict] = {}
-        self._state_lock = threading.Lock()
+        #: what every hook and algorithm is handed
+        self.context = PluginContext(
+            store=self.store,
+            settings=self.settings,
+            plugin_settings=self.plugin_settings,
+            metrics=self.metrics,
+            run=self._run,
+            nearest_neighbors=self._search,
+        )
         self._closed = False
 
     # --- plugin support -----------------------------------------------------
-    def state(self, owner: str) -> dict:
-        """A dict private to plugin ``owner`` for the life of this service."""
-        with self._state_lock:
-            return self._state.setdefault(owner, {})
-
     def store_names(self) -> list[str]:
-        return sorted(
-            name.removeprefix("store_")
-            for name, _ in self.pm.list_name_plugin()
-            if name.startswith("store_")
-        )
+        return store_names(self.pm)
 
     def version(self) -> dict:
         return {"version": __version__, "protocol": PROTOCOL_VERSION, "store": self.store.name}
 
     def plugins(self) -> list[dict]:
-        return describe_plugins(self.pm)
+        return describe_plugins(self.pm, self.plugin_settings)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self.hook.chroma_shutdown(chroma=self)
+            self.hook.chroma_shutdown(context=self.context)
             self.store.close()
         finally:
             self._directory_lock.release()
@@ -128,13 +134,13 @@ class Chroma:
     def space_info(self, space: str) -> SpaceInfo:
         """The space with its row count, for callers who show it."""
         check_space_name(space)
-        return self.store.get_space(space)
+        return self.store.get_space(space, count=True)
 
     def status(self, space: str) -> dict:
         """The space with its row count and what each plugin reports of it (its index)."""
         info = self.space_info(space)
         out: dict = {"space": info.to_json()}
-        for part in self.hook.chroma_space_status(chroma=self, space=info):
+        for part in self.hook.chroma_space_status(context=self.context, space=info):
             out.update(part or {})
         return out
 
@@ -147,9 +153,9 @@ class Chroma:
         return self.store.list_spaces()
 
     def delete_space(self, space: str) -> bool:
-        check_space_name(space)
+        info = self._space(space)
         self.store.delete_space(space)
-        self.hook.chroma_space_deleted(chroma=self, space=space)
+        self.hook.chroma_space_deleted(context=self.context, space=info)
         return True
 
     # --- rows ---------------------------------------------------------------
@@ -178,7 +184,9 @@ class Chroma:
                 log.info("batch %s of space %s was stored before, not again", batch_key, space)
                 return rows.column("id").to_pylist()
         self.metrics.rows_added.inc(len(seqs), space=info.name)
-        self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
+        self.hook.chroma_rows_added(
+            context=self.context, space=_holding(info, rows), seqs=seqs, rows=rows
+        )
         return rows.column("id").to_pylist()
 
     def get(
@@ -200,14 +208,14 @@ class Chroma:
         return self.store.count(space, filters.parse(where))
 
     def delete(self, space: str, *, ids=None, where=None) -> int:
-        self._space(space)
+        info = self._space(space)
         ids = _ids(ids)
         parsed = filters.parse(where)
         if ids is None and parsed is None:
             raise InvalidInput("delete needs ids or where; to drop a whole space use delete_space")
         seqs = self.store.delete(space, ids=ids, where=parsed)
         if len(seqs):
-            self.hook.chroma_rows_deleted(chroma=self, space=space, seqs=seqs)
+            self.hook.chroma_rows_deleted(context=self.context, space=info, seqs=seqs)
         return int(len(seqs))
 
     # --- neighbours ---------------------------------------------------------
@@ -243,11 +251,7 @@ class Chroma:
         if info.dim is None:
             return Result(_neighbors_table(labels[:0], [], [], [], None), {"method": "empty"})
         ask = k + 1 if self_seqs is not None else k
-        answer: Neighbors | None = self.hook.chroma_nearest_neighbors(
-            chroma=self, space=info, queries=queries, k=ask, where=parsed
-        )
-        if answer is None:
-            raise NotFound("no installed plugin answers nearest-neighbour queries")
+        answer = self._search(info, queries, ask, parsed)
         seqs, dists = answer.seqs, answer.distances
         if self_seqs is not None:
             seqs, dists = _drop_self(seqs, dists, self_seqs, k)
@@ -261,17 +265,42 @@ class Chroma:
             dict(answer.meta),
         )
 
+    def _search(
+        self, info: SpaceInfo, queries: np.ndarray, k: int, where: filters.Filter | None
+    ) -> Neighbors:
+        """The k-NN answer to checked ``queries``: from the store itself when it searches
+        its own vectors (:class:`NeighborSearch`) and answers, else from the
+        ``chroma_nearest_neighbors`` hook."""
+        if isinstance(self.store, NeighborSearch):
+            answer = self.store.nearest_neighbors(info, queries, k, where)
+            if answer is not None:
+                return answer
+        answer = self.hook.chroma_nearest_neighbors(
+            context=self.context, space=info, queries=queries, k=k, where=where
+        )
+        if answer is None:
+            raise NotFound("no installed plugin answers nearest-neighbour queries")
+        return answer
+
     # --- algorithms ---------------------------------------------------------
     def run(self, space: str, algorithm: str, params: dict | None = None) -> Result:
         info = self._space(space)
-        if algorithm not in self._algorithms:
-            raise NotFound(
-                f"unknown algorithm {algorithm!r}; installed: "
-                f"{', '.join(sorted(self._algorithms)) or 'none'}"
-            )
+        found = self._algorithm(algorithm)
         if params is not None and not isinstance(params, dict):
             raise InvalidInput("algorithm params must be a dict")
-        return self._algorithms[algorithm].run(self, info, dict(params or {}))
+        return found.run(self.context, info, dict(params or {}))
+
+    def _run(self, info: SpaceInfo, algorithm: str, params: dict) -> Result:
+        """A plugin's run of another algorithm (``context.run``)."""
+        return self._algorithm(algorithm).run(self.context, info, dict(params))
+
+    def _algorithm(self, name: str) -> Algorithm:
+        if name not in self._algorithms:
+            raise NotFound(
+                f"unknown algorithm {name!r}; installed: "
+                f"{', '.join(sorted(self._algorithms)) or 'none'}"
+            )
+        return self._algorithms[name]
 
     def algorithms(self) -> list[dict]:
         return [
@@ -339,7 +368,7 @@ class Chroma:
             scored, record = self._diverse(info, scored, n, duplicate_radius, record)
         items = scored.select(["id", "input_uri", "dataset", "label", "inference", "priority"])
         trigger = self.store.create_trigger(info.name, items, note, record)
-        self.hook.chroma_trigger_created(chroma=self, trigger=trigger, items=items)
+        self.hook.chroma_trigger_created(context=self.context, trigger=trigger, items=items)
         return self.store.get_trigger(trigger["id"])
 
     def _diverse(self, info: SpaceInfo, scored: pa.Table, n, radius, record: dict):
@@ -387,27 +416,30 @@ class Chroma:
         """Rows after seq ``after_seq`` in seq order, at most ``limit``, with every stored
         column and their seq, and the space's largest seq, read before the page (rows above
         it arrived after an export began)."""
+        pages = PagedBackup.of(self.store)
         info = self._space(space)
         after_seq = checks.required_int("after_seq", after_seq, 0)
         # a page may come back shorter than asked: wide vectors make fewer rows a page
         limit = min(_page_limit(limit), max(1, MAX_PAGE_BYTES // (4 * (info.dim or 1))))
         max_seq = self.store.max_seq(space)
-        page = self.store.rows_page(space, after_seq=after_seq, limit=limit)
+        page = pages.rows_page(space, after_seq=after_seq, limit=limit)
         return {"max_seq": max_seq}, page
 
     def export_priorities(self, space: str, *, after_id=None, limit=None) -> pa.Table:
         """Up to ``limit`` stored scores with an id above ``after_id``, in id order, with the
         seq of the row each scores."""
+        pages = PagedBackup.of(self.store)
         self._space(space)
         if after_id is not None and not isinstance(after_id, str):
             raise InvalidInput(f"after_id must be a string, got {type(after_id).__name__}")
-        return self.store.priorities_page(space, after_id=after_id, limit=_page_limit(limit))
+        return pages.priorities_page(space, after_id=after_id, limit=_page_limit(limit))
 
     def restore_space(
         self, space: str, metric: str = "l2", model: dict | None = None, created_at=None, dim=None
     ) -> SpaceInfo:
         """Create ``space`` to restore an export into, with its creation time and dimension
         when given; ``Conflict`` if it exists."""
+        target = Restore.of(self.store)
         check_space_name(space)
         if metric not in METRICS:
             raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
@@ -417,33 +449,36 @@ class Chroma:
         dim = checks.optional_int("dim", dim, 1)
         if dim is not None and dim > MAX_DIM:
             raise InvalidInput(f"dim must be at most {MAX_DIM}, got {dim}")
-        return self.store.restore_space(
-            SpaceInfo(space, metric, dim, 0, model or {}, created_at or "")
-        )
+        return target.restore_space(SpaceInfo(space, metric, dim, 0, model or {}, created_at or ""))
 
     def restore_rows(self, space: str, rows: pa.Table | None = None) -> int:
         """Store exported rows under the seqs they had (column ``seq``) and announce them
         as any add is announced; returns how many."""
+        target = Restore.of(self.store)
         info = self._space(space)
         if not isinstance(rows, pa.Table) or "seq" not in rows.column_names:
             raise InvalidInput("restore_rows needs the rows as an Arrow table with a seq column")
         seqs = restore.check_seqs(rows.column("seq"))
         rows = validate_rows(rows.drop_columns(["seq"]), info.dim)
-        self.store.restore_rows(space, rows, seqs)
-        self.hook.chroma_rows_added(chroma=self, space=info.name, seqs=seqs, rows=rows)
+        target.restore_rows(space, rows, seqs)
+        self.hook.chroma_rows_added(
+            context=self.context, space=_holding(info, rows), seqs=seqs, rows=rows
+        )
         return len(seqs)
 
     def restore_priorities(self, space: str, scores: pa.Table | None = None) -> int:
         """Add exported scores to the space verbatim; every id must be a stored row without
         a score. Returns how many."""
+        target = Restore.of(self.store)
         self._space(space)
         scores = restore.check_scores(scores)
-        self.store.restore_priorities(space, scores)
+        target.restore_priorities(space, scores)
         return scores.num_rows
 
     def restore_trigger(self, space: str, trigger, items: pa.Table | None = None) -> dict:
         """Store an exported trigger with its items, without delivering it again; it keeps
         its id unless another trigger holds it."""
+        target = Restore.of(self.store)
         self._space(space)
         trigger = restore.check_trigger(trigger)
         items = restore.check_items(items)
@@ -452,7 +487,15 @@ class Chroma:
                 f"trigger {trigger['id']} counts {trigger['count']} items but "
                 f"{items.num_rows} came with it"
             )
-        return self.store.restore_trigger(space, trigger, items)
+        return target.restore_trigger(space, trigger, items)
+
+
+def _holding(info: SpaceInfo, rows: pa.Table) -> SpaceInfo:
+    """``info`` once ``rows`` (validated) are stored: a space's first batch sets its
+    dimension, which plugins announced of it need."""
+    if info.dim is not None:
+        return info
+    return replace(info, dim=rows.schema.field("embedding").type.list_size)
 
 
 def _new_ids(n: int, batch_key: str | None) -> pa.Array:

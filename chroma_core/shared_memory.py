@@ -43,7 +43,6 @@ DEFAULT_DIRECTORY = "/dev/shm"
 PREFIX = "chroma-"
 NAME = re.compile(r"^chroma-[A-Za-z0-9_-]{1,128}$")
 REPLY_PREFIX = f"{PREFIX}reply-"
-_OFF = ("0", "false", "no", "off")
 # replies smaller than this go on the socket, which is as quick for them
 REPLY_MIN_BYTES = 1 << 20
 # a reply file still there this many seconds after it was written is the server's to remove
@@ -90,9 +89,9 @@ class SharedMemory:
     @classmethod
     def start(cls, settings: Settings) -> SharedMemory | None:
         """Shared memory for this server, or None when it is turned off or unavailable."""
-        if settings.extra.get("shared_memory", "1").lower() in _OFF:
+        if not settings.shared_memory:
             return None
-        directory = settings.extra.get("shared_memory_dir") or DEFAULT_DIRECTORY
+        directory = settings.shared_memory_dir or DEFAULT_DIRECTORY
         try:
             return cls(directory, settings.max_body_bytes)
         except OSError as exc:

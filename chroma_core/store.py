@@ -9,17 +9,36 @@ An add may carry a batch key, the client's name for that batch. The store keeps 
 the batch, made durable with its rows (in the same transaction, or in an order that a crash
 cannot break), for at least :data:`BATCH_KEY_RETENTION_SECONDS`, so that a batch sent again
 after its acknowledgement was lost is stored once.
+
+Who checks what: the service validates; a store checks only what needs its own lock. Every
+argument reaches a store checked: a known metric, a JSON-serialisable model, a batch in the
+canonical schema (:func:`chroma_core.schema.validate_rows`: fixed-size float32 embeddings,
+ids unique within the batch), known trigger statuses, finite scores with unique ids, limits
+not negative, restored seqs positive and increasing. A store checks what only it can know
+at the moment it writes, under its lock or in its transaction: whether the space exists,
+whether an id is already stored, that the first add fixes the dimension (two first adds may
+both pass the service's check; :func:`check_dimension` is that check, written once), that
+restored seqs lie above those given, and batch keys.
+
+What every store does is :class:`Store`. Optional powers are small interfaces of their own,
+which a store adds to its bases and the service discovers with ``isinstance``:
+:class:`PagedBackup` (reading a space a page at a time for a back-up), :class:`Restore`
+(writing a back-up back as it was) and :class:`NeighborSearch` (k-NN answered inside the
+store). An operation that needs a power the store lacks fails with
+:class:`~chroma_wire.errors.NotSupported` (:meth:`Capability.of`). The conformance suite,
+:mod:`chroma_core.testing`, proves a store against this contract.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
 
 from chroma_core.filters import Filter
-from chroma_wire.errors import InvalidInput
+from chroma_wire.errors import DimensionMismatch, NotSupported
 from chroma_wire.types import Neighbors, SpaceInfo
 
 # How long a store remembers a batch key, at least: a client retries within seconds, so a
@@ -28,19 +47,18 @@ from chroma_wire.types import Neighbors, SpaceInfo
 BATCH_KEY_RETENTION_SECONDS = 24 * 3600
 
 
-def restored_batch(rows: pa.Table, seqs) -> tuple[int, int, np.ndarray]:
-    """``(dim, n, seqs)`` of a validated batch that :meth:`Store.restore_rows` takes, with
-    ``InvalidInput`` unless there is one positive, increasing seq a row."""
-    embedding_type = rows.schema.field("embedding").type
-    if not pa.types.is_fixed_size_list(embedding_type):
-        raise InvalidInput("restore_rows takes a validated batch")
-    n = rows.num_rows
-    seqs = np.asarray(seqs, dtype=np.int64).reshape(-1)
-    if len(seqs) != n:
-        raise InvalidInput(f"{len(seqs)} seqs given for {n} rows")
-    if n and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
-        raise InvalidInput("restored seqs must be positive and increasing")
-    return embedding_type.list_size, n, seqs
+def check_dimension(space: str, stored: int | None, rows: pa.Table) -> int:
+    """The dimension of a validated batch, with ``DimensionMismatch`` unless it is the one
+    space ``space`` holds (``stored``; None until the first rows fix it).
+
+    Called under the store's lock: the service checked the batch against the dimension it
+    read before, which two first adds of different dimensions may both have found unset."""
+    dim = rows.schema.field("embedding").type.list_size
+    if stored is not None and stored != dim:
+        raise DimensionMismatch(
+            f"embeddings have dimension {dim} but space {space!r} holds dimension {stored}"
+        )
+    return dim
 
 
 class BatchAlreadyStored(Exception):  # noqa: N818 - an outcome, not a failure
@@ -53,7 +71,8 @@ class BatchAlreadyStored(Exception):  # noqa: N818 - an outcome, not a failure
 
 
 class Store(ABC):
-    """Base class of store plugins. Methods may be called from several threads at once."""
+    """Base class of store plugins: what every store does. Methods may be called from
+    several threads at once."""
 
     #: the name ``CHROMA_STORE`` selects, e.g. "sqlite"
     name: str = ""
@@ -65,12 +84,15 @@ class Store(ABC):
 
     @abstractmethod
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
-        """The space's info with its current row count (0 when ``count`` is False: callers
-        that only need the rest say so); raise ``NotFound`` if absent."""
+        """The space's info; raise ``NotFound`` if absent.
+
+        Its ``count`` is the number of rows stored, as :meth:`count` gives it, or None with
+        ``count=False``: callers that need only the rest say so, and are never made to wait
+        for a count."""
 
     @abstractmethod
     def list_spaces(self) -> list[SpaceInfo]:
-        """Every space, sorted by name."""
+        """Every space, sorted by name, each with its row count."""
 
     @abstractmethod
     def delete_space(self, name: str) -> None:
@@ -83,7 +105,7 @@ class Store(ABC):
 
         The first add fixes the space's dimension. An id already stored in the space raises
         ``Conflict`` and stores nothing; a dimension other than the space's raises
-        ``DimensionMismatch`` and stores nothing.
+        ``DimensionMismatch`` (:func:`check_dimension`) and stores nothing.
 
         With a ``batch_key``, the key is kept with the batch and its
         :func:`~chroma_core.schema.batch_fingerprint`, durable together with the rows. The
@@ -149,7 +171,7 @@ class Store(ABC):
     def replace_priorities(self, space: str, scores: pa.Table) -> None:
         """Replace all priorities of the space at once.
 
-        ``scores`` columns: ``id`` (string), ``priority`` (float64), ``components``
+        ``scores`` columns: ``id`` (string), ``priority`` (float64, finite), ``components``
         (string, a JSON object of the component scores), ``computed_at`` (string, ISO time).
         Ids not stored in the space are ignored.
         """
@@ -188,7 +210,8 @@ class Store(ABC):
 
     @abstractmethod
     def list_triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
-        """Triggers, newest first, optionally of one space and one status."""
+        """Triggers, newest first, optionally of one space and one status (one of
+        :data:`~chroma_wire.types.TRIGGER_STATUSES`)."""
 
     @abstractmethod
     def update_trigger(
@@ -204,12 +227,38 @@ class Store(ABC):
     def trigger_items(self, trigger_id: int) -> pa.Table:
         """The items stored with the trigger, highest priority first."""
 
-    # --- back-up and restore -------------------------------------------------
+    # --- lifecycle ----------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections and files."""
+
+
+class Capability(ABC):  # noqa: B024 - a marker: its subclasses declare the methods
+    """An optional power of a store, added to the store's bases."""
+
+    #: what the power lets a store do, as an error says that a store cannot
+    ability: ClassVar[str] = ""
+
+    @classmethod
+    def of(cls, store: Store) -> Self:
+        """``store`` as this power, or ``NotSupported`` naming the store and what it cannot
+        do: ``Restore.of(store).restore_rows(...)``."""
+        if not isinstance(store, cls):
+            raise NotSupported(
+                f"the {store.name!r} store cannot {cls.ability}: it does not implement "
+                f"{cls.__module__}.{cls.__qualname__}"
+            )
+        return store
+
+
+class PagedBackup(Capability):
+    """Reading a space of any size a page at a time, as a back-up does."""
+
+    ability = "page through a space's rows and scores for a back-up"
+
     @abstractmethod
     def rows_page(self, space: str, *, after_seq: int, limit: int) -> pa.Table:
         """Up to ``limit`` rows with a seq above ``after_seq``, in seq order, as
-        :meth:`get` gives them with ``include_embeddings``: an export reads a space of any
-        size one page at a time with it."""
+        :meth:`Store.get` gives them with ``include_embeddings``."""
 
     @abstractmethod
     def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
@@ -218,6 +267,13 @@ class Store(ABC):
 
         Columns: ``id``, ``priority``, ``components``, ``computed_at`` as stored, and ``seq``
         (int64), the seq of the row scored."""
+
+
+class Restore(Capability):
+    """Writing a back-up back as it was exported: creation times, seqs, scores and
+    triggers kept."""
+
+    ability = "restore a back-up"
 
     @abstractmethod
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
@@ -229,38 +285,44 @@ class Store(ABC):
         """Store a validated batch under the seqs it had where it was exported, in one
         transaction.
 
-        ``seqs`` (int64, one per row) increase and all lie above :meth:`max_seq`, else
-        ``Conflict``; ids and dimension are checked as :meth:`add` checks them. Nothing is
-        stored when any check fails."""
+        ``seqs`` (int64, one per row, positive and increasing) must all lie above
+        :meth:`Store.max_seq`, else ``Conflict``; ids and dimension are checked as
+        :meth:`Store.add` checks them. Nothing is stored when any check fails."""
 
     @abstractmethod
     def restore_priorities(self, space: str, scores: pa.Table) -> None:
         """Add scores, verbatim, to the ones stored, in one transaction.
 
-        ``scores`` columns as :meth:`replace_priorities` takes them. Every id must name a
-        stored row (``NotFound`` otherwise) that has no score yet (``Conflict`` otherwise);
-        nothing is stored when one does not."""
+        ``scores`` columns as :meth:`Store.replace_priorities` takes them, one score an id.
+        Every id must name a stored row (``NotFound`` otherwise) that has no score yet
+        (``Conflict`` otherwise); nothing is stored when one does not."""
 
     @abstractmethod
     def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
-        """Store a trigger as an export recorded it and return it as :meth:`get_trigger` does.
+        """Store a trigger as an export recorded it and return it as
+        :meth:`Store.get_trigger` does.
 
         ``trigger`` holds ``id``, ``status``, ``note``, ``selection``, ``created_at``,
-        ``updated_at`` and ``deliveries``; ``items`` the columns :meth:`create_trigger`
+        ``updated_at`` and ``deliveries``; ``items`` the columns :meth:`Store.create_trigger`
         takes, kept in their order. The trigger keeps its id unless a trigger of a space
         still stored holds it, then it takes the next free one."""
 
-    # --- search -------------------------------------------------------------
+
+class NeighborSearch(Capability):
+    """k-NN answered inside the store: a filter pushed down to where the rows are, or the
+    store's own vector index. The service asks the store first and the
+    ``chroma_nearest_neighbors`` hook only when it answers None."""
+
+    ability = "answer nearest-neighbour queries itself"
+
+    @abstractmethod
     def nearest_neighbors(
         self, space: SpaceInfo, queries: np.ndarray, k: int, where: Filter | None
     ) -> Neighbors | None:
-        """k-NN answered inside the store, or None to leave it to the index plugins.
+        """The ``k`` nearest rows of ``space`` matching ``where`` for each of ``queries``
+        ((n, d) float32, the space's dimension), or None to leave the query to the index
+        plugins; ``Neighbors.meta["method"]`` names how it was answered."""
 
-        A store that can search its own vectors (filter pushed down, or its own vector
-        index) answers here; ``Neighbors.meta["method"]`` names how.
-        """
-        return None
 
-    # --- lifecycle ----------------------------------------------------------
-    def close(self) -> None:  # noqa: B027 - optional
-        """Release connections and files."""
+#: every optional power a store may have
+CAPABILITIES: tuple[type[Capability], ...] = (PagedBackup, Restore, NeighborSearch)

@@ -1,7 +1,11 @@
 """The stores every store-agnostic test runs against, and how each is opened in tests.
 
+Each store proves its contract with the conformance suite (``chroma_core.testing``), run
+from its own package's tests; the tests here run the whole product on both.
+
 ClickHouse runs as the embedded chdb engine, which takes one data directory per process:
-every ClickHouse store in the test process shares one engine, and each test's store gets a
+every ClickHouse store in the test process shares one engine, in a directory named after
+the process (as ``plugins/store_clickhouse/tests`` names it), and each test's store gets a
 database of its own, named after the test's data path.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import shutil
 import tempfile
 from functools import cache
@@ -21,7 +26,8 @@ STORES = ["sqlite", "clickhouse"]
 
 @cache
 def chdb_directory() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="chroma-chdb-"))
+    path = Path(tempfile.gettempdir()) / f"chroma-chdb-{os.getpid()}"
+    path.mkdir(exist_ok=True)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 

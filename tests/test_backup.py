@@ -196,7 +196,7 @@ def test_restored_priorities_are_not_recomputed_by_the_refresh(tmp_path, monkeyp
     target = embedded("sqlite", tmp_path / "b", monkeypatch, CHROMA_PRIORITY_REFRESH_SECONDS="600")
     target.import_from(tmp_path / "out")
     # the labelled training rows restored set off a refresh: run it now, scores restored
-    jobs = target._transport.chroma.state("algo_priority")["jobs"]
+    jobs = target._transport.chroma.context.existing_state("algo_priority")
     (timer,) = jobs.timers.values()
     timer.cancel()
     timer.function(*timer.args)

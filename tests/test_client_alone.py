@@ -16,9 +16,7 @@ SERVER_PREFIXES = ("chroma_store_", "chroma_algo_", "prometheus_client")
 
 
 def server_modules(names) -> list[str]:
-    return [
-        m for m in names if m.split(".")[0] in SERVER_PACKAGES or m.startswith(SERVER_PREFIXES)
-    ]
+    return [m for m in names if m.split(".")[0] in SERVER_PACKAGES or m.startswith(SERVER_PREFIXES)]
 
 
 def test_importing_the_client_loads_no_server_module():
@@ -94,9 +92,7 @@ def test_the_client_package_alone_talks_to_a_server(server, tmp_path):
         """
     )
     # run outside the source tree, whose folders would otherwise be importable from the cwd
-    run = subprocess.run(
-        [str(python), "-c", script], capture_output=True, text=True, cwd=tmp_path
-    )
+    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     answer = json.loads(run.stdout.strip().splitlines()[-1])
     assert answer["server_modules_installed"] == []

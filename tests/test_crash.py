@@ -78,7 +78,7 @@ import json, os, signal, sys
 from pathlib import Path
 import numpy as np, pyarrow as pa
 from chroma_core.config import Settings
-from chroma_core.plugins import plugin_manager
+from chroma_core.plugins import open_store
 from chroma_core.schema import validate_rows
 from chroma_store_clickhouse.store import ClickHouseStore
 
@@ -111,7 +111,7 @@ def now(space):
     return list(zip(t.column("id").to_pylist(), t.column("priority").to_pylist()))
 
 settings = Settings.from_env({"CHROMA_STORE": "clickhouse"}, path=Path(sys.argv[1]))
-store = plugin_manager().hook.chroma_open_store(name="clickhouse", settings=settings)
+store = open_store(settings)
 """
 
 # each step checks what the step before left, then starts an operation and is killed

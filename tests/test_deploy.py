@@ -275,7 +275,9 @@ def test_dockerfile_builds_every_plugin_and_ships_no_build_tools():
     assert build[0][1] == runtime[0][1].split()[0] + " AS build"
     run_build = " ".join(args for instruction, args in build if instruction == "RUN")
     assert "build-essential" in run_build
-    assert re.search(r"pip wheel --no-cache-dir --wheel-dir /wheels \. plugins/\*/", run_build)
+    assert re.search(
+        r"pip wheel --no-cache-dir --wheel-dir /wheels \. wire client plugins/\*/", run_build
+    )
     assert {p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml")} >= {
         "store_sqlite",
         "store_clickhouse",

@@ -46,9 +46,11 @@ def test_every_module_is_in_the_module_table_and_every_row_exists():
     named = first_cells(section(ARCHITECTURE, "Modules"))
     paths = [name.rstrip("/") for name in named]
     for name in paths:
-        assert (ROOT / name).exists() or (ROOT / "wire" / name).exists() or (
-            ROOT / "client" / name
-        ).exists(), f"docs/architecture.md names {name}, which does not exist"
+        assert (
+            (ROOT / name).exists()
+            or (ROOT / "wire" / name).exists()
+            or (ROOT / "client" / name).exists()
+        ), f"docs/architecture.md names {name}, which does not exist"
     for package in PACKAGES:
         for module in sorted(package.rglob("*.py")):
             relative = module.relative_to(package.parent).as_posix()

@@ -262,7 +262,7 @@ def test_a_batch_stored_before_is_not_announced_to_the_plugins_again(tmp_path):
 
     class Recorder:
         @hookimpl
-        def chroma_rows_added(self, chroma, space, seqs, rows):
+        def chroma_rows_added(self, context, space, seqs, rows):
             announced.append(seqs.tolist())
 
     chroma.pm.register(Recorder())

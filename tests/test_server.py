@@ -70,7 +70,7 @@ def test_malformed_and_truncated_arrow_bodies_are_refused(server, space_name):
 def test_protocol_mismatch_is_refused_both_ways(server, monkeypatch):
     response = httpx.get(f"{server.url}/api/v1/spaces", headers={PROTOCOL_HEADER: "0"})
     assert response.status_code == 426 and response.json()["error"] == "ProtocolMismatch"
-    monkeypatch.setattr(transport, "PROTOCOL_VERSION", "0")
+    monkeypatch.setattr(transport.protocol, "PROTOCOL_VERSION", "0")
     with pytest.raises(ProtocolMismatch, match="protocol"):
         Client(server.url).spaces()
 
@@ -111,11 +111,14 @@ def test_unknown_store_is_a_clear_start_up_error(tmp_path):
 
 def test_settings_come_from_flags_over_environment():
     from chroma_core.config import Settings
+    from chroma_core.plugins import plugin_manager, plugin_settings
 
     env = {"CHROMA_PORT": "9001", "CHROMA_HOST": "0.0.0.0", "CHROMA_TRIGGER_HANDLERS": "manifest"}
-    settings = Settings.from_env(env, port=9002)
+    settings = Settings.from_env(env, port=9002, webhook_retries=7)
     assert settings.port == 9002 and settings.host == "0.0.0.0"
-    assert settings.trigger_handlers == ("manifest",)
+    # a plugin's settings come the same two ways, typed by its declaration
+    values = plugin_settings(plugin_manager(), settings)
+    assert values["trigger_handlers"] == ("manifest",) and values["webhook_retries"] == 7
     from chroma_wire.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="CHROMA_PORT"):

@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from chroma_core import auth, filters
 from chroma_core.explorer.files import read_image
 from chroma_core.service import Chroma
+from chroma_wire import checks
 from chroma_wire.errors import ChromaError, InvalidInput, ServerError
 
 log = logging.getLogger("chroma.explorer")
@@ -91,7 +92,7 @@ def space_map(chroma: Chroma, params: dict) -> Response:
             f"algorithm {algorithm!r:.80} is not a map: name one called projection or "
             "projection_<method>"
         )
-    options = {"sample": _integer(params, "sample"), "seed": _integer(params, "seed")}
+    options = {name: checks.int_text(name, params.get(name)) for name in ("sample", "seed")}
     given = {name: value for name, value in options.items() if value is not None}
     result = chroma.run(params["space"], algorithm, given)
     ids = result.table.column("id")
@@ -112,16 +113,6 @@ def image_file(chroma: Chroma, params: dict) -> Response:
         media_type=media_type,
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"},
     )
-
-
-def _integer(params: dict, name: str) -> int | None:
-    text = params.get(name)
-    if text is None or text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer, got {text!r:.40}") from None
 
 
 def encode_map(table: pa.Table, meta: dict, scored: pa.Table) -> bytes:

@@ -11,6 +11,7 @@ from chroma_wire.errors import (
     MalformedPayload,
     MethodNotAllowed,
     NotFound,
+    NotSupported,
     PayloadTooLarge,
     ProtocolMismatch,
     ServerError,
@@ -18,10 +19,8 @@ from chroma_wire.errors import (
 )
 
 
-class ConnectionFailed(ChromaError):
+class ConnectionFailed(ChromaError, status=503):
     """The server could not be reached or did not answer in time."""
-
-    status = 503
 
 
 class RetriesExhausted(ConnectionFailed):
@@ -45,6 +44,7 @@ __all__ = [
     "MalformedPayload",
     "MethodNotAllowed",
     "NotFound",
+    "NotSupported",
     "PayloadTooLarge",
     "ProtocolMismatch",
     "RetriesExhausted",

@@ -17,25 +17,10 @@ import pyarrow as pa
 
 from chroma_client import shared_memory as shared_memory_module
 from chroma_client.errors import ConnectionFailed, ProtocolMismatch, RetriesExhausted, ServerError
+from chroma_wire import protocol
 from chroma_wire.checks import check_nesting, check_space_name
 from chroma_wire.errors import from_json
-from chroma_wire.operations import may_resend
-from chroma_wire.protocol import (
-    ARROW_TYPE,
-    JSON_TYPE,
-    PROTOCOL_HEADER,
-    PROTOCOL_VERSION,
-    ROUTES,
-    SHM_HEADER,
-    SHM_REPLY_ACCEPT,
-    SHM_REPLY_HEADER,
-    SHM_UNREADABLE,
-    TRANSPORT_HEADER,
-    decode_arrow,
-    decode_json,
-    encode_arrow,
-    encode_json,
-)
+from chroma_wire.operations import BY_NAME, may_resend
 
 Reply = tuple[dict, pa.Table | None]
 
@@ -134,11 +119,10 @@ class Http:
         self.location = url.rstrip("/")
         self.retries = retries
         self.retry_backoff = retry_backoff
-        headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
+        headers = {protocol.PROTOCOL_HEADER: protocol.PROTOCOL_VERSION}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=self.location, timeout=timeout, headers=headers)
-        self._routes = {op: (method, path) for method, path, op in ROUTES}
         self._checked = False
         self._lock = threading.Lock()
         self._shm_wanted = shared_memory_module.wanted(shared_memory)
@@ -181,7 +165,7 @@ class Http:
             response = self._exchange(outgoing.request, outgoing.op, repeatable)
         finally:
             outgoing.discard()
-        if through_file and response.headers.get(SHM_HEADER) == SHM_UNREADABLE:
+        if through_file and response.headers.get(protocol.SHM_HEADER) == protocol.SHM_UNREADABLE:
             # the server cannot open our files: this request and the next go on the socket
             self._shm_requests = False
             response = self._exchange(self._request(outgoing), outgoing.op, repeatable)
@@ -192,10 +176,11 @@ class Http:
             if self._checked:
                 return
             info, _ = self.send(Outgoing("version", {}, None, self._request_of("version", {})))
-            if str(info.get("protocol")) != PROTOCOL_VERSION:
+            if str(info.get("protocol")) != protocol.PROTOCOL_VERSION:
                 raise ProtocolMismatch(
                     f"the server at {self.location} speaks protocol {info.get('protocol')}, "
-                    f"this client speaks {PROTOCOL_VERSION}; install matching versions of chroma"
+                    f"this client speaks {protocol.PROTOCOL_VERSION}; install matching versions "
+                    "of chroma"
                 )
             if self._shm_wanted:
                 self._shm = shared_memory_module.negotiate(self._http)
@@ -207,26 +192,30 @@ class Http:
     def _request_of(
         self, op: str, params: dict, table: pa.Table | None = None, file: str | None = None
     ) -> httpx.Request:
-        method, template = self._routes[op]
+        method, template = BY_NAME[op].method, BY_NAME[op].path
         # refused here as the service would refuse them, before they can break a URL or JSON
         check_nesting(params)
         if "{space}" in template:
             check_space_name(params.get("space"))
         params = dict(params)
         path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: _path_part(params.pop(m.group(1))), template)
-        headers = {SHM_REPLY_HEADER: SHM_REPLY_ACCEPT} if self._shm is not None else {}
+        headers = (
+            {protocol.SHM_REPLY_HEADER: protocol.SHM_REPLY_ACCEPT} if self._shm is not None else {}
+        )
         if method == "GET" or method == "DELETE":
             query = {k: v for k, v in params.items() if v is not None}
             return self._http.build_request(method, path, params=query, headers=headers)
         if file is not None:
-            headers.update({"Content-Type": ARROW_TYPE, SHM_HEADER: os.path.basename(file)})
+            headers.update(
+                {"Content-Type": protocol.ARROW_TYPE, protocol.SHM_HEADER: os.path.basename(file)}
+            )
             return self._http.build_request(method, path, headers=headers)
         if table is not None:
-            headers["Content-Type"] = ARROW_TYPE
-            content = encode_arrow(params, table)
+            headers["Content-Type"] = protocol.ARROW_TYPE
+            content = protocol.encode_arrow(params, table)
         else:
-            headers["Content-Type"] = JSON_TYPE
-            content = encode_json(params)
+            headers["Content-Type"] = protocol.JSON_TYPE
+            content = protocol.encode_json(params)
         return self._http.build_request(method, path, content=content, headers=headers)
 
     def _exchange(self, request: httpx.Request, op: str, repeatable: bool) -> httpx.Response:
@@ -265,8 +254,8 @@ class Http:
         return f"the connection to {self.location} broke during {op} ({what})"
 
     def _reply(self, response: httpx.Response, op: str) -> Reply:
-        carrier = response.headers.get(TRANSPORT_HEADER)
-        reply_file = response.headers.get(SHM_REPLY_HEADER)
+        carrier = response.headers.get(protocol.TRANSPORT_HEADER)
+        reply_file = response.headers.get(protocol.SHM_REPLY_HEADER)
         with self._carried_lock:
             if carrier:
                 self.carried[carrier] += 1
@@ -298,6 +287,6 @@ def _reply(response: httpx.Response, op: str) -> Reply:
                 f"{op} failed with HTTP {response.status_code}: {response.text[:200]}"
             ) from None
         raise from_json(body)
-    if content_type.startswith(ARROW_TYPE):
-        return decode_arrow(response.content)
-    return decode_json(response.content), None
+    if content_type.startswith(protocol.ARROW_TYPE):
+        return protocol.decode_arrow(response.content)
+    return protocol.decode_json(response.content), None

@@ -1,5 +1,5 @@
-"""The input checks both ends run: names, text, and the integer, number and flag
-parameters of operations and algorithms. Each raises :class:`InvalidInput` naming the
+"""The input checks both ends run: names, text, and the integer, number, flag, choice and
+filter parameters of operations and algorithms. Each raises :class:`InvalidInput` naming the
 parameter and what it takes; plugins use them for their own parameters."""
 
 from __future__ import annotations
@@ -108,15 +108,92 @@ def required_int(name: str, value, minimum: int, maximum: int = MAX_INT) -> int:
     return optional_int(name, value, minimum, maximum) or 0
 
 
-def optional_float(name: str, value) -> float | None:
-    """``value`` as a finite float, or None when it is None."""
+def optional_float(
+    name: str,
+    value,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+) -> float | None:
+    """``value`` as a finite float, or None when it is None; ``minimum`` and ``maximum``
+    bound it inclusively, ``above`` and ``below`` exclusively."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         raise InvalidInput(f"{name} must be a number, got {value!r:.40}")
-    if not np.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if not np.isfinite(number):
         raise InvalidInput(f"{name} must be finite")
-    return float(value)
+    if (
+        (minimum is not None and number < minimum)
+        or (maximum is not None and number > maximum)
+        or (above is not None and number <= above)
+        or (below is not None and number >= below)
+    ):
+        bounds = [
+            f"{word} {bound:g}"
+            for word, bound in (
+                ("at least", minimum),
+                ("above", above),
+                ("at most", maximum),
+                ("below", below),
+            )
+            if bound is not None
+        ]
+        raise InvalidInput(f"{name} must be a number {' and '.join(bounds)}, got {number:g}")
+    return number
+
+
+def required_float(
+    name: str,
+    value,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+) -> float:
+    """As :func:`optional_float`, with None refused."""
+    if value is None:
+        raise InvalidInput(f"{name} is required")
+    found = optional_float(name, value, minimum, maximum, above=above, below=below)
+    assert found is not None
+    return found
+
+
+def choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidInput(f"{name} must be one of {', '.join(choices)}, got {value!r:.80}")
+    return value
+
+
+def optional_where(name: str, value) -> dict | None:
+    """``value`` when it is a filter's dict of conditions, or None; what it says is checked
+    where it is read (``chroma_core.filters.parse``)."""
+    if value is not None and not isinstance(value, dict):
+        raise InvalidFilter(f"{name} must be a dict of conditions, got {type(value).__name__}")
+    return value
+
+
+def int_text(name: str, text: str | None) -> int | None:
+    """The integer a query-string parameter spells, or None when it is absent or empty."""
+    if text is None or text == "":
+        return None
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip()):
+        raise InvalidInput(f"{name} must be an integer, got {text!r:.40}")
+    return int(text)
+
+
+def check_all_used(owner: str, params: dict) -> None:
+    """Refuse the parameters left in ``params`` once ``owner`` took those it knows."""
+    if params:
+        raise InvalidInput(f"unknown parameter(s) for {owner}: {', '.join(sorted(params))}")
 
 
 def check_nesting(params: dict) -> None:

@@ -7,11 +7,21 @@ class again from it.
 
 from __future__ import annotations
 
+#: every error type by name, as the JSON body names it; a subclass registers itself
+ERRORS: dict[str, type[ChromaError]] = {}
+
 
 class ChromaError(Exception):
-    """Base class of every error Chroma raises on purpose."""
+    """Base class of every error Chroma raises on purpose. A subclass names its HTTP status
+    as a class keyword, ``class Gone(ChromaError, status=410)``, or inherits its base's."""
 
     status = 500
+
+    def __init_subclass__(cls, status: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        ERRORS[cls.__name__] = cls
 
     def __init__(self, detail: str):
         super().__init__(detail)
@@ -21,10 +31,11 @@ class ChromaError(Exception):
         return {"error": type(self).__name__, "detail": self.detail}
 
 
-class InvalidInput(ChromaError):
-    """A value, type, shape or parameter is not acceptable."""
+ERRORS[ChromaError.__name__] = ChromaError
 
-    status = 400
+
+class InvalidInput(ChromaError, status=400):
+    """A value, type, shape or parameter is not acceptable."""
 
 
 class DimensionMismatch(InvalidInput):
@@ -39,10 +50,8 @@ class MalformedPayload(InvalidInput):
     """A request body could not be decoded (truncated or foreign Arrow, bad JSON)."""
 
 
-class PayloadTooLarge(InvalidInput):
+class PayloadTooLarge(InvalidInput, status=413):
     """A request body is larger than the server accepts."""
-
-    status = 413
 
 
 class InvalidBackup(InvalidInput):
@@ -50,67 +59,40 @@ class InvalidBackup(InvalidInput):
     missing or changed file, or counts and dimensions that disagree with its manifest."""
 
 
-class NotFound(ChromaError):
+class NotFound(ChromaError, status=404):
     """A space, id, trigger or algorithm does not exist."""
 
-    status = 404
+
+class MethodNotAllowed(ChromaError, status=405):
+    """An HTTP method the route does not take: only a hand-made request can send one, since
+    the client builds every request from the table of operations."""
 
 
-class MethodNotAllowed(ChromaError):
-    """An HTTP method the route does not take (only a hand-made request can send one)."""
-
-    status = 405
-
-
-class Conflict(ChromaError):
+class Conflict(ChromaError, status=409):
     """The request contradicts what is stored (duplicate id, other metric)."""
 
-    status = 409
+
+class ProtocolMismatch(ChromaError, status=426):
+    """Client and server speak different versions of the wire protocol: install the same
+    release of both."""
 
 
-class ProtocolMismatch(ChromaError):
-    """Client and server speak different versions of the wire protocol."""
-
-    status = 426
-
-
-class Unauthorized(ChromaError):
+class Unauthorized(ChromaError, status=401):
     """The request lacks valid credentials."""
 
-    status = 401
+
+class DirectoryInUse(ChromaError, status=423):
+    """Another Chroma holds the data directory: each directory serves one at a time, so that
+    two processes never write the same files."""
 
 
-class DirectoryInUse(ChromaError):
-    """Another Chroma holds the data directory (each directory serves one at a time)."""
+class NotSupported(ChromaError, status=501):
+    """The store serving this Chroma lacks an optional capability the operation needs (e.g.
+    restoring a back-up): serve the data from a store that has it."""
 
-    status = 423
 
-
-class ServerError(ChromaError):
+class ServerError(ChromaError, status=500):
     """The server failed; the request may be retried."""
-
-    status = 500
-
-
-ERRORS: dict[str, type[ChromaError]] = {
-    cls.__name__: cls
-    for cls in (
-        ChromaError,
-        InvalidInput,
-        DimensionMismatch,
-        InvalidFilter,
-        MalformedPayload,
-        PayloadTooLarge,
-        InvalidBackup,
-        NotFound,
-        MethodNotAllowed,
-        Conflict,
-        ProtocolMismatch,
-        Unauthorized,
-        DirectoryInUse,
-        ServerError,
-    )
-}
 
 
 def from_json(body: dict) -> ChromaError:

@@ -10,25 +10,24 @@ import numpy as np
 import pyarrow as pa
 
 from chroma_core.algorithm import Algorithm
+from chroma_core.context import PluginContext
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
-from chroma_wire.errors import InvalidInput
-from chroma_wire.types import Result
+from chroma_wire import checks
+from chroma_wire.types import Result, SpaceInfo
 
 
 class CentroidOutliers(Algorithm):
     name = "centroid_outliers"
     description = "Inputs ranked by the z-score of their distance to the space's centroid."
 
-    def run(self, chroma, space, params):
-        top = params.pop("top", 10)
-        where = params.pop("where", None)
-        if params:
-            raise InvalidInput(f"unknown parameter(s) for {self.name}: {', '.join(params)}")
-        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise InvalidInput("top must be a positive integer")
-        seqs, vectors = chroma.store.vectors(space.name, where=parse(where))
-        if len(seqs) == 0:
+    def run(self, context: PluginContext, space: SpaceInfo, params: dict) -> Result:
+        # the checks every built-in algorithm uses, so errors read the same
+        top = checks.required_int("top", params.pop("top", 10), 1)
+        where = parse(params.pop("where", None))
+        checks.check_all_used(self.name, params)
+        seqs, vectors = context.store.vectors(space.name, where=where)
+        if vectors is None or len(seqs) == 0:
             empty = pa.table(
                 {"id": pa.array([], pa.string()), "zscore": pa.array([], pa.float64())}
             )
@@ -37,7 +36,7 @@ class CentroidOutliers(Algorithm):
         spread = distance.std() or 1.0
         zscore = (distance - distance.mean()) / spread
         order = np.argsort(-zscore, kind="stable")[:top]
-        ids = chroma.store.rows_by_seq(space.name, seqs[order]).to_pandas().set_index("seq")["id"]
+        ids = context.store.rows_by_seq(space.name, seqs[order]).to_pandas().set_index("seq")["id"]
         table = pa.table({"id": ids.loc[seqs[order]].to_numpy(), "zscore": zscore[order]})
         return Result(table, {"rows": int(len(seqs))})
 

@@ -12,6 +12,7 @@ from chroma_algo_drift import statistics
 from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
+from chroma_wire import checks
 from chroma_wire.errors import InvalidInput
 from chroma_wire.types import Result
 
@@ -61,9 +62,9 @@ class Drift(Algorithm):
         "class: kernel MMD with a permutation p-value, mean shift and out-of-distribution rate."
     )
 
-    def run(self, chroma, space, params):
+    def run(self, context, space, params):
         settings = _params(params)
-        store = chroma.store
+        store = context.store
         training = store.get(space.name, where=parse(TRAINING))
         if training.num_rows < 2:
             raise InvalidInput(
@@ -339,32 +340,22 @@ def _rng(seed: int, side: str, name: str | None) -> np.random.Generator:
 def _params(params: dict) -> DriftParams:
     defaults = DriftParams()
     values = {name: params.pop(name, getattr(defaults, name)) for name in asdict(defaults)}
-    if params:
-        raise InvalidInput(f"unknown parameter(s) for drift: {', '.join(sorted(params))}")
-    sample = _integer(values, "sample", 10, MAX_SAMPLE)
-    permutations = _integer(values, "permutations", 1, MAX_PERMUTATIONS)
-    min_rows = _integer(values, "min_rows", 2, 2**62)
-    seed = _integer(values, "seed", 0, 2**63 - 1)
-    alpha = _number(values, "alpha")
-    if not 0 < alpha < 1:
-        raise InvalidInput(f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}")
+    checks.check_all_used("drift", params)
+    sample = checks.required_int("sample", values["sample"], 10, MAX_SAMPLE)
+    permutations = checks.required_int("permutations", values["permutations"], 1, MAX_PERMUTATIONS)
+    min_rows = checks.required_int("min_rows", values["min_rows"], 2, 2**62)
+    seed = checks.required_int("seed", values["seed"], 0)
+    alpha = checks.required_float("alpha", values["alpha"], above=0, below=1)
     if 1.0 / (permutations + 1) >= alpha:
         raise InvalidInput(
             f"with permutations={permutations} the smallest possible p-value is "
             f"1/{permutations + 1}, never below alpha={alpha}: "
             f"use at least {int(np.ceil(1.0 / alpha))} permutations or a larger alpha"
         )
-    quantile = _number(values, "ood_quantile")
-    if not 0.5 <= quantile < 1:
-        raise InvalidInput(f"ood_quantile must be a number in [0.5, 1), got {quantile!r}")
-    by = values["by"]
-    if by not in BY:
-        raise InvalidInput(f"by must be one of {', '.join(BY)}, got {by!r:.80}")
-    where = values["where"]
-    if where is not None and not isinstance(where, dict):
-        raise InvalidInput(f"where must be a dict or None, got {type(where).__name__}")
-    if where is not None:
-        parse(where)
+    quantile = checks.required_float("ood_quantile", values["ood_quantile"], 0.5, below=1)
+    by = checks.choice("by", values["by"], BY)
+    where = checks.optional_where("where", values["where"])
+    parse(where)
     return DriftParams(
         sample=sample,
         permutations=permutations,
@@ -375,20 +366,6 @@ def _params(params: dict) -> DriftParams:
         ood_quantile=quantile,
         where=where or None,
     )
-
-
-def _integer(values: dict, name: str, low: int, high: int) -> int:
-    value = values[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"{name} must be an integer from {low} to {high}, got {value!r:.80}")
-    return value
-
-
-def _number(values: dict, name: str) -> float:
-    value = values[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise InvalidInput(f"{name} must be a number, got {value!r:.80}")
-    return float(value)
 
 
 @hookimpl

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,11 +24,12 @@ from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire import checks
 from chroma_wire.errors import InvalidInput
 from chroma_wire.types import Result
 
 if TYPE_CHECKING:
-    from chroma_core.service import Chroma
+    from chroma_core.context import PluginContext
     from chroma_wire.types import SpaceInfo
 
 TRAINING = "training"
@@ -60,9 +60,9 @@ class Duplicates(Algorithm):
         "dataset, across datasets, and triage rows duplicated in training (leakage)."
     )
 
-    def run(self, chroma: Chroma, space: SpaceInfo, params: dict) -> Result:
+    def run(self, context: PluginContext, space: SpaceInfo, params: dict) -> Result:
         settings = _params(params)
-        store = chroma.store
+        store = context.store
         metric = search_metric(space.metric)
         table = store.get(space.name, include_embeddings=True)
         n = table.num_rows
@@ -176,22 +176,16 @@ def _params(params: dict) -> dict:
     where = params.pop("where", None)
     kinds = params.pop("kinds", None)
     n = params.pop("n", None)
-    if params:
-        raise InvalidInput(f"unknown parameter(s) for duplicates: {', '.join(sorted(params))}")
+    checks.check_all_used("duplicates", params)
     if threshold is not None and ratio is not None:
         raise InvalidInput(
             "pass threshold (a distance) or ratio (to calibrate one from the data), not both"
         )
-    if threshold is not None and not (_is_number(threshold) and threshold >= 0):
-        raise InvalidInput(f"threshold must be a finite number >= 0, got {threshold!r}")
-    if ratio is None:
-        ratio = DEFAULT_RATIO
-    elif not (_is_number(ratio) and 0 < ratio <= 1):
-        raise InvalidInput(f"ratio must be a number in (0, 1], got {ratio!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise InvalidInput(f"n must be a positive integer (the most pairs to return), got {n!r}")
+    threshold = checks.optional_float("threshold", threshold, 0)
+    ratio = checks.optional_float("ratio", ratio, above=0, maximum=1)
+    k = checks.required_int("k", k, 1, MAX_K)
+    # the most pairs to return; None for all
+    n = checks.optional_int("n", n, 1)
     if kinds is None:
         kinds = list(KINDS)
     elif isinstance(kinds, str):
@@ -204,17 +198,13 @@ def _params(params: dict) -> dict:
             f"unknown kind(s) {', '.join(map(repr, unknown))}; use {', '.join(KINDS)}"
         )
     return {
-        "threshold": None if threshold is None else float(threshold),
-        "ratio": float(ratio),
+        "threshold": threshold,
+        "ratio": DEFAULT_RATIO if ratio is None else ratio,
         "k": k,
         "where": parse(where),
         "kinds": list(kinds),
         "n": n,
     }
-
-
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire import checks
 from chroma_wire.errors import InvalidInput
 from chroma_wire.types import Result
 
@@ -26,10 +27,10 @@ class LabelQuality(Algorithm):
         "learning on the out-of-fold votes of their k nearest training neighbours."
     )
 
-    def run(self, chroma, space, params):
+    def run(self, context, space, params):
         settings = _params(params)
         where = TRAINING if settings["where"] is None else {"$and": [TRAINING, settings["where"]]}
-        rows = chroma.store.get(space.name, where=parse(where), include_embeddings=True)
+        rows = context.store.get(space.name, where=parse(where), include_embeddings=True)
         rows = rows.filter(pc.is_valid(rows.column("label")))
         scope = "" if settings["where"] is None else " matching where"
         if rows.num_rows == 0:
@@ -80,28 +81,19 @@ def _params(params: dict) -> dict:
     n = params.pop("n", None)
     only_issues = params.pop("only_issues", False)
     exclude_duplicates = params.pop("exclude_duplicates", False)
-    if params:
-        raise InvalidInput(f"unknown parameter(s) for label_quality: {', '.join(sorted(params))}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-    if weighting not in WEIGHTINGS:
-        raise InvalidInput(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-    if where is not None and not isinstance(where, dict):
-        raise InvalidInput(f"where must be a dict of conditions, got {type(where).__name__}")
+    checks.check_all_used("label_quality", params)
+    k = checks.required_int("k", k, 1, MAX_K)
+    weighting = checks.choice("weighting", weighting, WEIGHTINGS)
+    where = checks.optional_where("where", where)
     parse(where)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise InvalidInput(f"n must be a positive integer or None for every row, got {n!r}")
-    if not isinstance(only_issues, bool):
-        raise InvalidInput(f"only_issues must be true or false, got {only_issues!r}")
-    if not isinstance(exclude_duplicates, bool):
-        raise InvalidInput(f"exclude_duplicates must be true or false, got {exclude_duplicates!r}")
     return {
         "k": k,
         "weighting": weighting,
         "where": where or None,
-        "n": n,
-        "only_issues": only_issues,
-        "exclude_duplicates": exclude_duplicates,
+        # the most rows to return; None for every row
+        "n": checks.optional_int("n", n, 1),
+        "only_issues": checks.flag("only_issues", only_issues),
+        "exclude_duplicates": checks.flag("exclude_duplicates", exclude_duplicates),
     }
 
 

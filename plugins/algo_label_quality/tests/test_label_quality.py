@@ -195,9 +195,11 @@ def test_bad_parameters_and_data_raise_invalid_input(client):
     assert len(space.run("label_quality", k=3)) == 20
     with pytest.raises(InvalidInput, match="no labelled training inputs matching where"):
         space.run("label_quality", where={"dataset": "z"})
-    for k in (0, -1, 1001, 2.5, "10", True, None):
+    for k in (0, -1, 1001, 2.5, "10", True):
         with pytest.raises(InvalidInput, match="k must be"):
             space.run("label_quality", k=k)
+    with pytest.raises(InvalidInput, match="k is required"):
+        space.run("label_quality", k=None)
     with pytest.raises(InvalidInput, match="n must be"):
         space.run("label_quality", n=0)
     with pytest.raises(InvalidInput, match="only_issues"):

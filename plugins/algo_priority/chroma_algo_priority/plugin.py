@@ -17,11 +17,14 @@ import pyarrow.compute as pc
 from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
 from chroma_core.algorithm import Algorithm
+from chroma_core.config import Setting
+from chroma_core.context import PluginContext
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_wire import checks
 from chroma_wire.errors import Conflict, InvalidInput
-from chroma_wire.types import Result
+from chroma_wire.types import Result, SpaceInfo
 
 log = logging.getLogger("chroma.priority")
 
@@ -39,8 +42,18 @@ COMPONENTS = (
 )
 STATE = "algo_priority"
 #: quiet seconds after labelled training rows arrive before stale scores are recomputed in
-#: the background (CHROMA_PRIORITY_REFRESH_SECONDS; 0 turns it off)
+#: the background (0 turns it off)
 REFRESH_SECONDS = 30.0
+SETTINGS = [
+    Setting(
+        "priority_refresh_seconds",
+        float,
+        REFRESH_SECONDS,
+        "quiet seconds after new labelled training rows before stale priorities are "
+        "recomputed in the background; 0 turns it off",
+        minimum=0,
+    ),
+]
 TRAINING = {"context": "training"}
 NOT_TRAINING = {"context": {"$ne": "training"}}
 
@@ -54,22 +67,29 @@ class Priority(Algorithm):
         "margin and entropy components behind it."
     )
 
-    def run(self, chroma, space, params):
-        only_new = _flag(params, "only_new")
-        background = _flag(params, "background")
+    def run(self, context, space, params):
+        only_new = checks.flag("only_new", params.pop("only_new", False))
+        background = checks.flag("background", params.pop("background", False))
         settings = _params(params)
-        _jobs(chroma).settings[space.name] = settings
+        _jobs(context).settings[space.name] = settings
         if not background:
-            return self.compute(chroma, space, settings, only_new, _no_progress)
-        job = _jobs(chroma).start(
+            return self.compute(context, space, settings, only_new, _no_progress)
+        job = _jobs(context).start(
             space.name,
-            lambda progress: self.compute(chroma, space, settings, only_new, progress),
+            lambda progress: self.compute(context, space, settings, only_new, progress),
         )
         return Result(pa.table({"id": pa.array([], pa.string())}), {"job": job})
 
-    def compute(self, chroma, space, settings: PriorityParams, only_new: bool, progress):
+    def compute(
+        self,
+        context: PluginContext,
+        space: SpaceInfo,
+        settings: PriorityParams,
+        only_new: bool,
+        progress,
+    ) -> Result:
         """Score, store and return the scores; ``progress(phase, **counts)`` hears how far."""
-        store = chroma.store
+        store = context.store
         started = time.perf_counter()
         progress("reading")
         training = store.get(space.name, where=parse(TRAINING), include_embeddings=True)
@@ -142,7 +162,7 @@ class Priority(Algorithm):
         store.replace_priorities(space.name, stored)
         seconds = time.perf_counter() - started
         log.info("priority of %s: stored %d scores after %.1f s", space.name, len(ids), seconds)
-        chroma.metrics.histogram(
+        context.metrics.histogram(
             "chroma_priority_compute_seconds",
             "Time to read, score and store the priorities of a space, by space.",
             ("space",),
@@ -161,13 +181,6 @@ class Priority(Algorithm):
 
 def _no_progress(phase: str, **counts) -> None:
     pass
-
-
-def _flag(params: dict, name: str) -> bool:
-    value = params.pop(name, False)
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{name} must be true or false, got {value!r}")
-    return value
 
 
 def _now() -> str:
@@ -256,12 +269,8 @@ class Jobs:
             thread.join(timeout)
 
 
-def _jobs(chroma) -> Jobs:
-    state = chroma.state(STATE)
-    with chroma._state_lock:
-        if "jobs" not in state:
-            state["jobs"] = Jobs()
-        return state["jobs"]
+def _jobs(context: PluginContext) -> Jobs:
+    return context.state(STATE, Jobs)
 
 
 def training_version(seqs: pa.ChunkedArray | pa.Array, labelled: np.ndarray) -> str:
@@ -297,12 +306,9 @@ class PriorityStatus(Algorithm):
         "computed against a training set that has changed since."
     )
 
-    def run(self, chroma, space, params):
-        if params:
-            raise InvalidInput(
-                f"unknown parameter(s) for priority_status: {', '.join(sorted(params))}"
-            )
-        store = chroma.store
+    def run(self, context, space, params):
+        checks.check_all_used(self.name, params)
+        store = context.store
         training = store.get(space.name, where=parse(TRAINING))
         labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
         version = training_version(training.column("seq"), labelled)
@@ -314,7 +320,7 @@ class PriorityStatus(Algorithm):
             "scored": scores.num_rows,
             "unscored": others - scores.num_rows,
             "stale": stale,
-            "job": _jobs(chroma).status(space.name),
+            "job": _jobs(context).status(space.name),
         }
         return Result(pa.table({"id": pa.array([], pa.string())}), meta)
 
@@ -322,17 +328,11 @@ class PriorityStatus(Algorithm):
 def _params(params: dict) -> PriorityParams:
     k = params.pop("k", 10)
     shrinkage = params.pop("shrinkage", 0.1)
-    if params:
-        raise InvalidInput(f"unknown parameter(s) for priority: {', '.join(sorted(params))}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
-        raise InvalidInput(f"k must be an integer from 1 to 1000, got {k!r}")
-    if (
-        isinstance(shrinkage, bool)
-        or not isinstance(shrinkage, int | float)
-        or not 0 <= shrinkage <= 1
-    ):
-        raise InvalidInput(f"shrinkage must be a number in [0, 1], got {shrinkage!r}")
-    return PriorityParams(k=k, shrinkage=float(shrinkage))
+    checks.check_all_used("priority", params)
+    return PriorityParams(
+        k=checks.required_int("k", k, 1, 1000),
+        shrinkage=checks.required_float("shrinkage", shrinkage, 0, 1),
+    )
 
 
 def _scores_table(ids, priority, components: pd.DataFrame, computed_at: str) -> pa.Table:
@@ -361,30 +361,34 @@ def chroma_algorithms():
 
 
 @hookimpl
-def chroma_rows_added(chroma, space, seqs, rows):
-    delay = float(chroma.settings.extra.get("priority_refresh_seconds", REFRESH_SECONDS))
+def chroma_settings():
+    return SETTINGS
+
+
+@hookimpl
+def chroma_rows_added(context, space, seqs, rows):
+    delay = context.plugin_settings["priority_refresh_seconds"]
     if delay <= 0 or not _labelled_training(rows):
         return
 
     def start() -> None:
-        store = chroma.store
+        store = context.store
         # only scores that exist go stale: a space never scored waits for its first run
-        if store.priorities(space, n=1).num_rows == 0:
+        if store.priorities(space.name, n=1).num_rows == 0:
             return
         # rows restored from an export keep their seqs, so the scores restored with them
         # are current, and stay as they were
-        if _stored_scores(store, space, _training_version(store, space))[1] == 0:
+        if _stored_scores(store, space.name, _training_version(store, space.name))[1] == 0:
             return
-        info = store.get_space(space, count=False)
-        jobs = _jobs(chroma)
+        jobs = _jobs(context)
         # with the parameters of the last run this service made, else the defaults
-        settings = jobs.settings.get(space, PriorityParams())
+        settings = jobs.settings.get(space.name, PriorityParams())
         jobs.start(
-            space,
-            lambda progress: Priority().compute(chroma, info, settings, False, progress),
+            space.name,
+            lambda progress: Priority().compute(context, space, settings, False, progress),
         )
 
-    _jobs(chroma).refresh_later(space, delay, start)
+    _jobs(context).refresh_later(space.name, delay, start)
 
 
 def _labelled_training(rows: pa.Table) -> bool:
@@ -395,7 +399,8 @@ def _labelled_training(rows: pa.Table) -> bool:
 
 
 @hookimpl
-def chroma_shutdown(chroma):
+def chroma_shutdown(context):
     # a computation under way finishes (and stores its scores) before the store closes
-    if "jobs" in chroma.state(STATE):
-        chroma.state(STATE)["jobs"].join(timeout=300)
+    jobs: Jobs | None = context.existing_state(STATE)
+    if jobs is not None:
+        jobs.join(timeout=300)

@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,14 +24,17 @@ from chroma_algo_projection.sampling import stratified_sample
 from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
-from chroma_wire.errors import InvalidInput
+from chroma_wire import checks
 from chroma_wire.types import Result
+
+if TYPE_CHECKING:
+    from chroma_core.context import PluginContext
+    from chroma_wire.types import SpaceInfo
 
 STATE = "algo_projection"
 MAX_SAMPLE = 1_000_000
 #: maps kept per service; one of 100,000 rows takes about 10 MB
 CACHE_ENTRIES = 8
-_CACHE_LOCK = threading.Lock()
 CATALOGUE = ("dataset", "context", "label", "inference", "input_uri")
 
 SCHEMA = pa.schema(
@@ -64,25 +68,26 @@ class Projection(Algorithm):
         ``x`` is float32 (n, d), unit-normalised in a cosine space."""
         raise NotImplementedError
 
-    def run(self, chroma, space, params):
+    def run(self, context, space, params):
         settings = _params(params)
         options = self.options(params)
-        if params:
-            raise InvalidInput(f"unknown parameter(s) for {self.name}: {', '.join(sorted(params))}")
+        checks.check_all_used(self.name, params)
         described = json.dumps([asdict(settings), options], sort_keys=True, default=str)
         key = (space.name, space.created_at, self.name, described)
         # read before the rows, so rows added meanwhile make the stored map stale
-        version = (chroma.store.max_seq(space.name), chroma.store.count(space.name))
-        cache = _cache(chroma)
+        version = (context.store.max_seq(space.name), context.store.count(space.name))
+        cache = _cache(context)
         found = cache.get(key, version)
         if found is None:
-            found = self._compute(chroma, space, settings, options)
+            found = self._compute(context, space, settings, options)
             cache.put(key, version, found)
             return Result(found.table, {**found.meta, "cached": False})
         return Result(found.table, {**found.meta, "cached": True})
 
-    def _compute(self, chroma, space, settings: MapParams, options: dict) -> Result:
-        store = chroma.store
+    def _compute(
+        self, context: PluginContext, space: SpaceInfo, settings: MapParams, options: dict
+    ) -> Result:
+        store = context.store
         where = parse(settings.where)
         rows = store.get(space.name, where=where)
         groups = pc.binary_join_element_wise(
@@ -177,10 +182,8 @@ class _Cache:
                 del self.entries[key]
 
 
-def _cache(chroma) -> _Cache:
-    state = chroma.state(STATE)
-    with _CACHE_LOCK:
-        return state.setdefault("cache", _Cache())
+def _cache(context: PluginContext) -> _Cache:
+    return context.state(STATE, _Cache)
 
 
 def _strata(keys: list, codes: np.ndarray, sampled: np.ndarray) -> list[dict]:
@@ -202,15 +205,9 @@ def _strata(keys: list, codes: np.ndarray, sampled: np.ndarray) -> list[dict]:
 
 def _params(params: dict) -> MapParams:
     defaults = MapParams()
-    sample = params.pop("sample", defaults.sample)
-    seed = params.pop("seed", defaults.seed)
-    where = params.pop("where", defaults.where)
-    if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= MAX_SAMPLE:
-        raise InvalidInput(f"sample must be an integer from 1 to {MAX_SAMPLE}, got {sample!r:.80}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise InvalidInput(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r:.80}")
-    if where is not None and not isinstance(where, dict):
-        raise InvalidInput(f"where must be a dict of conditions, got {type(where).__name__}")
+    sample = checks.required_int("sample", params.pop("sample", defaults.sample), 1, MAX_SAMPLE)
+    seed = checks.required_int("seed", params.pop("seed", defaults.seed), 0)
+    where = checks.optional_where("where", params.pop("where", defaults.where))
     parse(where)
     return MapParams(sample=sample, seed=seed, where=where or None)
 
@@ -221,15 +218,15 @@ def chroma_algorithms():
 
 
 @hookimpl
-def chroma_rows_added(chroma, space, seqs, rows):
-    _cache(chroma).drop(space)
+def chroma_rows_added(context, space, seqs, rows):
+    _cache(context).drop(space.name)
 
 
 @hookimpl
-def chroma_rows_deleted(chroma, space, seqs):
-    _cache(chroma).drop(space)
+def chroma_rows_deleted(context, space, seqs):
+    _cache(context).drop(space.name)
 
 
 @hookimpl
-def chroma_space_deleted(chroma, space):
-    _cache(chroma).drop(space)
+def chroma_space_deleted(context, space):
+    _cache(context).drop(space.name)

@@ -73,6 +73,7 @@ class Matches:
                 block = normalized(block).astype(np.float32, copy=False)
             scores = block @ self.vectors.T
             if metric == "l2":
+                assert self.norms is not None  # built with the vectors of an l2 space
                 # the query's own norm orders nothing; it is added to the k kept only
                 scores = self.norms[None, :] - 2.0 * scores
             else:

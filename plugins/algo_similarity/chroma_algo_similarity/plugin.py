@@ -16,6 +16,8 @@ from chroma_algo_similarity.index import (
     merge,
 )
 from chroma_algo_similarity.matches import MatchCache
+from chroma_core.config import Setting
+from chroma_core.context import PluginContext
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
 from chroma_wire.errors import NotFound
@@ -25,33 +27,65 @@ log = logging.getLogger("chroma.similarity")
 
 STATE = "algo_similarity"
 #: filters matching at most this many rows are answered exactly
-#: (CHROMA_SIMILARITY_EXACT_LIMIT overrides)
 EXACT_LIMIT = 100_000
-#: memory for the rows and vectors of recent filters (CHROMA_SIMILARITY_FILTER_CACHE_MB)
+#: memory for the rows and vectors of recent filters
 FILTER_CACHE_MB = 512
 #: batches handed to the indexer in memory before it reads them back from the store instead
 HANDOFF_BATCHES = 4
+SETTINGS = [
+    Setting(
+        "similarity_ef",
+        int,
+        EF_SEARCH,
+        "HNSW search breadth: higher finds more true neighbours and answers slower",
+        minimum=1,
+    ),
+    Setting(
+        "similarity_exact_limit",
+        int,
+        EXACT_LIMIT,
+        "filters matching at most this many rows are searched exactly",
+        minimum=0,
+    ),
+    Setting(
+        "similarity_filter_cache_mb",
+        int,
+        FILTER_CACHE_MB,
+        "memory (MB) for the matching rows and vectors of recent filters",
+        minimum=0,
+    ),
+    Setting(
+        "similarity_build",
+        str,
+        "eager",
+        "eager: index rows as they arrive; lazy: build a space's index on its first "
+        "unfiltered query",
+        choices=("eager", "lazy"),
+    ),
+    Setting(
+        "similarity_save_seconds",
+        float,
+        SAVE_EVERY_SECONDS,
+        "seconds of indexing between saves of a space's index (a crash loses at most this)",
+        minimum=0,
+    ),
+]
 
 
 class Indexes:
     """The indexes of one service and the worker that keeps them caught up."""
 
-    def __init__(self, chroma):
-        self.chroma = chroma
-        self.directory = chroma.settings.path / "indexes"
+    def __init__(self, context: PluginContext):
+        self.store = context.store
+        self.directory = context.settings.path / "indexes"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.by_space: dict[str, SpaceIndex] = {}
-        # search breadth: higher finds more true neighbours and answers slower
-        self.ef = int(chroma.settings.extra.get("similarity_ef", EF_SEARCH))
-        # seconds of indexing between saves: a crash loses at most this much indexing work
-        self.save_every = float(
-            chroma.settings.extra.get("similarity_save_seconds", SAVE_EVERY_SECONDS)
-        )
-        # lazy: build a space's index on its first unfiltered query instead of as rows arrive
-        self.lazy = chroma.settings.extra.get("similarity_build", "eager") == "lazy"
-        self.exact_limit = int(chroma.settings.extra.get("similarity_exact_limit", EXACT_LIMIT))
-        cache_mb = int(chroma.settings.extra.get("similarity_filter_cache_mb", FILTER_CACHE_MB))
-        self.matches = MatchCache(cache_mb << 20)
+        values = context.plugin_settings
+        self.ef = values["similarity_ef"]
+        self.save_every = values["similarity_save_seconds"]
+        self.lazy = values["similarity_build"] == "lazy"
+        self.exact_limit = values["similarity_exact_limit"]
+        self.matches = MatchCache(values["similarity_filter_cache_mb"] << 20)
         self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
         self.catching_up: set[str] = set()
@@ -72,9 +106,9 @@ class Indexes:
         """The space's index, opened without waiting; a catch-up is queued if it is behind
         the store's newest seq (``upto``, read from the store when not given)."""
         index = self.get(info.name, info.metric, info.dim)
-        index.open(self.chroma.store, info.name)
+        index.open(self.store, info.name)
         if upto is None:
-            upto = self.chroma.store.max_seq(info.name)
+            upto = self.store.max_seq(info.name)
         if upto > index.indexed_seq:
             self.queue_catch_up(index, info.name)
         return index
@@ -97,9 +131,9 @@ class Indexes:
                 if seqs is None:
                     with self.lock:
                         self.catching_up.discard(space)
-                    index.catch_up(self.chroma.store, space)
+                    index.catch_up(self.store, space)
                 else:
-                    index.add_new(self.chroma.store, space, seqs, vectors)
+                    index.add_new(self.store, space, seqs, vectors)
             except Exception:  # the next query catches up from the store
                 log.exception("indexing rows of %s failed", space)
 
@@ -113,22 +147,19 @@ class Indexes:
                 log.exception("saving an index failed; it is rebuilt from the store on start")
 
 
-def _indexes(chroma) -> Indexes:
-    state = chroma.state(STATE)
-    with chroma._state_lock:
-        if "indexes" not in state:
-            state["indexes"] = Indexes(chroma)
-        return state["indexes"]
+def _indexes(context: PluginContext) -> Indexes:
+    return context.state(STATE, lambda: Indexes(context))
 
 
 @hookimpl
-def chroma_nearest_neighbors(chroma, space, queries, k, where):
-    store = chroma.store
-    # a store that searches its own vectors (filter pushed down, own index) goes first
-    answer = store.nearest_neighbors(space, queries, k, where)
-    if answer is not None:
-        return answer
-    indexes = _indexes(chroma)
+def chroma_settings():
+    return SETTINGS
+
+
+@hookimpl
+def chroma_nearest_neighbors(context, space, queries, k, where):
+    store = context.store
+    indexes = _indexes(context)
     allowed = None
     if where is not None:
         matches = indexes.matches.matches(store, space, where, indexes.exact_limit)
@@ -157,17 +188,17 @@ def chroma_nearest_neighbors(chroma, space, queries, k, where):
 
 
 @hookimpl
-def chroma_space_status(chroma, space):
+def chroma_space_status(context, space):
     if space.dim is None:
         return {"index": {"kind": "hnsw", "indexed": 0, "pending": 0, "indexed_seq": 0}}
-    index = _indexes(chroma).current(space)
-    return {"index": {"kind": "hnsw", **index.status(chroma.store, space.name)}}
+    index = _indexes(context).current(space)
+    return {"index": {"kind": "hnsw", **index.status(context.store, space.name)}}
 
 
 @hookimpl
-def chroma_metrics(chroma):
-    indexes = chroma.state(STATE).get("indexes")
-    gauge = chroma.metrics.gauge(
+def chroma_metrics(context):
+    indexes: Indexes | None = context.existing_state(STATE)
+    gauge = context.metrics.gauge(
         "chroma_index_rows",
         "Rows of each open similarity index: indexed, and stored but still pending.",
         ("space", "state"),
@@ -182,7 +213,7 @@ def chroma_metrics(chroma):
         if index.index is None:
             continue
         try:
-            status = index.status(chroma.store, space)
+            status = index.status(context.store, space)
         except NotFound:  # dropped since
             continue
         gauge.set(status["indexed"], space=space, state="indexed")
@@ -190,41 +221,41 @@ def chroma_metrics(chroma):
 
 
 @hookimpl
-def chroma_rows_added(chroma, space, seqs, rows):
-    indexes = _indexes(chroma)
+def chroma_rows_added(context, space, seqs, rows):
+    indexes = _indexes(context)
     if indexes.lazy:
         return
-    info = chroma.store.get_space(space, count=False)
-    index = indexes.get(space, info.metric, info.dim)
+    index = indexes.get(space.name, space.metric, space.dim)
     if indexes.pending.qsize() < HANDOFF_BATCHES:
-        indexes.pending.put((index, space, np.asarray(seqs), embeddings_of(rows)))
+        indexes.pending.put((index, space.name, np.asarray(seqs), embeddings_of(rows)))
     else:
         # the indexer is behind: it reads these rows back from the store when it gets there,
         # rather than this queue holding a copy of every batch in memory
-        indexes.queue_catch_up(index, space)
+        indexes.queue_catch_up(index, space.name)
 
 
 @hookimpl
-def chroma_rows_deleted(chroma, space, seqs):
-    _indexes(chroma).matches.remove(space, np.asarray(seqs))
-    index = _indexes(chroma).by_space.get(space)
+def chroma_rows_deleted(context, space, seqs):
+    indexes = _indexes(context)
+    indexes.matches.remove(space.name, np.asarray(seqs))
+    index = indexes.by_space.get(space.name)
     if index is not None:
         index.remove(np.asarray(seqs))
 
 
 @hookimpl
-def chroma_space_deleted(chroma, space):
-    indexes = _indexes(chroma)
-    indexes.matches.forget(space)
+def chroma_space_deleted(context, space):
+    indexes = _indexes(context)
+    indexes.matches.forget(space.name)
     with indexes.lock:
-        index = indexes.by_space.pop(space, None)
+        index = indexes.by_space.pop(space.name, None)
     if index is None:
-        index = SpaceIndex(indexes.directory, space, "l2", 0)
+        index = SpaceIndex(indexes.directory, space.name, "l2", 0)
     index.drop()
 
 
 @hookimpl
-def chroma_shutdown(chroma):
-    state = chroma.state(STATE)
-    if "indexes" in state:
-        state.pop("indexes").close()
+def chroma_shutdown(context):
+    indexes: Indexes | None = context.existing_state(STATE)
+    if indexes is not None:
+        indexes.close()

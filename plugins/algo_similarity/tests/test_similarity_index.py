@@ -64,9 +64,8 @@ def test_index_is_saved_on_close_and_loaded_on_start(tmp_path):
     assert (tmp_path / "indexes" / "s.hnsw").exists() and (tmp_path / "indexes" / "s.json").exists()
 
     again = service(tmp_path)
-    index_state = again.state("algo_similarity")
     found_again, _ = neighbor_ids(again, "s", data[:20])
-    index = index_state["indexes"].by_space["s"]
+    index = again.context.existing_state("algo_similarity").by_space["s"]
     assert index.indexed_seq == 3000 and index.live == 3000
     assert found_again == found
     truth, _ = exact_knn(data[:20], data, 10, "l2")
@@ -177,7 +176,7 @@ def test_leftovers_of_a_save_cut_short_are_removed_and_the_last_save_is_used(tmp
     again = service(tmp_path)
     found, _ = neighbor_ids(again, "s", data[:50], k=1)
     assert [f[0] for f in found] == ids[:50]
-    index = again.state("algo_similarity")["indexes"].by_space["s"]
+    index = again.context.existing_state("algo_similarity").by_space["s"]
     assert (index.indexed_seq, index.live) == (1000, 1000)  # loaded, not rebuilt
     assert sorted(p.name for p in directory.iterdir()) == ["s.hnsw", "s.json"]
     again.close()
@@ -242,7 +241,7 @@ def test_rows_are_findable_before_the_index_has_them(tmp_path):
     chroma.space("s")
     add(chroma, "s", data[:2000])
     wait_for_index(chroma, "s")
-    index = chroma.state("algo_similarity")["indexes"].by_space["s"]
+    index = chroma.context.existing_state("algo_similarity").by_space["s"]
     with index.build_lock:  # holds the indexer back, as a long build would
         ids = add(chroma, "s", data[2000:], ids=[f"new{i}" for i in range(1000)])
         status = chroma.status("s")
@@ -292,7 +291,7 @@ def test_a_behind_indexer_reads_rows_back_from_the_store(tmp_path):
     chroma.space("s")
     add(chroma, "s", data[:10], ids=[f"a{i}" for i in range(10)])
     wait_for_index(chroma, "s")
-    indexes = chroma.state("algo_similarity")["indexes"]
+    indexes = chroma.context.existing_state("algo_similarity")
     with indexes.by_space["s"].build_lock:
         for part in range(10):
             rows = data[10 + part * 399 : 10 + (part + 1) * 399]

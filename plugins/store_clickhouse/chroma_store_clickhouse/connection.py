@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import clickhouse_connect
 
-from chroma_core.config import Settings
+from chroma_core.config import PluginSettings, Settings
+from chroma_store_clickhouse.settings import SETTINGS
 from chroma_wire.errors import InvalidInput
-
-DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,17 @@ class Target:
         return clickhouse_connect.get_client(database=database or "default", **self.options)
 
 
-def target(settings: Settings) -> Target:
-    """Read ``CHROMA_CLICKHOUSE_*``: a DSN (``chdb:///path`` or ``http://...``), or host,
-    port, user, password and secure; neither means embedded chdb under the data path."""
-    extra = settings.extra
-    database = extra.get("clickhouse_database", "chroma")
-    if not DATABASE_NAME.match(database):
-        raise InvalidInput(
-            f"CHROMA_CLICKHOUSE_DATABASE={database!r} is not a valid database name "
-            "(letters, digits and _, starting with a letter or _)"
-        )
-    vector_index = extra.get("clickhouse_vector_index", "0").lower() in TRUE
-    dsn = extra.get("clickhouse_dsn")
-    host = extra.get("clickhouse_host")
+def target(settings: Settings, values: Mapping[str, Any] | None = None) -> Target:
+    """Where to connect, from the ``clickhouse_*`` settings (``CHROMA_CLICKHOUSE_*``): a
+    DSN (``chdb:///path`` or ``http://...``), or host, port, user, password and secure;
+    neither means embedded chdb under the data path. ``values`` are the typed settings the
+    service read; without them they are read from ``settings`` here, the same way."""
+    if values is None:
+        values = PluginSettings.read({"store_clickhouse": SETTINGS}, settings)
+    database = values["clickhouse_database"]
+    vector_index = values["clickhouse_vector_index"]
+    dsn = values["clickhouse_dsn"]
+    host = values["clickhouse_host"]
     if not dsn and not host:
         dsn = f"chdb://{(settings.path / 'clickhouse').resolve()}"
     if dsn:
@@ -61,16 +58,12 @@ def target(settings: Settings) -> Target:
                 "'chroma-store-clickhouse[embedded]', or set CHROMA_CLICKHOUSE_HOST to a server"
             )
         return Target({"dsn": dsn}, database, embedded, vector_index)
-    try:
-        port = int(extra.get("clickhouse_port", "8123"))
-    except ValueError:
-        raise InvalidInput("CHROMA_CLICKHOUSE_PORT must be a number") from None
     options = {
         "host": host,
-        "port": port,
-        "username": extra.get("clickhouse_user", "default"),
-        "password": extra.get("clickhouse_password", ""),
-        "secure": extra.get("clickhouse_secure", "false").lower() in TRUE,
+        "port": values["clickhouse_port"],
+        "username": values["clickhouse_user"],
+        "password": values["clickhouse_password"],
+        "secure": values["clickhouse_secure"],
         # one client is shared by the server's threads, so no server-side session
         "autogenerate_session_id": False,
     }

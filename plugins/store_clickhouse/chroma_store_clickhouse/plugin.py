@@ -1,14 +1,21 @@
-"""Serve ``CHROMA_STORE=clickhouse``."""
+"""Serve ``CHROMA_STORE=clickhouse``, configured by the ``CHROMA_CLICKHOUSE_*`` settings."""
 
 from __future__ import annotations
 
 from chroma_core.hookspecs import hookimpl
+from chroma_store_clickhouse.settings import SETTINGS
 
 
 @hookimpl
-def chroma_open_store(name, settings):
+def chroma_settings():
+    return SETTINGS
+
+
+@hookimpl
+def chroma_open_store(name, settings, plugin_settings):
     if name != "clickhouse":
         return None
+    from chroma_store_clickhouse.connection import target
     from chroma_store_clickhouse.store import ClickHouseStore
 
-    return ClickHouseStore.open(settings)
+    return ClickHouseStore(target(settings, plugin_settings))

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,19 +30,19 @@ import pyarrow.compute as pc
 from chroma_core.config import Settings
 from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
-from chroma_core.store import BatchAlreadyStored, Store, restored_batch
+from chroma_core.store import (
+    BatchAlreadyStored,
+    NeighborSearch,
+    PagedBackup,
+    Restore,
+    Store,
+    check_dimension,
+)
 from chroma_store_clickhouse import schema
 from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.where import compile_where
-from chroma_wire.errors import (
-    ChromaError,
-    Conflict,
-    DimensionMismatch,
-    InvalidInput,
-    NotFound,
-    ServerError,
-)
-from chroma_wire.types import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, Neighbors, SpaceInfo
+from chroma_wire.errors import ChromaError, Conflict, NotFound, ServerError
+from chroma_wire.types import CATALOGUE_COLUMNS, Neighbors, SpaceInfo
 
 log = logging.getLogger("chroma.clickhouse")
 
@@ -60,7 +61,10 @@ SPACE_CACHE_SECONDS = 2.0
 _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
 
 
-class ClickHouseStore(Store):
+class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
+    """A :class:`Store` in ClickHouse that pages and restores back-ups and answers filtered
+    k-NN (and, with its vector index, every k-NN) itself."""
+
     name = "clickhouse"
 
     def __init__(self, where: Target):
@@ -189,7 +193,7 @@ class ClickHouseStore(Store):
 
     def _info(self, row: tuple, count: bool) -> SpaceInfo:
         name, sid, metric, dim, model, created_at, _ = row
-        rows = self._count(sid) if count else 0
+        rows = self._count(sid) if count else None
         return SpaceInfo(name, metric, dim or None, rows, json.loads(model), created_at)
 
     def _count(self, sid: int, where: Filter | None = None) -> int:
@@ -202,8 +206,6 @@ class ClickHouseStore(Store):
     def _new_space(
         self, name: str, metric: str, model: dict, created: str, dim: int | None = None
     ) -> SpaceInfo:
-        if metric not in METRICS:
-            raise InvalidInput(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         with self._lock:
             try:
                 self._space_row(name, fresh=True)
@@ -221,7 +223,7 @@ class ClickHouseStore(Store):
                     self._command(ddl)
             self._write_space(row)
             self._max_seq[sid] = 0
-        return self._info(row, count=False)
+        return replace(self._info(row, count=False), count=0)
 
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
         return self._info(self._space_row(name), count)
@@ -298,20 +300,13 @@ class ClickHouseStore(Store):
         Everything runs under the store's lock, so one server never checks a key while
         another of its threads is between the two inserts of the same key.
         """
-        embedding_type = rows.schema.field("embedding").type
-        if not pa.types.is_fixed_size_list(embedding_type):
-            raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
-        dim, n = embedding_type.list_size, rows.num_rows
+        n = rows.num_rows
         # hashed while the lock is waited for and the ids are checked, not before
         fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
         with self._lock:
             row = self._space_row(space, fresh=True)
-            sid, stored_dim = row[1], row[3]
-            if stored_dim and stored_dim != dim:
-                raise DimensionMismatch(
-                    f"embeddings have dimension {dim} but space {space!r} holds dimension "
-                    f"{stored_dim}"
-                )
+            sid = row[1]
+            check_dimension(space, row[3] or None, rows)
             if n == 0:
                 return np.empty(0, dtype=np.int64)
             if batch_key is not None and fingerprint is not None:
@@ -426,7 +421,6 @@ class ClickHouseStore(Store):
 
     def get(self, space, *, ids=None, where=None, limit=None, offset=0,
             include_embeddings=False) -> pa.Table:  # fmt: skip
-        _check_page(limit, offset)
         row = self._space_row(space)
         sid, dim = row[1], row[3]
         if ids is not None and len(ids) == 0:
@@ -502,9 +496,6 @@ class ClickHouseStore(Store):
     # --- priorities -------------------------------------------------------------
     def replace_priorities(self, space: str, scores: pa.Table) -> None:
         priority = scores.column("priority").cast(pa.float64())
-        values = priority.to_numpy(zero_copy_only=False)
-        if priority.null_count or np.isnan(values).any():
-            raise InvalidInput("priorities must be numbers, not null or NaN")
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid = row[1]
@@ -551,8 +542,6 @@ class ClickHouseStore(Store):
             )
 
     def priorities(self, space, *, n=None, where=None, min_priority=None) -> pa.Table:
-        if n is not None and n < 0:
-            raise InvalidInput(f"n must be at least 0, got {n}")
         row = self._space_row(space)
         sid, generation = row[1], row[6]
         condition, params = self._condition(sid, where=where)
@@ -656,17 +645,11 @@ class ClickHouseStore(Store):
             sql += " AND space = {s:String}"
             params["s"] = space
         if status is not None:
-            if status not in TRIGGER_STATUSES:
-                raise InvalidInput(f"unknown trigger status {status!r}")
             sql += " AND status = {st:String}"
             params["st"] = status
         return [_trigger_dict(r) for r in self._query(sql + " ORDER BY id DESC", params)]
 
     def update_trigger(self, trigger_id, *, status=None, delivery=None) -> dict:
-        if status is not None and status not in TRIGGER_STATUSES:
-            raise InvalidInput(
-                f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
-            )
         with self._lock:
             trigger, sid = self._trigger(trigger_id)
             if status is not None:
@@ -689,7 +672,6 @@ class ClickHouseStore(Store):
 
     # --- back-up and restore --------------------------------------------------------
     def rows_page(self, space: str, *, after_seq: int, limit: int) -> pa.Table:
-        _check_page(limit, 0)
         row = self._space_row(space)
         sid, dim = row[1], row[3]
         condition, params = self._condition(sid, after=after_seq)
@@ -701,7 +683,6 @@ class ClickHouseStore(Store):
         return _rows_table(table, dim)
 
     def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
-        _check_page(limit, 0)
         row = self._space_row(space)
         sid, generation = row[1], row[6]
         params: dict[str, Any] = {"g": generation}
@@ -723,15 +704,11 @@ class ClickHouseStore(Store):
         return self._new_space(info.name, info.metric, info.model, created, info.dim)
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
-        dim, n, seqs = restored_batch(rows, seqs)
+        n, seqs = rows.num_rows, np.asarray(seqs, dtype=np.int64)
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, metric, stored_dim = row[1], row[2], row[3]
-            if stored_dim and stored_dim != dim:
-                raise DimensionMismatch(
-                    f"embeddings have dimension {dim} but space {space!r} holds dimension "
-                    f"{stored_dim}"
-                )
+            dim = check_dimension(space, stored_dim or None, rows)
             if n == 0:
                 return
             start = self._current_max_seq(sid)
@@ -756,13 +733,8 @@ class ClickHouseStore(Store):
 
     def restore_priorities(self, space: str, scores: pa.Table) -> None:
         priority = scores.column("priority").cast(pa.float64())
-        values = priority.to_numpy(zero_copy_only=False)
-        if priority.null_count or np.isnan(values).any():
-            raise InvalidInput("priorities must be numbers, not null or NaN")
         n = scores.num_rows
         ids = scores.column("id").combine_chunks().cast(pa.string())
-        if pc.count_distinct(ids).as_py() != n:
-            raise Conflict(f"an id has more than one score in space {space!r}")
         chunks = _id_chunks(ids)
         with self._lock:
             row = self._space_row(space, fresh=True)
@@ -806,10 +778,6 @@ class ClickHouseStore(Store):
 
     def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
         status = trigger.get("status")
-        if status not in TRIGGER_STATUSES:
-            raise InvalidInput(
-                f"unknown trigger status {status!r:.40}; use one of {', '.join(TRIGGER_STATUSES)}"
-            )
         with self._lock:
             sid = self._space_row(space, fresh=True)[1]
             wanted = int(trigger["id"])
@@ -867,13 +835,6 @@ class ClickHouseStore(Store):
 # --- helpers ----------------------------------------------------------------------
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _check_page(limit, offset) -> None:
-    if limit is not None and limit < 0:
-        raise InvalidInput(f"limit must be at least 0, got {limit}")
-    if offset is not None and offset < 0:
-        raise InvalidInput(f"offset must be at least 0, got {offset}")
 
 
 def _optional(table: pa.Table, name: str, n: int) -> pa.Array:

@@ -11,7 +11,7 @@ import pytest
 
 from chroma_core.distance import exact_knn
 from chroma_core.filters import parse
-from chroma_core.plugins import plugin_manager
+from chroma_core.plugins import plugin_manager, plugin_settings
 from chroma_core.schema import validate_rows
 from chroma_core.service import Chroma
 from chroma_core.store import BatchAlreadyStored
@@ -53,12 +53,13 @@ def store(settings):
 
 def test_the_plugin_opens_clickhouse_for_its_name_only(settings):
     pm = plugin_manager()
-    assert isinstance(
-        pm.hook.chroma_open_store(name="clickhouse", settings=settings), ClickHouseStore
-    )
-    assert not isinstance(
-        pm.hook.chroma_open_store(name="sqlite", settings=settings), ClickHouseStore
-    )
+    values = plugin_settings(pm, settings)
+    opened = pm.hook.chroma_open_store(name="clickhouse", settings=settings, plugin_settings=values)
+    assert isinstance(opened, ClickHouseStore)
+    opened.close()
+    other = pm.hook.chroma_open_store(name="sqlite", settings=settings, plugin_settings=values)
+    assert not isinstance(other, ClickHouseStore)
+    other.close()
 
 
 def test_settings_choose_server_or_embedded_engine(tmp_path):

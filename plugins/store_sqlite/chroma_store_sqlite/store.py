@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
@@ -19,12 +20,19 @@ import pyarrow as pa
 
 from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
-from chroma_core.store import BATCH_KEY_RETENTION_SECONDS, BatchAlreadyStored, Store, restored_batch
+from chroma_core.store import (
+    BATCH_KEY_RETENTION_SECONDS,
+    BatchAlreadyStored,
+    PagedBackup,
+    Restore,
+    Store,
+    check_dimension,
+)
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
-from chroma_wire.errors import ChromaError, Conflict, DimensionMismatch, InvalidInput, NotFound
+from chroma_wire.errors import ChromaError, Conflict, InvalidInput, NotFound
 from chroma_wire.rows import TEXT_FIELDS
-from chroma_wire.types import CATALOGUE_COLUMNS, METRICS, TRIGGER_STATUSES, SpaceInfo
+from chroma_wire.types import CATALOGUE_COLUMNS, SpaceInfo
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[Any, ...], ...] = (
@@ -169,8 +177,9 @@ _PRIORITY_CATALOGUE = [c for c in CATALOGUE_COLUMNS if c not in ("id", "metadata
 _ITEM_COLUMNS = ("id", "input_uri", "dataset", "label", "inference", "priority")
 
 
-class SqliteStore(Store):
-    """A :class:`Store` in one SQLite file, in WAL mode, safe to share between threads."""
+class SqliteStore(Store, PagedBackup, Restore):
+    """A :class:`Store` in one SQLite file, in WAL mode, safe to share between threads; it
+    pages and restores back-ups, and leaves k-NN to the index plugins."""
 
     name = "sqlite"
 
@@ -288,8 +297,6 @@ class SqliteStore(Store):
     def _new_space(
         self, name: str, metric: str, model: dict, created_at: str, dim: int | None = None
     ) -> SpaceInfo:
-        if metric not in METRICS:
-            raise InvalidInput(f"unknown metric {metric!r:.40}; use one of {', '.join(METRICS)}")
         model_json = _json(model or {}, "model")
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM spaces WHERE name = ?", (name,)).fetchone():
@@ -303,9 +310,9 @@ class SqliteStore(Store):
         return SpaceInfo(name, metric, dim, 0, json.loads(model_json), created_at)
 
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
-        # the kept row count costs nothing to read, so it is always given
         row = self._conn().execute(_SPACE + " WHERE s.name = ?", (name,)).fetchone()
-        return _space_info(row or _missing(name))
+        info = _space_info(row or _missing(name))
+        return info if count else replace(info, count=None)
 
     def list_spaces(self) -> list[SpaceInfo]:
         rows = self._conn().execute(_SPACE + " ORDER BY s.name").fetchall()
@@ -327,10 +334,6 @@ class SqliteStore(Store):
 
     # --- rows ---------------------------------------------------------------
     def add(self, space: str, rows: pa.Table, batch_key: str | None = None) -> np.ndarray:
-        embedding_type = rows.schema.field("embedding").type
-        if not pa.types.is_fixed_size_list(embedding_type):
-            raise InvalidInput("add takes a validated batch (see chroma_core.schema.validate_rows)")
-        dim = embedding_type.list_size
         n = rows.num_rows
         # hashed while the batch is converted and written, not before
         fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
@@ -342,11 +345,7 @@ class SqliteStore(Store):
             space_id, stored_dim, max_seq = _space(conn, space)
             if batch_key is not None and fingerprint is not None:
                 _check_batch_key(conn, space, space_id, batch_key, fingerprint)
-            if stored_dim is not None and stored_dim != dim:
-                raise DimensionMismatch(
-                    f"embeddings have dimension {dim} but space {space!r} holds "
-                    f"dimension {stored_dim}"
-                )
+            dim = check_dimension(space, stored_dim, rows)
             if n == 0:
                 return np.empty(0, dtype=np.int64)
             seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
@@ -357,20 +356,11 @@ class SqliteStore(Store):
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     zip(seqs.tolist(), *columns, matrix, outputs, strict=False),
                 )
-            except sqlite3.IntegrityError as exc:
+            except sqlite3.IntegrityError:
                 # ids are checked by the unique index as rows go in; the transaction rolls
                 # back, and the first id already stored is named
                 conn.execute("ROLLBACK")
-                stored = conn.execute(
-                    f"SELECT j.value FROM json_each(?) AS j JOIN {_rows(space_id)} AS r "
-                    "ON r.id = j.value ORDER BY j.key LIMIT 1",
-                    (json.dumps(columns[0]),),
-                ).fetchone()
-                if stored is not None:
-                    raise Conflict(
-                        f"id {stored[0]!r:.200} is already stored in space {space!r}"
-                    ) from None
-                raise InvalidInput(f"the batch breaks a constraint of the store: {exc}") from None
+                raise _stored_id(conn, space_id, space, columns[0]) from None
             conn.execute(
                 "UPDATE spaces SET dim = ?, max_seq = ?, row_count = row_count + ? "
                 "WHERE space_id = ?",
@@ -413,10 +403,9 @@ class SqliteStore(Store):
     def count(self, space: str, where: Filter | None = None) -> int:
         with self._read() as conn:
             if where is None:
-                return _space_info(
-                    conn.execute(_SPACE + " WHERE s.name = ?", (space,)).fetchone()
-                    or _missing(space)
-                ).count
+                # the count kept with every add and delete: no scan
+                row = conn.execute("SELECT row_count FROM spaces WHERE name = ?", (space,))
+                return int((row.fetchone() or _missing(space))[0])
             space_id = _space(conn, space)[0]
             condition, params = _rows_condition(space_id, where=where)
             return conn.execute(
@@ -552,14 +541,14 @@ class SqliteStore(Store):
                 "inference, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 zip(repeat(trigger_id), *columns, strict=False),
             )
-            return _trigger(conn, trigger_id)
+            return _trigger(conn, int(trigger_id or 0))
 
     def get_trigger(self, trigger_id: int) -> dict:
         return _trigger(self._conn(), trigger_id)
 
     def list_triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
-        _check_status(status)
-        conditions, params = ["1"], []
+        conditions: list[str] = ["1"]
+        params: list[Any] = []
         with self._read() as conn:
             if space is not None:
                 conditions.append("t.space = ?")
@@ -579,9 +568,6 @@ class SqliteStore(Store):
         status: str | None = None,
         delivery: tuple[str, dict] | None = None,
     ) -> dict:
-        _check_status(status)
-        if delivery is not None and not (isinstance(delivery, tuple | list) and len(delivery) == 2):
-            raise InvalidInput("delivery must be a (handler name, outcome) pair")
         with self._write() as conn:
             trigger = _trigger(conn, trigger_id)
             if status is None and delivery is None:
@@ -640,17 +626,13 @@ class SqliteStore(Store):
         return self._new_space(info.name, info.metric, info.model, created_at, info.dim)
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
-        dim, n, seqs = restored_batch(rows, seqs)
+        n, seqs = rows.num_rows, np.asarray(seqs, dtype=np.int64)
         matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
         columns = [_text_column(rows, name) for name in TEXT_FIELDS]
         outputs = _output_blobs(rows, n)
         with self._write() as conn:
             space_id, stored_dim, max_seq = _space(conn, space)
-            if stored_dim is not None and stored_dim != dim:
-                raise DimensionMismatch(
-                    f"embeddings have dimension {dim} but space {space!r} holds "
-                    f"dimension {stored_dim}"
-                )
+            dim = check_dimension(space, stored_dim, rows)
             if n == 0:
                 return
             if seqs[0] <= max_seq:
@@ -713,7 +695,6 @@ class SqliteStore(Store):
         selection = _json(trigger.get("selection") or {}, "selection")
         deliveries = _json(trigger.get("deliveries") or {}, "deliveries")
         status = trigger.get("status")
-        _check_status(status)
         created = trigger.get("created_at") or _now()
         updated = trigger.get("updated_at") or created
         with self._write() as conn:
@@ -806,8 +787,6 @@ def _rows_condition(
 
 
 def _page(limit: int | None, offset: int, params: dict[str, Any]) -> str:
-    if (limit is not None and limit < 0) or (offset is not None and offset < 0):
-        raise InvalidInput("limit, n and offset must not be negative")
     if limit is None and not offset:
         return ""
     params["limit"] = -1 if limit is None else int(limit)
@@ -843,12 +822,9 @@ def _trigger_dict(record: tuple) -> dict:
 
 def _score_columns(scores: pa.Table) -> tuple[list, np.ndarray, list, list]:
     """``(ids, priorities, components, computed_at)`` of scores to store, priorities as
-    float64; ``InvalidInput`` when one is missing or NaN."""
+    float64."""
     ids, priority, components, computed_at = _columns(scores, _PRIORITY_COLUMNS, ("id", "priority"))
-    values = np.asarray(priority, dtype=np.float64)
-    if np.isnan(values).any():
-        raise InvalidInput("priority is missing or NaN for some ids")
-    return ids, values, components, computed_at
+    return ids, np.asarray(priority, dtype=np.float64), components, computed_at
 
 
 def _stored_id(conn: sqlite3.Connection, space_id: int, space: str, ids: list) -> ChromaError:
@@ -862,13 +838,6 @@ def _stored_id(conn: sqlite3.Connection, space_id: int, space: str, ids: list) -
     if stored is not None:
         return Conflict(f"id {stored[0]!r:.200} is already stored in space {space!r}")
     return InvalidInput("the batch breaks a constraint of the store")
-
-
-def _check_status(status: str | None) -> None:
-    if status is not None and status not in TRIGGER_STATUSES:
-        raise InvalidInput(
-            f"unknown trigger status {status!r:.40}; use one of {', '.join(TRIGGER_STATUSES)}"
-        )
 
 
 def _space_info(row: tuple) -> SpaceInfo:

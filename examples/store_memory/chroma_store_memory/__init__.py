@@ -1,0 +1,1 @@
+"""An example third-party Chroma store: ``CHROMA_STORE=memory``."""
