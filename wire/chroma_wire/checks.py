@@ -149,19 +149,12 @@ def optional_float(
     return number
 
 
-def required_float(
-    name: str,
-    value,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    *,
-    above: float | None = None,
-    below: float | None = None,
-) -> float:
-    """As :func:`optional_float`, with None refused."""
+def required_float(name: str, value, *bounds: float | None, **exclusive: float | None) -> float:
+    """As :func:`optional_float` (the same bounds, ``minimum`` and ``maximum`` by position,
+    ``above`` and ``below`` by name), with None refused."""
     if value is None:
         raise InvalidInput(f"{name} is required")
-    found = optional_float(name, value, minimum, maximum, above=above, below=below)
+    found = optional_float(name, value, *bounds, **exclusive)
     assert found is not None
     return found
 

@@ -17,9 +17,8 @@ from chroma_wire import checks
 from chroma_wire.types import Result, SpaceInfo
 
 
-class CentroidOutliers(Algorithm):
-    name = "centroid_outliers"
-    description = "Inputs ranked by the z-score of their distance to the space's centroid."
+class CentroidOutliers(Algorithm, name="centroid_outliers"):
+    """Inputs ranked by the z-score of their distance to the space's centroid."""
 
     def run(self, context: PluginContext, space: SpaceInfo, params: dict) -> Result:
         # the checks every built-in algorithm uses, so errors read the same

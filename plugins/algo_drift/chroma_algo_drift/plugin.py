@@ -55,12 +55,9 @@ class DriftParams:
     where: dict | None = field(default=None)
 
 
-class Drift(Algorithm):
-    name = "drift"
-    description = (
-        "How far each non-training dataset's embeddings moved from training, overall and per "
-        "class: kernel MMD with a permutation p-value, mean shift and out-of-distribution rate."
-    )
+class Drift(Algorithm, name="drift"):
+    """How far each non-training dataset's embeddings moved from training, overall and per
+    class: kernel MMD with a permutation p-value, mean shift and out-of-distribution rate."""
 
     def run(self, context, space, params):
         settings = _params(params)

@@ -53,12 +53,9 @@ COLUMNS = (
 )
 
 
-class Duplicates(Algorithm):
-    name = "duplicates"
-    description = (
-        "Pairs of near-duplicate rows (close embeddings or the same input_uri) within a "
-        "dataset, across datasets, and triage rows duplicated in training (leakage)."
-    )
+class Duplicates(Algorithm, name="duplicates"):
+    """Pairs of near-duplicate rows (close embeddings or the same input_uri) within a
+    dataset, across datasets, and triage rows duplicated in training (leakage)."""
 
     def run(self, context: PluginContext, space: SpaceInfo, params: dict) -> Result:
         settings = _params(params)

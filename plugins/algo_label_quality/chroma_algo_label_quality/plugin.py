@@ -20,12 +20,9 @@ TRAINING = {"context": "training"}
 MAX_K = 1000
 
 
-class LabelQuality(Algorithm):
-    name = "label_quality"
-    description = (
-        "Labelled training inputs ranked by how likely their label is wrong: confident "
-        "learning on the out-of-fold votes of their k nearest training neighbours."
-    )
+class LabelQuality(Algorithm, name="label_quality"):
+    """Labelled training inputs ranked by how likely their label is wrong: confident
+    learning on the out-of-fold votes of their k nearest training neighbours."""
 
     def run(self, context, space, params):
         settings = _params(params)

@@ -58,14 +58,11 @@ TRAINING = {"context": "training"}
 NOT_TRAINING = {"context": {"$ne": "training"}}
 
 
-class Priority(Algorithm):
-    name = "priority"
-    description = (
-        "Retraining priority of every non-training input: how weakly its training "
-        "neighbours and, where outputs are sent, the model's confidence back its inference, "
-        "or how far it lies outside the training data; with the distance, Mahalanobis, "
-        "margin and entropy components behind it."
-    )
+class Priority(Algorithm, name="priority"):
+    """Retraining priority of every non-training input: how weakly its training neighbours
+    and, where outputs are sent, the model's confidence back its inference, or how far it
+    lies outside the training data; with the distance, Mahalanobis, margin and entropy
+    components behind it."""
 
     def run(self, context, space, params):
         only_new = checks.flag("only_new", params.pop("only_new", False))
@@ -299,12 +296,9 @@ def _stored_scores(store, space: str, version: str) -> tuple[pa.Table, int]:
     return scores, sum(v != version for v in versions)
 
 
-class PriorityStatus(Algorithm):
-    name = "priority_status"
-    description = (
-        "Whether stored priorities are current: rows scored, rows not yet scored, and scores "
-        "computed against a training set that has changed since."
-    )
+class PriorityStatus(Algorithm, name="priority_status"):
+    """Whether stored priorities are current: rows scored, rows not yet scored, and scores
+    computed against a training set that has changed since."""
 
     def run(self, context, space, params):
         checks.check_all_used(self.name, params)

@@ -9,16 +9,9 @@ from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
 from chroma_core.neighbor_search import knn
 
 METRICS = ["l2", "cosine", "ip"]
-KEYS = {
-    "priority",
-    "support",
-    "novelty",
-    "disagreement",
-    "distance",
-    "distance_pct",
-    "mahalanobis",
-    "mahalanobis_pct",
-    "neighbors",
+# what every score carries: the priority, each component behind it, and the neighbours
+KEYS = {"priority", "support", "novelty", "disagreement", "neighbors"} | {
+    f"{component}{suffix}" for component in ("distance", "mahalanobis") for suffix in ("", "_pct")
 }
 
 

@@ -137,12 +137,9 @@ class Projection(Algorithm):
         return Result(table, meta)
 
 
-class PrincipalComponents(Projection):
-    name = "projection"
-    description = (
-        "A 2-D map of the space: its first two principal components (PCA) over a seeded "
-        "sample stratified by dataset and context, cached until the space's rows change."
-    )
+class PrincipalComponents(Projection, name="projection"):
+    """A 2-D map of the space: its first two principal components (PCA) over a seeded sample
+    stratified by dataset and context, cached until the space's rows change."""
 
     def project(self, x, seed, options):
         found = principal_components(x, seed=seed)
