@@ -20,7 +20,14 @@ whether an id is already stored, that the first add fixes the dimension (two fir
 both pass the service's check; :func:`check_dimension` is that check, written once), that
 restored seqs lie above those given, and batch keys.
 
-What every store does is :class:`Store`. Optional powers are small interfaces of their own,
+What every store does is :class:`Store`. The methods callers give several keywords to
+(:meth:`~Store.get`, :meth:`~Store.vectors`, :meth:`~Store.priorities`,
+:meth:`~Store.update_trigger`) are written once, on :class:`Store`: each gathers its
+keywords in a frozen record (:class:`RowQuery`, :class:`VectorQuery`, :class:`PriorityQuery`,
+:class:`TriggerChange`) and hands it to the one method a store implements for it
+(:meth:`~Store.select`, :meth:`~Store.select_vectors`, :meth:`~Store.select_priorities`,
+:meth:`~Store.change_trigger`), so the keywords and their defaults are declared in one
+place, for every store. Optional powers are small interfaces of their own,
 which a store adds to its bases and the service discovers with ``isinstance``:
 :class:`PagedBackup` (reading a space a page at a time for a back-up), :class:`Restore`
 (writing a back-up back as it was) and :class:`NeighborSearch` (k-NN answered inside the
@@ -32,6 +39,7 @@ store). An operation that needs a power the store lacks fails with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Self
 
 import numpy as np
@@ -68,6 +76,51 @@ class BatchAlreadyStored(Exception):  # noqa: N818 - an outcome, not a failure
     def __init__(self, space: str, batch_key: str, seqs: np.ndarray):
         super().__init__(f"batch {batch_key!r} is already stored in space {space!r}")
         self.seqs = seqs
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """The rows :meth:`Store.get` asks for: those matching ``ids`` (every id when None) and
+    ``where``, in seq order, the first ``offset`` of them skipped and at most ``limit``
+    kept (every one when None); with ``include_embeddings`` they carry their embedding
+    and output too."""
+
+    ids: list[str] | None = None
+    where: Filter | None = None
+    limit: int | None = None
+    offset: int = 0
+    include_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    """The rows :meth:`Store.vectors` asks for: those matching ``where``, among ``seqs``
+    (any seq when None) and above ``after_seq`` (any when None); with ``with_vectors``
+    their embeddings too."""
+
+    where: Filter | None = None
+    seqs: np.ndarray | None = None
+    after_seq: int | None = None
+    with_vectors: bool = True
+
+
+@dataclass(frozen=True)
+class PriorityQuery:
+    """The scores :meth:`Store.priorities` asks for: the ``n`` highest (every one when
+    None) of rows matching ``where``, none below ``min_priority`` (when given)."""
+
+    n: int | None = None
+    where: Filter | None = None
+    min_priority: float | None = None
+
+
+@dataclass(frozen=True)
+class TriggerChange:
+    """What :meth:`Store.update_trigger` changes: the ``status`` (kept when None), and one
+    handler's delivery outcome, ``(handler name, outcome)``, to record (none when None)."""
+
+    status: str | None = None
+    delivery: tuple[str, dict] | None = None
 
 
 class Store(ABC):
@@ -115,7 +168,6 @@ class Store(ABC):
         Keys of one space never affect another.
         """
 
-    @abstractmethod
     def get(
         self,
         space: str,
@@ -126,10 +178,16 @@ class Store(ABC):
         offset: int = 0,
         include_embeddings: bool = False,
     ) -> pa.Table:
-        """Rows matching ``ids`` and ``where`` in seq order.
+        """Rows matching ``ids`` and ``where`` in seq order, as :meth:`select` gives them."""
+        return self.select(space, RowQuery(ids, where, limit, offset, include_embeddings))
+
+    @abstractmethod
+    def select(self, space: str, query: RowQuery) -> pa.Table:
+        """The rows ``query`` asks for, in seq order.
 
         Columns: ``seq`` (int64), the :data:`CATALOGUE_COLUMNS`, and with
-        ``include_embeddings`` also ``embedding`` (fixed-size list of float32) and ``output``.
+        ``query.include_embeddings`` also ``embedding`` (fixed-size list of float32) and
+        ``output``.
         """
 
     @abstractmethod
@@ -145,7 +203,6 @@ class Store(ABC):
         Returns the seqs deleted. With neither ``ids`` nor ``where`` nothing is deleted.
         """
 
-    @abstractmethod
     def vectors(
         self,
         space: str,
@@ -155,7 +212,15 @@ class Store(ABC):
         after_seq: int | None = None,
         with_vectors: bool = True,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(seqs int64 (n,), vectors float32 (n, d) or None)`` of matching rows, seq order."""
+        """The seqs, and vectors, of matching rows, as :meth:`select_vectors` gives them."""
+        return self.select_vectors(space, VectorQuery(where, seqs, after_seq, with_vectors))
+
+    @abstractmethod
+    def select_vectors(
+        self, space: str, query: VectorQuery
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(seqs int64 (n,), vectors float32 (n, d) or None)`` of the rows ``query`` asks
+        for, in seq order; the vectors are None unless ``query.with_vectors``."""
 
     @abstractmethod
     def rows_by_seq(self, space: str, seqs: np.ndarray) -> pa.Table:
@@ -176,7 +241,6 @@ class Store(ABC):
         Ids not stored in the space are ignored.
         """
 
-    @abstractmethod
     def priorities(
         self,
         space: str,
@@ -185,7 +249,12 @@ class Store(ABC):
         where: Filter | None = None,
         min_priority: float | None = None,
     ) -> pa.Table:
-        """Scored rows matching ``where``, highest priority first (ties by id).
+        """Scored rows matching ``where``, as :meth:`select_priorities` gives them."""
+        return self.select_priorities(space, PriorityQuery(n, where, min_priority))
+
+    @abstractmethod
+    def select_priorities(self, space: str, query: PriorityQuery) -> pa.Table:
+        """The scored rows ``query`` asks for, highest priority first (ties by id).
 
         Columns: ``id``, ``priority``, ``components``, ``computed_at`` and the catalogue
         columns except ``metadata``.
@@ -213,7 +282,6 @@ class Store(ABC):
         """Triggers, newest first, optionally of one space and one status (one of
         :data:`~chroma_wire.types.TRIGGER_STATUSES`)."""
 
-    @abstractmethod
     def update_trigger(
         self,
         trigger_id: int,
@@ -221,7 +289,14 @@ class Store(ABC):
         status: str | None = None,
         delivery: tuple[str, dict] | None = None,
     ) -> dict:
-        """Set the status and/or record one handler's delivery outcome; return the trigger."""
+        """Set the status and/or record one handler's delivery outcome, as
+        :meth:`change_trigger` does."""
+        return self.change_trigger(trigger_id, TriggerChange(status, delivery))
+
+    @abstractmethod
+    def change_trigger(self, trigger_id: int, change: TriggerChange) -> dict:
+        """Set the status and/or record the delivery outcome ``change`` holds; return the
+        trigger as :meth:`get_trigger` does."""
 
     @abstractmethod
     def trigger_items(self, trigger_id: int) -> pa.Table:

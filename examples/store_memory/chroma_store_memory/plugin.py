@@ -14,6 +14,4 @@ DIRECTORY = "memory"
 
 @hookimpl
 def chroma_open_store(name: str, settings: Settings) -> MemoryStore | None:
-    if name != MemoryStore.name:
-        return None
-    return MemoryStore(Path(settings.path) / DIRECTORY)
+    return MemoryStore(Path(settings.path) / DIRECTORY) if name == MemoryStore.name else None

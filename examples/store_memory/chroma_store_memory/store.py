@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,9 @@ from chroma_store_memory.where import matching
 from chroma_wire.errors import Conflict, NotFound
 from chroma_wire.rows import rows_schema
 from chroma_wire.types import CATALOGUE_COLUMNS, CATALOGUE_FIELDS, SpaceInfo
+
+if TYPE_CHECKING:
+    from chroma_core.store import PriorityQuery, RowQuery, TriggerChange, VectorQuery
 
 SUFFIX = ".space"
 TRIGGER_COUNTER = "triggers.json"
@@ -185,20 +188,11 @@ class MemoryStore(Store, PagedBackup):
             self._commit(replace(old, dim=dim, max_seq=int(seqs[-1]), rows=table, batch_keys=keys))
         return seqs
 
-    def get(
-        self,
-        space: str,
-        *,
-        ids: list[str] | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        include_embeddings: bool = False,
-    ) -> pa.Table:
-        rows = _select(self._space(space).rows, ids=ids, where=where)
-        rows = rows.slice(offset or 0, limit)
-        columns = [*_ROW_COLUMNS, "embedding", "output"] if include_embeddings else _ROW_COLUMNS
-        return rows.select(columns)
+    def select(self, space: str, query: RowQuery) -> pa.Table:
+        rows = _select(self._space(space).rows, ids=query.ids, where=query.where)
+        rows = rows.slice(query.offset or 0, query.limit)
+        wide = query.include_embeddings
+        return rows.select([*_ROW_COLUMNS, "embedding", "output"] if wide else _ROW_COLUMNS)
 
     def count(self, space: str, where: Filter | None = None) -> int:
         return _select(self._space(space).rows, where=where).num_rows
@@ -224,18 +218,14 @@ class MemoryStore(Store, PagedBackup):
             )
         return gone.column("seq").to_numpy().astype(np.int64)
 
-    def vectors(
-        self,
-        space: str,
-        *,
-        where: Filter | None = None,
-        seqs: np.ndarray | None = None,
-        after_seq: int | None = None,
-        with_vectors: bool = True,
+    def select_vectors(
+        self, space: str, query: VectorQuery
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        rows = _select(self._space(space).rows, where=where, seqs=seqs, after_seq=after_seq)
+        rows = _select(
+            self._space(space).rows, where=query.where, seqs=query.seqs, after_seq=query.after_seq
+        )
         found = rows.column("seq").to_numpy().astype(np.int64)
-        if not with_vectors:
+        if not query.with_vectors:
             return found, None
         # a copy the caller may write to
         return found, np.array(embeddings_of(rows), dtype=np.float32)
@@ -261,16 +251,10 @@ class MemoryStore(Store, PagedBackup):
             }
             self._commit(replace(old, priorities=priorities))
 
-    def priorities(
-        self,
-        space: str,
-        *,
-        n: int | None = None,
-        where: Filter | None = None,
-        min_priority: float | None = None,
-    ) -> pa.Table:
+    def select_priorities(self, space: str, query: PriorityQuery) -> pa.Table:
         state = self._space(space)
-        rows = _select(state.rows, where=where).select(["id", *_PRIORITY_CATALOGUE])
+        rows = _select(state.rows, where=query.where).select(["id", *_PRIORITY_CATALOGUE])
+        min_priority = query.min_priority
         scored = []
         for row in rows.to_pylist():
             score = state.priorities.get(row["id"])
@@ -278,7 +262,7 @@ class MemoryStore(Store, PagedBackup):
                 scored.append((score, row))
         # highest first, ties by id: Python orders text as SQLite does, by code point
         scored.sort(key=lambda entry: (-entry[0][0], entry[1]["id"]))
-        scored = scored[:n]
+        scored = scored[: query.n]
         return pa.table(
             {
                 "id": pa.array([row["id"] for _, row in scored], pa.string()),
@@ -332,13 +316,8 @@ class MemoryStore(Store, PagedBackup):
         ]
         return sorted(found, key=lambda trigger: -trigger["id"])
 
-    def update_trigger(
-        self,
-        trigger_id: int,
-        *,
-        status: str | None = None,
-        delivery: tuple[str, dict] | None = None,
-    ) -> dict:
+    def change_trigger(self, trigger_id: int, change: TriggerChange) -> dict:
+        status, delivery = change.status, change.delivery
         with self._lock:
             space, trigger, items = self._trigger(trigger_id)
             if status is None and delivery is None:

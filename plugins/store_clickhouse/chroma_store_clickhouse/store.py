@@ -21,7 +21,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,9 @@ from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.where import compile_where
 from chroma_wire.errors import ChromaError, Conflict, NotFound, ServerError
 from chroma_wire.types import CATALOGUE_COLUMNS, Neighbors, SpaceInfo
+
+if TYPE_CHECKING:
+    from chroma_core.store import PriorityQuery, RowQuery, TriggerChange, VectorQuery
 
 log = logging.getLogger("chroma.clickhouse")
 
@@ -332,12 +335,16 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             self._insert_rows(row, rows, seqs)
         return seqs
 
-    def _insert_rows(self, row: tuple, rows: pa.Table, seqs: np.ndarray) -> None:
+    def _insert_rows(
+        self, row: tuple, rows: pa.Table, seqs: np.ndarray, token: str | None = None
+    ) -> None:
         """One insert of the batch under ``seqs``, deduplicated by a token made of the space
-        and the seqs: the same rows under the same seqs are one block, however often sent."""
+        and the seqs: the same rows under the same seqs are one block, however often sent.
+        The token is an added batch's (:func:`_batch_token`) unless one is given (a restore
+        gives :func:`_restore_token`). The space's first rows record its dimension, and its
+        vector index when it has one."""
         sid, metric, stored_dim = row[1], row[2], row[3]
-        start, n = int(seqs[0]) - 1, len(seqs)
-        token = hashlib.sha1(f"{sid}:{start}:{n}".encode()).hexdigest()
+        token = token or _batch_token(sid, seqs)
         self._client().insert_arrow(
             f"rows_{sid}",
             _rows_for_insert(rows, seqs),
@@ -419,16 +426,16 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         first = next(i for i in ids.to_pylist() if i in stored)
         raise Conflict(f"id {first!r:.200} is already stored in space {space!r}")
 
-    def get(self, space, *, ids=None, where=None, limit=None, offset=0,
-            include_embeddings=False) -> pa.Table:  # fmt: skip
+    def select(self, space: str, query: RowQuery) -> pa.Table:
         row = self._space_row(space)
         sid, dim = row[1], row[3]
+        ids, limit, offset = query.ids, query.limit, query.offset
         if ids is not None and len(ids) == 0:
             ids = []
         columns = f"r.seq, {_CATALOGUE}"
-        if include_embeddings:
+        if query.include_embeddings:
             columns += ", r.embedding, r.output, r.has_output"
-        condition, params = self._condition(sid, ids=ids, where=where)
+        condition, params = self._condition(sid, ids=ids, where=query.where)
         page = ""
         if limit is not None:
             page = f" LIMIT {int(limit)} OFFSET {int(offset or 0)}"
@@ -437,7 +444,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         table = self._arrow(
             f"SELECT {columns} FROM rows_{sid} AS r WHERE {condition} ORDER BY r.seq{page}", params
         )
-        return _rows_table(table, dim if include_embeddings else None)
+        return _rows_table(table, dim if query.include_embeddings else None)
 
     def count(self, space: str, where: Filter | None = None) -> int:
         return self._count(self._space_row(space)[1], where)
@@ -467,16 +474,18 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
                 log.warning("rows of %s stay on disk behind tombstones: %s", space, exc)
         return seqs
 
-    def vectors(self, space, *, where=None, seqs=None, after_seq=None, with_vectors=True):
+    def select_vectors(self, space: str, query: VectorQuery):
         row = self._space_row(space)
         sid, dim = row[1], row[3] or 0
-        condition, params = self._condition(sid, where=where, seqs=seqs, after=after_seq)
-        columns = "r.seq, r.embedding" if with_vectors else "r.seq"
+        condition, params = self._condition(
+            sid, where=query.where, seqs=query.seqs, after=query.after_seq
+        )
+        columns = "r.seq, r.embedding" if query.with_vectors else "r.seq"
         table = self._arrow(
             f"SELECT {columns} FROM rows_{sid} AS r WHERE {condition} ORDER BY r.seq", params
         )
         found = table.column("seq").to_numpy().astype(np.int64)
-        if not with_vectors:
+        if not query.with_vectors:
             return found, None
         return found, _matrix(table.column("embedding"), len(found), dim)
 
@@ -541,16 +550,16 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
                 {"g": generation},
             )
 
-    def priorities(self, space, *, n=None, where=None, min_priority=None) -> pa.Table:
+    def select_priorities(self, space: str, query: PriorityQuery) -> pa.Table:
         row = self._space_row(space)
         sid, generation = row[1], row[6]
-        condition, params = self._condition(sid, where=where)
+        condition, params = self._condition(sid, where=query.where)
         params["g"] = generation
         extra = ""
-        if min_priority is not None:
+        if query.min_priority is not None:
             extra = " AND p.priority >= {mp:Float64}"
-            params["mp"] = float(min_priority)
-        limit = f" LIMIT {int(n)}" if n is not None else ""
+            params["mp"] = float(query.min_priority)
+        limit = f" LIMIT {int(query.n)}" if query.n is not None else ""
         catalogue = ", ".join(f"r.{c} AS {c}" for c in _PRIORITY_CATALOGUE)
         table = self._arrow(
             f"SELECT p.id AS id, p.priority AS priority, p.components AS components, "
@@ -649,13 +658,13 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             params["st"] = status
         return [_trigger_dict(r) for r in self._query(sql + " ORDER BY id DESC", params)]
 
-    def update_trigger(self, trigger_id, *, status=None, delivery=None) -> dict:
+    def change_trigger(self, trigger_id: int, change: TriggerChange) -> dict:
         with self._lock:
             trigger, sid = self._trigger(trigger_id)
-            if status is not None:
-                trigger["status"] = status
-            if delivery is not None:
-                name, outcome = delivery
+            if change.status is not None:
+                trigger["status"] = change.status
+            if change.delivery is not None:
+                name, outcome = change.delivery
                 trigger["deliveries"] = {**trigger["deliveries"], name: outcome}
             trigger["updated_at"] = _now()
             self._write_trigger(trigger, sid)
@@ -707,8 +716,8 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         n, seqs = rows.num_rows, np.asarray(seqs, dtype=np.int64)
         with self._lock:
             row = self._space_row(space, fresh=True)
-            sid, metric, stored_dim = row[1], row[2], row[3]
-            dim = check_dimension(space, stored_dim or None, rows)
+            sid = row[1]
+            check_dimension(space, row[3] or None, rows)
             if n == 0:
                 return
             start = self._current_max_seq(sid)
@@ -718,18 +727,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
                 )
             self._max_seq[sid] = int(seqs[-1])
             self._check_new_ids(space, sid, rows.column("id"), seqs, start)
-            token = hashlib.sha1(f"{sid}:{seqs[0]}:{seqs[-1]}:{n}".encode()).hexdigest()
-            self._client().insert_arrow(
-                f"rows_{sid}",
-                _rows_for_insert(rows, seqs),
-                settings={"insert_deduplication_token": token},
-            )
-            if not stored_dim:
-                self._write_space((*row[:3], dim, *row[4:]))
-                if self.target.vector_index:
-                    ddl = schema.vector_index(sid, metric, dim)
-                    if ddl:
-                        self._command(ddl)
+            self._insert_rows(row, rows, seqs, _restore_token(sid, seqs))
 
     def restore_priorities(self, space: str, scores: pa.Table) -> None:
         priority = scores.column("priority").cast(pa.float64())
@@ -833,6 +831,21 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
 
 
 # --- helpers ----------------------------------------------------------------------
+def _batch_token(sid: int, seqs: np.ndarray) -> str:
+    """The deduplication token of an added batch. Its seqs run on without a gap, so the
+    space, the seq before the first and the count name them: a keyed batch sent again
+    after a failed insert gets the seqs its key recorded, so the same token."""
+    start, n = int(seqs[0]) - 1, len(seqs)
+    return hashlib.sha1(f"{sid}:{start}:{n}".encode()).hexdigest()
+
+
+def _restore_token(sid: int, seqs: np.ndarray) -> str:
+    """The deduplication token of a restored batch. Restored seqs may leave gaps, so the
+    first, the last and the count name them with the space."""
+    n = len(seqs)
+    return hashlib.sha1(f"{sid}:{seqs[0]}:{seqs[-1]}:{n}".encode()).hexdigest()
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 

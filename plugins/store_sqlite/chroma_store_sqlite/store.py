@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ from chroma_store_sqlite.where import compile_where
 from chroma_wire.errors import ChromaError, Conflict, InvalidInput, NotFound
 from chroma_wire.rows import TEXT_FIELDS
 from chroma_wire.types import CATALOGUE_COLUMNS, SpaceInfo
+
+if TYPE_CHECKING:
+    from chroma_core.store import PriorityQuery, RowQuery, TriggerChange, VectorQuery
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[Any, ...], ...] = (
@@ -114,14 +117,10 @@ def space_tables(space_id: int) -> tuple[str, ...]:
         f"""CREATE TABLE {table} (
             seq INTEGER PRIMARY KEY,
             id TEXT NOT NULL UNIQUE,
-            dataset TEXT NOT NULL,
-            context TEXT NOT NULL,
-            input_uri TEXT,
-            inference TEXT,
-            label TEXT,
+            dataset TEXT NOT NULL, context TEXT NOT NULL,
+            input_uri TEXT, inference TEXT, label TEXT,
             metadata TEXT CHECK (metadata IS NULL OR json_valid(metadata)),
-            embedding BLOB NOT NULL,
-            output BLOB
+            embedding BLOB NOT NULL, output BLOB
         )""",
         *(f"CREATE INDEX {table}_{c} ON {table} ({c})" for c in _INDEXED),
     )
@@ -337,10 +336,7 @@ class SqliteStore(Store, PagedBackup, Restore):
         n = rows.num_rows
         # hashed while the batch is converted and written, not before
         fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
-        # little-endian float32 rows: the blob layout vectors() and get() read back
-        matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
-        columns = [_text_column(rows, name) for name in TEXT_FIELDS]
-        outputs = _output_blobs(rows, n)
+        parameters = _row_parameters(rows)
         with self._write() as conn:
             space_id, stored_dim, max_seq = _space(conn, space)
             if batch_key is not None and fingerprint is not None:
@@ -349,23 +345,7 @@ class SqliteStore(Store, PagedBackup, Restore):
             if n == 0:
                 return np.empty(0, dtype=np.int64)
             seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
-            try:
-                conn.executemany(
-                    f"INSERT INTO {_rows(space_id)} (seq, id, dataset, context, input_uri, "
-                    "inference, label, metadata, embedding, output) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    zip(seqs.tolist(), *columns, matrix, outputs, strict=False),
-                )
-            except sqlite3.IntegrityError:
-                # ids are checked by the unique index as rows go in; the transaction rolls
-                # back, and the first id already stored is named
-                conn.execute("ROLLBACK")
-                raise _stored_id(conn, space_id, space, columns[0]) from None
-            conn.execute(
-                "UPDATE spaces SET dim = ?, max_seq = ?, row_count = row_count + ? "
-                "WHERE space_id = ?",
-                (dim, max_seq + n, n, space_id),
-            )
+            _insert_rows(conn, space, space_id, dim, seqs, parameters)
             if fingerprint is not None:
                 # in the rows' transaction: the key is durable exactly when they are
                 now = time.time()
@@ -379,26 +359,18 @@ class SqliteStore(Store, PagedBackup, Restore):
                 )
         return seqs
 
-    def get(
-        self,
-        space: str,
-        *,
-        ids: list[str] | None = None,
-        where: Filter | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        include_embeddings: bool = False,
-    ) -> pa.Table:
-        columns = f"r.seq, {_CATALOGUE}" + (", r.embedding, r.output" if include_embeddings else "")
+    def select(self, space: str, query: RowQuery) -> pa.Table:
+        wide = query.include_embeddings
+        columns = f"r.seq, {_CATALOGUE}" + (", r.embedding, r.output" if wide else "")
         with self._read() as conn:
             space_id, dim, _ = _space(conn, space)
-            condition, params = _rows_condition(space_id, ids=ids, where=where)
+            condition, params = _rows_condition(space_id, ids=query.ids, where=query.where)
             records = conn.execute(
                 f"SELECT {columns} FROM {_rows(space_id)} AS r WHERE {condition} ORDER BY r.seq"
-                + _page(limit, offset, params),
+                + _page(query.limit, query.offset, params),
                 params,
             ).fetchall()
-        return _rows_table(records, (dim or 0) if include_embeddings else None)
+        return _rows_table(records, (dim or 0) if wide else None)
 
     def count(self, space: str, where: Filter | None = None) -> int:
         with self._read() as conn:
@@ -441,20 +413,15 @@ class SqliteStore(Store, PagedBackup, Restore):
             )
         return np.array(seqs, dtype=np.int64)
 
-    def vectors(
-        self,
-        space: str,
-        *,
-        where: Filter | None = None,
-        seqs: np.ndarray | None = None,
-        after_seq: int | None = None,
-        with_vectors: bool = True,
+    def select_vectors(
+        self, space: str, query: VectorQuery
     ) -> tuple[np.ndarray, np.ndarray | None]:
+        with_vectors = query.with_vectors
         columns = "r.seq, r.embedding" if with_vectors else "r.seq"
         with self._read() as conn:
             space_id, dim, _ = _space(conn, space)
             condition, params = _rows_condition(
-                space_id, where=where, seqs=seqs, after_seq=after_seq
+                space_id, where=query.where, seqs=query.seqs, after_seq=query.after_seq
             )
             records = conn.execute(
                 f"SELECT {columns} FROM {_rows(space_id)} AS r WHERE {condition} ORDER BY r.seq",
@@ -496,26 +463,19 @@ class SqliteStore(Store, PagedBackup, Restore):
                 zip(repeat(space_id), ids, values.tolist(), components, computed_at, strict=False),
             )
 
-    def priorities(
-        self,
-        space: str,
-        *,
-        n: int | None = None,
-        where: Filter | None = None,
-        min_priority: float | None = None,
-    ) -> pa.Table:
+    def select_priorities(self, space: str, query: PriorityQuery) -> pa.Table:
         catalogue = ", ".join(f"r.{name}" for name in _PRIORITY_CATALOGUE)
         with self._read() as conn:
             space_id = _space(conn, space)[0]
-            condition, params = _rows_condition(space_id, where=where)
-            if min_priority is not None:
+            condition, params = _rows_condition(space_id, where=query.where)
+            if query.min_priority is not None:
                 condition += " AND p.priority >= :min_priority"
-                params["min_priority"] = float(min_priority)
+                params["min_priority"] = float(query.min_priority)
             records = conn.execute(
                 f"SELECT p.id, p.priority, p.components, p.computed_at, {catalogue} "
                 f"FROM priorities AS p JOIN {_rows(space_id)} AS r ON r.id = p.id "
                 f"WHERE p.space = :space AND {condition} "
-                "ORDER BY p.priority DESC, p.id ASC" + _page(n, 0, params),
+                "ORDER BY p.priority DESC, p.id ASC" + _page(query.n, 0, params),
                 params,
             ).fetchall()
         names = [*_PRIORITY_COLUMNS, *_PRIORITY_CATALOGUE]
@@ -536,12 +496,7 @@ class SqliteStore(Store, PagedBackup, Restore):
                 "updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?)",
                 (space_id, note, selection_json, items.num_rows, now, now),
             ).lastrowid
-            conn.executemany(
-                "INSERT INTO trigger_items (trigger_id, id, input_uri, dataset, label, "
-                "inference, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                zip(repeat(trigger_id), *columns, strict=False),
-            )
-            return _trigger(conn, int(trigger_id or 0))
+            return _add_items(conn, int(trigger_id or 0), columns)
 
     def get_trigger(self, trigger_id: int) -> dict:
         return _trigger(self._conn(), trigger_id)
@@ -561,13 +516,8 @@ class SqliteStore(Store, PagedBackup, Restore):
             ).fetchall()
         return [_trigger_dict(record) for record in records]
 
-    def update_trigger(
-        self,
-        trigger_id: int,
-        *,
-        status: str | None = None,
-        delivery: tuple[str, dict] | None = None,
-    ) -> dict:
+    def change_trigger(self, trigger_id: int, change: TriggerChange) -> dict:
+        status, delivery = change.status, change.delivery
         with self._write() as conn:
             trigger = _trigger(conn, trigger_id)
             if status is None and delivery is None:
@@ -606,16 +556,17 @@ class SqliteStore(Store, PagedBackup, Restore):
     def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
         with self._read() as conn:
             space_id = _space(conn, space)[0]
-            params: dict[str, Any] = {"space": space_id}
-            after = ""
-            if after_id is not None:
-                # BINARY collation: ids compare bytewise, the order every store pages in
-                after = " AND p.id > :after"
-                params["after"] = str(after_id)
+            # BINARY collation: ids compare bytewise, the order every store pages in. The
+            # first page starts above '', below every id (ids are never empty), so every
+            # page is one range of the (space, id) key, starting where the last one ended
+            params: dict[str, Any] = {
+                "space": space_id,
+                "after": "" if after_id is None else str(after_id),
+            }
             records = conn.execute(
                 "SELECT p.id, p.priority, p.components, p.computed_at, r.seq "
                 f"FROM priorities AS p JOIN {_rows(space_id)} AS r ON r.id = p.id "
-                f"WHERE p.space = :space{after} ORDER BY p.id" + _page(limit, 0, params),
+                "WHERE p.space = :space AND p.id > :after ORDER BY p.id" + _page(limit, 0, params),
                 params,
             ).fetchall()
         names = [*_PRIORITY_COLUMNS, "seq"]
@@ -627,9 +578,7 @@ class SqliteStore(Store, PagedBackup, Restore):
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
         n, seqs = rows.num_rows, np.asarray(seqs, dtype=np.int64)
-        matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
-        columns = [_text_column(rows, name) for name in TEXT_FIELDS]
-        outputs = _output_blobs(rows, n)
+        parameters = _row_parameters(rows)
         with self._write() as conn:
             space_id, stored_dim, max_seq = _space(conn, space)
             dim = check_dimension(space, stored_dim, rows)
@@ -639,21 +588,7 @@ class SqliteStore(Store, PagedBackup, Restore):
                 raise Conflict(
                     f"seq {int(seqs[0])} is not above the largest seq {max_seq} of space {space!r}"
                 )
-            try:
-                conn.executemany(
-                    f"INSERT INTO {_rows(space_id)} (seq, id, dataset, context, input_uri, "
-                    "inference, label, metadata, embedding, output) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    zip(seqs.tolist(), *columns, matrix, outputs, strict=False),
-                )
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                raise _stored_id(conn, space_id, space, columns[0]) from None
-            conn.execute(
-                "UPDATE spaces SET dim = ?, max_seq = ?, row_count = row_count + ? "
-                "WHERE space_id = ?",
-                (dim, int(seqs[-1]), n, space_id),
-            )
+            _insert_rows(conn, space, space_id, dim, seqs, parameters)
 
     def restore_priorities(self, space: str, scores: pa.Table) -> None:
         ids, values, components, computed_at = _score_columns(scores)
@@ -717,12 +652,7 @@ class SqliteStore(Store, PagedBackup, Restore):
                     deliveries,
                 ),
             ).lastrowid
-            conn.executemany(
-                "INSERT INTO trigger_items (trigger_id, id, input_uri, dataset, label, "
-                "inference, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                zip(repeat(trigger_id), *columns, strict=False),
-            )
-            return _trigger(conn, int(trigger_id or 0))
+            return _add_items(conn, int(trigger_id or 0), columns)
 
 
 # --- queries --------------------------------------------------------------------
@@ -754,6 +684,46 @@ def _check_batch_key(
             "under a new key"
         )
     raise BatchAlreadyStored(space, key, np.arange(first_seq, first_seq + count, dtype=np.int64))
+
+
+def _row_parameters(rows: pa.Table) -> tuple[list[list], np.ndarray, list]:
+    """A batch as :func:`_insert_rows` binds it, all but the seqs: the text fields (id
+    first), the embeddings as little-endian float32 rows (the blob layout ``select`` and
+    ``select_vectors`` read back) and the outputs. Made before the write lock is taken, so
+    no writer waits on the conversion."""
+    columns = [_text_column(rows, name) for name in TEXT_FIELDS]
+    matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
+    return columns, matrix, _output_blobs(rows, rows.num_rows)
+
+
+def _insert_rows(
+    conn: sqlite3.Connection,
+    space: str,
+    space_id: int,
+    dim: int,
+    seqs: np.ndarray,
+    parameters: tuple[list[list], np.ndarray, list],
+) -> None:
+    """Insert a batch under ``seqs`` (increasing, above the space's largest) and record it
+    in its space: ``dim`` its dimension, the last seq its largest, the rows counted. An id
+    already stored rolls the transaction back and raises ``Conflict`` naming it."""
+    columns, matrix, outputs = parameters
+    try:
+        conn.executemany(
+            f"INSERT INTO {_rows(space_id)} (seq, id, dataset, context, input_uri, "
+            "inference, label, metadata, embedding, output) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            zip(seqs.tolist(), *columns, matrix, outputs, strict=False),
+        )
+    except sqlite3.IntegrityError:
+        # ids are checked by the unique index as rows go in; the transaction rolls back,
+        # and the first id already stored is named
+        conn.execute("ROLLBACK")
+        raise _stored_id(conn, space_id, space, columns[0]) from None
+    conn.execute(
+        "UPDATE spaces SET dim = ?, max_seq = ?, row_count = row_count + ? WHERE space_id = ?",
+        (dim, int(seqs[-1]), len(seqs), space_id),
+    )
 
 
 def _rows_condition(
@@ -803,6 +773,17 @@ def _trigger(conn: sqlite3.Connection, trigger_id: int) -> dict:
     if record is None:
         raise NotFound(f"trigger {trigger_id!r:.40} does not exist")
     return _trigger_dict(record)
+
+
+def _add_items(conn: sqlite3.Connection, trigger_id: int, columns: list[list]) -> dict:
+    """Store the items (the :data:`_ITEM_COLUMNS`, in the order given) of the trigger just
+    inserted, and return the trigger."""
+    conn.executemany(
+        "INSERT INTO trigger_items (trigger_id, id, input_uri, dataset, label, "
+        "inference, priority) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        zip(repeat(trigger_id), *columns, strict=False),
+    )
+    return _trigger(conn, trigger_id)
 
 
 def _trigger_dict(record: tuple) -> dict:
