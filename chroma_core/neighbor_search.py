@@ -72,6 +72,18 @@ def knn(
         return NeighborSearch(train, metric, exact_limit, workers).query(queries, k, own)
 
 
+def kmeans(x: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """float32 ``(n_clusters, d)`` k-means centroids (Euclidean) of the rows of ``x``, from
+    a seeded start: the coarse quantizer of an inverted file."""
+    x = as_matrix(x, "x")
+    if not 1 <= n_clusters <= len(x):
+        raise ValueError(f"n_clusters must be from 1 to {len(x)} rows, got {n_clusters}")
+    with Workers() as workers:
+        rows = np.array(x, dtype=np.float32)
+        centroids = _kmeans(rows, n_clusters, np.random.default_rng(seed), workers)
+    return centroids.astype(np.float32)
+
+
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}, expected one of {', '.join(METRICS)}")

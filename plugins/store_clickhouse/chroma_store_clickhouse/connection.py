@@ -23,6 +23,12 @@ class Target:
     database: str
     embedded: bool
     vector_index: bool
+    #: the inverted file in ClickHouse, when on: rows before training, cells a query reads
+    ivf: bool = False
+    ivf_train_rows: int = 100_000
+    ivf_probes: int = 32
+    #: the cluster every table is created on, replicated; None for one server
+    cluster: str | None = None
 
     def describe(self) -> str:
         if self.embedded:
@@ -57,7 +63,7 @@ def target(settings: Settings, values: Mapping[str, Any] | None = None) -> Targe
                 "the embedded ClickHouse engine is not installed: pip install "
                 "'chroma-store-clickhouse[embedded]', or set CHROMA_CLICKHOUSE_HOST to a server"
             )
-        return Target({"dsn": dsn}, database, embedded, vector_index)
+        return Target({"dsn": dsn}, database, embedded, vector_index, **_ivf(values))
     options = {
         "host": host,
         "port": values["clickhouse_port"],
@@ -67,4 +73,13 @@ def target(settings: Settings, values: Mapping[str, Any] | None = None) -> Targe
         # one client is shared by the server's threads, so no server-side session
         "autogenerate_session_id": False,
     }
-    return Target(options, database, False, vector_index)
+    return Target(options, database, False, vector_index, **_ivf(values))
+
+
+def _ivf(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "ivf": values["clickhouse_ivf"],
+        "ivf_train_rows": values["clickhouse_ivf_train_rows"],
+        "ivf_probes": values["clickhouse_ivf_probes"],
+        "cluster": values["clickhouse_cluster"],
+    }

@@ -7,6 +7,8 @@ column can carry a fixed-dimension vector index and its sort key serves its own 
 
 from __future__ import annotations
 
+import re
+
 # Migration N brings a database from version N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -68,6 +70,19 @@ MIGRATIONS += (
         SETTINGS {DURABLE}""",
     ),
 )
+# Migration 3: which generation of each space's inverted file readers search, its cells and
+# the rows it was trained on (ivf.py); the last version written is the current one.
+MIGRATIONS += (
+    (
+        """CREATE TABLE IF NOT EXISTS ivf_state (
+            space_id UInt64,
+            generation UInt32,
+            cells UInt32,
+            trained_rows UInt64,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY space_id""",
+    ),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # A retried insert with the same token within this many recent blocks is stored once.
@@ -122,3 +137,39 @@ def vector_index(space_id: int, metric: str, dim: int) -> str | None:
         f"ALTER TABLE rows_{int(space_id)} ADD INDEX IF NOT EXISTS vectors embedding "
         f"TYPE vector_similarity('hnsw', '{distance}', {int(dim)})"
     )
+
+
+# --- a cluster ---------------------------------------------------------------------
+# Where the replicas of one table meet in ClickHouse Keeper: one path per shard, database and
+# table, filled in by each server from its own macros.
+REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/%s', '{replica}'"
+_CREATE = re.compile(r"^(\s*CREATE (?:TABLE|DATABASE) IF NOT EXISTS [\w.]+)", re.S)
+_ENGINE = re.compile(r"ENGINE = (Replacing)?MergeTree(?:\((\w*)\))?")
+_TABLE_NAME = re.compile(r"CREATE TABLE IF NOT EXISTS ([\w.]+)")
+_ALTER_OR_DROP = re.compile(r"^(\s*(?:ALTER TABLE|DROP TABLE IF EXISTS) [\w.]+)")
+_DELETE = re.compile(r"^(\s*DELETE FROM [\w.]+)")
+
+
+def on_cluster(statement: str, cluster: str) -> str:
+    """``statement`` as it runs on every server of ``cluster``: DDL and lightweight deletes
+    ``ON CLUSTER``, MergeTree engines replicated through ClickHouse Keeper (the shard and
+    replica come from each server's ``{shard}`` and ``{replica}`` macros). Statements that
+    are not DDL or deletes (inserts, selects) are returned as they are."""
+    on = f" ON CLUSTER '{cluster}'"
+    if _CREATE.match(statement):
+        name = _TABLE_NAME.search(statement)
+        statement = _CREATE.sub(lambda m: m.group(1) + on, statement, count=1)
+        if name:
+            path = REPLICA_PATH % name.group(1)
+
+            def replicated(m: re.Match) -> str:
+                kind = m.group(1) or ""
+                version = f", {m.group(2)}" if m.group(2) else ""
+                return f"ENGINE = Replicated{kind}MergeTree({path}{version})"
+
+            statement = _ENGINE.sub(replicated, statement, count=1)
+        return statement
+    for pattern in (_ALTER_OR_DROP, _DELETE):
+        if pattern.match(statement):
+            return pattern.sub(lambda m: m.group(1) + on, statement, count=1)
+    return statement

@@ -34,4 +34,34 @@ SETTINGS = [
         False,
         "add ClickHouse's vector_similarity HNSW index to each space (l2, cosine)",
     ),
+    Setting(
+        "clickhouse_cluster",
+        str,
+        None,
+        "a ClickHouse cluster to create every table on (ON CLUSTER), replicated through "
+        "ClickHouse Keeper; none: one server",
+        pattern=r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}",
+    ),
+    Setting(
+        "clickhouse_ivf",
+        bool,
+        False,
+        "answer unfiltered k-NN from an inverted file kept in ClickHouse, so that servers "
+        "hold no index of their own",
+    ),
+    Setting(
+        "clickhouse_ivf_train_rows",
+        int,
+        100_000,
+        "rows a space holds before its inverted file is trained (searched exactly until then)",
+        minimum=1,
+    ),
+    Setting(
+        "clickhouse_ivf_probes",
+        int,
+        32,
+        "cells of the inverted file a query reads: more find more true neighbours, slower",
+        minimum=1,
+        maximum=65_536,
+    ),
 ]

@@ -40,6 +40,7 @@ from chroma_core.store import (
 )
 from chroma_store_clickhouse import schema
 from chroma_store_clickhouse.connection import Target, target
+from chroma_store_clickhouse.ivf import InvertedFile
 from chroma_store_clickhouse.where import compile_where
 from chroma_wire.errors import ChromaError, Conflict, NotFound, ServerError
 from chroma_wire.types import CATALOGUE_COLUMNS, Neighbors, SpaceInfo
@@ -82,13 +83,23 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         self._last_version = 0
         try:
             admin = where.client(None)
-            admin.command(f"CREATE DATABASE IF NOT EXISTS {where.database}")
+            admin.command(self._statement(f"CREATE DATABASE IF NOT EXISTS {where.database}"))
         except ChromaError:
             raise
         except Exception as exc:
             raise ServerError(f"cannot open {where.describe()}: {exc}") from None
         self._migrate()
         self._record_dimensions()
+        self.ivf = (
+            InvertedFile(self, train_rows=where.ivf_train_rows, probes=where.ivf_probes)
+            if where.ivf
+            else None
+        )
+        if self.ivf is not None:
+            for sid, metric in self._query(
+                "SELECT space_id, metric FROM spaces FINAL WHERE deleted = 0 AND dim > 0"
+            ):
+                self.ivf.complete(sid, metric)
 
     @classmethod
     def open(cls, settings: Settings) -> ClickHouseStore:
@@ -110,7 +121,14 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         return self._client().query_arrow(sql, parameters=params or {})
 
     def _command(self, sql: str, params: dict | None = None, settings: dict | None = None):
-        return self._client().command(sql, parameters=params or {}, settings=settings)
+        """Run DDL or a delete, on every server of the cluster when there is one."""
+        return self._client().command(
+            self._statement(sql), parameters=params or {}, settings=settings
+        )
+
+    def _statement(self, sql: str) -> str:
+        cluster = self.target.cluster
+        return schema.on_cluster(sql, cluster) if cluster else sql
 
     def _version(self) -> int:
         with self._lock:
@@ -157,6 +175,8 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
                 self._command(ddl)
 
     def close(self) -> None:
+        if self.ivf is not None:
+            self.ivf.close()
         with self._lock:
             clients, self._clients = self._clients, []
         for client in clients:
@@ -242,8 +262,10 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             row = self._space_row(name, fresh=True)
             sid = row[1]
             self._write_space(row, deleted=1)
-            for table in ("rows", "ids", "deleted", "priorities"):
+            for table in ("rows", "ids", "deleted", "priorities", "ivf", "ivf_centroids"):
                 self._command(f"DROP TABLE IF EXISTS {table}_{sid}")
+            if self.ivf is not None:
+                self.ivf.forget(sid)
             self._command("DELETE FROM batch_keys WHERE space_id = {s:UInt64}", {"s": sid})
             self._command(
                 "DELETE FROM trigger_items WHERE trigger_id IN "
@@ -354,6 +376,10 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             dim = rows.schema.field("embedding").type.list_size
             self._write_space((*row[:3], dim, *row[4:]))
             self._add_vector_index(sid, metric, dim)
+        if self.ivf is not None:
+            self.ivf.assign(sid, metric, seqs, embeddings_of(rows))
+            if self.ivf.grown(sid, self._current_max_seq(sid)):
+                self.ivf.train_soon(sid, metric)
 
     def _batch_seqs(
         self, space: str, sid: int, key: str, fingerprint: Future[str]
@@ -805,9 +831,14 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         """Exact search with the filter pushed down, or ClickHouse's vector index when
         enabled; with neither a filter nor the index, the hnswlib plugin answers."""
         use_index = self.target.vector_index and space.metric in ("l2", "cosine")
-        if where is None and not use_index:
-            return None
         sid = self._space_row(space.name)[1]
+        if where is None and self.ivf is not None:
+            # searched exactly below the inverted file's training size
+            answer = self.ivf.search(sid, space.metric, queries, k)
+            if answer is not None:
+                return answer
+        elif where is None and not use_index:
+            return None
         condition, params = self._condition(sid, where=where)
         distance = _DISTANCE[space.metric]
         settings = {"vector_search_with_rescoring": 1} if use_index and where is None else None

@@ -1,0 +1,394 @@
+"""An inverted file kept in ClickHouse: k-NN answered from tables, by any server.
+
+A space's rows are grouped into cells, one per k-means centroid. ``ivf_N`` holds each row's
+seq and vector under its cell, sorted by (generation, cell, seq), so a query that probes a
+few cells reads only their granules; ``ivf_centroids_N`` holds the centroids; the shared
+table ``ivf_state`` (schema migration 3) names each space's current generation. A server
+keeps nothing but a cache of centroids it can read again in milliseconds.
+
+- A space is searched exactly until it holds ``train_rows`` rows; then a first generation is
+  trained (centroids from a sample of the rows), every row is assigned to its nearest cell,
+  and the generation becomes current. The space is trained again, as a new generation, each
+  time it grows past ``GROWTH`` times the rows it was trained on.
+- A new generation is written out of sight (readers keep the current one) and made current
+  by one insert into ``ivf_state`` under the store's write lock, after the rows added while
+  it was built are assigned to it: a reader sees one whole generation or the other, and a
+  crash while a generation is built leaves only rows nobody reads, dropped at the next
+  training. The generation before the current one is kept until the next, for readers that
+  took the old one a moment before the switch.
+- Each add assigns its rows to the current generation's cells right after they are stored,
+  under the same lock. The rows of an add that a crash cut off between the two inserts are
+  assigned when the store opens again (:meth:`InvertedFile.complete`).
+- Deleted rows stay in their cells; the tombstones of ``deleted_N`` hide them, as from every
+  reader of the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from chroma_core.neighbor_search import kmeans
+from chroma_store_clickhouse.schema import DEDUPLICATION_WINDOW, DURABLE
+from chroma_wire.types import Neighbors
+
+log = logging.getLogger("chroma.clickhouse.ivf")
+
+#: a space is trained again once it holds this many times the rows it was trained on
+GROWTH = 4
+#: rows of the sample the centroids are trained on, per cell
+SAMPLE_PER_CELL = 64
+#: rows read and assigned at once while a generation is built
+PAGE_ROWS = 100_000
+#: how long a reader may keep a space's current generation before it reads it again
+STATE_CACHE_SECONDS = 2.0
+#: cells of about this many rows; the square root of the rows keeps probes and cells balanced
+MIN_CELLS = 16
+
+# How a query's distance is written for each metric, as the rows' own exact search writes it.
+_DISTANCE = {
+    "l2": "L2Distance(v.embedding, {q:Array(Float32)})",
+    "cosine": "cosineDistance(v.embedding, {q:Array(Float32)})",
+    "ip": "1 - dotProduct(v.embedding, {q:Array(Float32)})",
+}
+
+
+def tables(space_id: int) -> tuple[str, ...]:
+    """The DDL of one space's inverted file."""
+    sid = int(space_id)
+    return (
+        # small granules: a cell of a thousand rows is read as one or two of them
+        f"""CREATE TABLE IF NOT EXISTS ivf_{sid} (
+            generation UInt32,
+            cell UInt32,
+            seq UInt64,
+            embedding Array(Float32)
+        ) ENGINE = MergeTree PARTITION BY generation ORDER BY (generation, cell, seq)
+        SETTINGS index_granularity = 1024,
+            non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}, {DURABLE}""",
+        f"""CREATE TABLE IF NOT EXISTS ivf_centroids_{sid} (
+            generation UInt32,
+            cell UInt32,
+            centroid Array(Float32)
+        ) ENGINE = MergeTree ORDER BY (generation, cell) SETTINGS {DURABLE}""",
+    )
+
+
+def cell_count(rows: int) -> int:
+    """Cells for a space of ``rows`` rows: about their square root."""
+    return max(MIN_CELLS, round(np.sqrt(rows)))
+
+
+def prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors as the centroids compare them: unit rows for cosine, where Euclidean nearness
+    of unit vectors is cosine nearness; as they are for l2 and inner product."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if metric != "cosine":
+        return vectors
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1)
+
+
+def nearest_cells(vectors: np.ndarray, centroids: np.ndarray, n: int, metric: str) -> np.ndarray:
+    """``(len(vectors), n)`` indices of the ``n`` cells nearest each vector, in no order:
+    Euclidean for l2 and cosine (on unit rows), largest inner product for ip."""
+    vectors = prepared(vectors, metric)
+    n = min(n, len(centroids))
+    out = np.empty((len(vectors), n), dtype=np.int64)
+    sq_norms = np.einsum("ij,ij->i", centroids, centroids) if metric != "ip" else None
+    step = max(1, (32 << 20) // (4 * max(len(centroids), 1)))
+    for start in range(0, len(vectors), step):
+        scores = vectors[start : start + step] @ centroids.T
+        if sq_norms is not None:
+            scores = sq_norms - 2 * scores
+        else:
+            scores = -scores
+        if n == len(centroids):
+            out[start : start + step] = np.arange(n)
+        elif n == 1:
+            out[start : start + step, 0] = scores.argmin(axis=1)
+        else:
+            out[start : start + step] = np.argpartition(scores, n - 1, axis=1)[:, :n]
+    return out
+
+
+class InvertedFile:
+    """The inverted files of one store's spaces: training, assignment and search.
+
+    ``store`` is the :class:`~chroma_store_clickhouse.store.ClickHouseStore` it serves, whose
+    connection, write lock and tables it uses."""
+
+    def __init__(self, store: Any, *, train_rows: int, probes: int):
+        self.store = store
+        self.train_rows = train_rows
+        self.probes = probes
+        # (space id, generation) -> centroids; generation by space id with when it was read
+        self._centroids: dict[tuple[int, int], np.ndarray] = {}
+        self._state: dict[int, tuple[float, tuple[int, int, int]]] = {}
+        self._training: dict[int, threading.Thread] = {}
+        # one generation is built at a time: numbers and leftovers are decided by one builder
+        self._building = threading.Lock()
+        self._closing = threading.Event()
+
+    # --- state ----------------------------------------------------------------
+    def state(self, sid: int, fresh: bool = False) -> tuple[int, int, int]:
+        """``(generation, cells, trained_rows)`` of the space; generation 0 is untrained."""
+        cached = self._state.get(sid)
+        if not fresh and cached and time.monotonic() - cached[0] < STATE_CACHE_SECONDS:
+            return cached[1]
+        rows = self.store._query(
+            "SELECT generation, cells, trained_rows FROM ivf_state FINAL "
+            "WHERE space_id = {s:UInt64}",
+            {"s": sid},
+        )
+        state = (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else (0, 0, 0)
+        self._state[sid] = (time.monotonic(), state)
+        return state
+
+    def centroids(self, sid: int, generation: int) -> np.ndarray:
+        key = (sid, generation)
+        found = self._centroids.get(key)
+        if found is None:
+            table = self.store._arrow(
+                f"SELECT centroid FROM ivf_centroids_{sid} WHERE generation = {{g:UInt32}} "
+                "ORDER BY cell",
+                {"g": generation},
+            )
+            column = table.column("centroid").combine_chunks()
+            dim = len(column[0]) if len(column) else 0
+            found = column.flatten().to_numpy().astype(np.float32).reshape(len(column), dim)
+            self._centroids[key] = found
+        return found
+
+    def forget(self, sid: int) -> None:
+        """Drop what is cached of a space (it was dropped)."""
+        self._state.pop(sid, None)
+        for key in [key for key in self._centroids if key[0] == sid]:
+            del self._centroids[key]
+
+    # --- writes ---------------------------------------------------------------
+    def assign(self, sid: int, metric: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        """Put rows just stored into the cells of the current generation, if there is one.
+        Runs under the store's write lock, right after the rows' insert."""
+        generation = self.state(sid, fresh=True)[0]
+        if generation:
+            self._insert(sid, generation, metric, seqs, vectors)
+
+    def _insert(
+        self,
+        sid: int,
+        generation: int,
+        metric: str,
+        seqs: np.ndarray,
+        vectors: np.ndarray,
+        why: str = "add",
+    ) -> None:
+        cells = nearest_cells(vectors, self.centroids(sid, generation), 1, metric)[:, 0]
+        dim = vectors.shape[1]
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        table = pa.table(
+            {
+                "generation": pa.array(np.full(len(seqs), generation, np.uint32)),
+                "cell": pa.array(cells.astype(np.uint32)),
+                "seq": pa.array(np.asarray(seqs, dtype=np.uint64)),
+                "embedding": pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, (len(seqs) + 1) * dim, dim, dtype=np.int32)), flat
+                ),
+            }
+        )
+        first, last = int(seqs[0]), int(seqs[-1])
+        # the same rows assigned again for the same reason (a retried add) are stored once;
+        # a completion after a crash is another reason, never mistaken for the lost insert
+        token = f"ivf:{why}:{sid}:{generation}:{first}:{last}:{len(seqs)}"
+        self.store._client().insert_arrow(
+            f"ivf_{sid}", table, settings={"insert_deduplication_token": token}
+        )
+
+    def grown(self, sid: int, rows: int) -> bool:
+        """Whether a space of ``rows`` rows is due for a (first or new) generation."""
+        generation, _, trained = self.state(sid)
+        if not generation:
+            return rows >= self.train_rows
+        return rows >= GROWTH * max(trained, 1)
+
+    def train_soon(self, sid: int, metric: str) -> None:
+        """Train the space in the background, unless it already is being trained."""
+        running = self._training.get(sid)
+        if running is not None and running.is_alive():
+            return
+        thread = threading.Thread(
+            target=self._train_logged, args=(sid, metric), name=f"chroma-ivf-{sid}", daemon=True
+        )
+        self._training[sid] = thread
+        thread.start()
+
+    def _train_logged(self, sid: int, metric: str) -> None:
+        try:
+            self.train(sid, metric)
+        except Exception:
+            if not self._closing.is_set():
+                log.exception("training the inverted file of space %s failed", sid)
+
+    def train(self, sid: int, metric: str) -> int:
+        """Build a new generation of the space's inverted file and make it current; returns
+        it (0 when the space holds no rows). Writes wait only for the last step."""
+        with self._building:
+            return self._train(sid, metric)
+
+    def _train(self, sid: int, metric: str) -> int:
+        for statement in tables(sid):
+            self.store._command(statement)
+        snapshot = self.store._current_max_seq(sid)
+        rows = self.store._query(
+            f"SELECT count() FROM rows_{sid} AS r WHERE r.seq <= {{s:UInt64}} "
+            f"AND r.seq NOT IN (SELECT seq FROM deleted_{sid})",
+            {"s": snapshot},
+        )[0][0]
+        if not rows:
+            return 0
+        cells = min(cell_count(rows), rows)
+        generation = self._next_generation(sid)
+        current = self.state(sid, fresh=True)[0]
+        # generations a crash cut short are never read, and go now; their numbers are not
+        # given again (their centroids stay), so neither are their deduplication tokens
+        for (left,) in self.store._query(
+            f"SELECT DISTINCT generation FROM ivf_{sid} WHERE generation > {{c:UInt32}}",
+            {"c": current},
+        ):
+            self.store._command(f"ALTER TABLE ivf_{sid} DROP PARTITION {int(left)}")
+        sample = self._sample(sid, snapshot, min(rows, SAMPLE_PER_CELL * cells))
+        centroids = kmeans(prepared(sample, metric), cells, seed=generation)
+        self.store._client().insert_arrow(
+            f"ivf_centroids_{sid}",
+            pa.table(
+                {
+                    "generation": pa.array(np.full(cells, generation, np.uint32)),
+                    "cell": pa.array(np.arange(cells, dtype=np.uint32)),
+                    "centroid": pa.array(list(centroids), pa.list_(pa.float32())),
+                }
+            ),
+        )
+        self._centroids[(sid, generation)] = centroids
+        after = self._assign_range(sid, generation, metric, 0, snapshot)
+        with self.store._lock:
+            if self._closing.is_set():
+                return 0
+            # rows added while the generation was built join it before it is switched to
+            self._assign_range(sid, generation, metric, after, self.store._current_max_seq(sid))
+            self.store._client().insert(
+                "ivf_state",
+                [[sid, generation, cells, rows, time.time_ns()]],
+                column_names=["space_id", "generation", "cells", "trained_rows", "version"],
+            )
+            self._state.pop(sid, None)
+        # the generation before stays for readers that took it just before the switch
+        for (old,) in self.store._query(
+            f"SELECT DISTINCT generation FROM ivf_{sid} WHERE generation < {{g:UInt32}}",
+            {"g": generation - 1},
+        ):
+            self.store._command(f"ALTER TABLE ivf_{sid} DROP PARTITION {int(old)}")
+        log.info("space %s: inverted file generation %d, %d cells, %d rows", sid, generation,
+                 cells, rows)  # fmt: skip
+        return generation
+
+    def _next_generation(self, sid: int) -> int:
+        current = self.state(sid, fresh=True)[0]
+        built = self.store._query(f"SELECT max(generation) FROM ivf_centroids_{sid}")[0][0]
+        return max(current, int(built or 0)) + 1
+
+    def _sample(self, sid: int, snapshot: int, n: int) -> np.ndarray:
+        """About ``n`` stored rows' vectors, spread over the space by a hash of their seq."""
+        total = max(snapshot, 1)
+        keep = max(1, total // max(n, 1))
+        table = self.store._arrow(
+            f"SELECT embedding FROM rows_{sid} AS r WHERE r.seq <= {{s:UInt64}} "
+            f"AND cityHash64(r.seq) % {{m:UInt64}} = 0 LIMIT {{n:UInt64}}",
+            {"s": snapshot, "m": keep, "n": n},
+        )
+        return _matrix(table.column("embedding"))
+
+    def _assign_range(
+        self, sid: int, generation: int, metric: str, after: int, upto: int, why: str = "train"
+    ) -> int:
+        """Assign the stored rows with a seq above ``after`` and at most ``upto``, a range of
+        seqs at a time (the rows' minmax index on seq finds each range's granules); returns
+        ``upto``, or where it stopped when the store closes."""
+        while after < upto and not self._closing.is_set():
+            end = min(after + PAGE_ROWS, upto)
+            page = self.store._arrow(
+                f"SELECT seq, embedding FROM rows_{sid} WHERE seq > {{a:UInt64}} "
+                "AND seq <= {e:UInt64} ORDER BY seq",
+                {"a": after, "e": end},
+            )
+            if page.num_rows:
+                seqs = page.column("seq").to_numpy()
+                vectors = _matrix(page.column("embedding"))
+                self._insert(sid, generation, metric, seqs, vectors, why)
+            after = end
+        return after
+
+    def complete(self, sid: int, metric: str) -> None:
+        """Assign the rows a crash left out of the current generation: those stored after
+        the last row it holds (adds are assigned in seq order, right after they are
+        stored)."""
+        generation = self.state(sid, fresh=True)[0]
+        if not generation:
+            return
+        last = self.store._query(
+            f"SELECT max(seq) FROM ivf_{sid} WHERE generation = {{g:UInt32}}", {"g": generation}
+        )[0][0]
+        upto = self.store._current_max_seq(sid)
+        if int(last or 0) < upto:
+            log.warning("space %s: assigning rows stored after its inverted file's last", sid)
+            self._assign_range(sid, generation, metric, int(last or 0), upto, "complete")
+
+    def close(self) -> None:
+        self._closing.set()
+        for thread in list(self._training.values()):
+            thread.join(timeout=60)
+
+    # --- search ---------------------------------------------------------------
+    def search(
+        self, sid: int, metric: str, queries: np.ndarray, k: int, probes: int | None = None
+    ) -> Neighbors | None:
+        """The k nearest stored rows of each query from the cells nearest it, or None when
+        the space has no generation yet."""
+        generation, cells, _ = self.state(sid)
+        if not generation:
+            return None
+        probes = min(probes or self.probes, cells)
+        centroids = self.centroids(sid, generation)
+        probed = nearest_cells(queries, centroids, probes, metric)
+        n = len(queries)
+        seqs = np.full((n, k), -1, dtype=np.int64)
+        dists = np.full((n, k), np.inf, dtype=np.float32)
+        sql = (
+            f"SELECT v.seq, {_DISTANCE[metric]} AS d FROM ivf_{sid} AS v "
+            "PREWHERE v.generation = {g:UInt32} AND v.cell IN {cells:Array(UInt32)} "
+            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}) "
+            f"ORDER BY d ASC, v.seq ASC LIMIT {int(k)}"
+        )
+        client = self.store._client()
+        for i, query in enumerate(queries):
+            found = client.query(
+                sql,
+                parameters={"g": generation, "cells": probed[i].tolist(), "q": query.tolist()},
+            ).result_rows
+            for j, (seq, d) in enumerate(found):
+                seqs[i, j], dists[i, j] = seq, d
+        meta = {"method": "clickhouse_ivf", "generation": generation, "cells": cells,
+                "probes": probes}  # fmt: skip
+        return Neighbors(seqs, dists, meta)
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    column = column.combine_chunks()
+    if len(column) == 0:
+        return np.empty((0, 0), dtype=np.float32)
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(column), -1)
