@@ -134,6 +134,9 @@ class Indexes:
                     index.catch_up(self.store, space)
                 else:
                     index.add_new(self.store, space, seqs, vectors)
+            except NotFound:
+                # the space was dropped while its rows waited here: nothing is left to index
+                log.debug("space %s was dropped before its rows were indexed", space)
             except Exception:  # the next query catches up from the store
                 log.exception("indexing rows of %s failed", space)
 

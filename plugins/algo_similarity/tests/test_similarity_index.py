@@ -354,3 +354,30 @@ def test_rows_after_a_gap_are_caught_up_from_the_store(tmp_path):
     assert not worker.is_alive(), "the indexer hung on its own lock"
     assert index.indexed_seq == int(seqs[-1]) and index.live == 20
     chroma.close()
+
+
+def test_rows_of_a_space_dropped_before_they_were_indexed_are_let_go(tmp_path, caplog):
+    from chroma_algo_similarity.plugin import STATE
+
+    chroma = service(tmp_path)
+    try:
+        chroma.space("gone")
+        add(chroma, "gone", clustered(10))
+        wait_for_index(chroma, "gone")
+        indexes = chroma.context.existing_state(STATE)
+        index = indexes.by_space["gone"]
+        chroma.delete_space("gone")
+        # rows of the dropped space, still waiting for the indexer, as after a race
+        with caplog.at_level("ERROR", logger="chroma.similarity"):
+            indexes.pending.put((index, "gone", np.arange(1, 3), clustered(2)))
+            indexes.pending.put((index, "gone", None, None))
+            deadline = time.monotonic() + 30
+            while not indexes.pending.empty() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
+        assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+        chroma.space("after")
+        add(chroma, "after", clustered(5))
+        assert wait_for_index(chroma, "after")["index"]["pending"] == 0
+    finally:
+        chroma.close()
