@@ -259,7 +259,9 @@ class Chroma:
         q_index = np.nonzero(valid)[0]
         ranks = np.nonzero(valid)[1]
         flat_seqs = seqs[valid]
-        rows = self.store.rows_by_seq(space, np.unique(flat_seqs))
+        rows = answer.rows
+        if rows is None:
+            rows = self.store.rows_by_seq(space, np.unique(flat_seqs))
         return Result(
             _neighbors_table(labels.take(pa.array(q_index)), ranks, flat_seqs, dists[valid], rows),
             dict(answer.meta),

@@ -45,8 +45,12 @@ class Result:
 @dataclass
 class Neighbors:
     """k-NN answer: ``seqs`` (n, k) int64 with -1 where fewer than k rows exist,
-    ``distances`` (n, k) float32, and ``meta`` saying how it was answered."""
+    ``distances`` (n, k) float32, and ``meta`` saying how it was answered. A search that
+    read the neighbours' catalogue with them hands it over as ``rows`` (``seq`` and the
+    :data:`NEIGHBOR_COLUMNS` with ``id``, one row per neighbour found), sparing the caller
+    a look-up; None otherwise."""
 
     seqs: np.ndarray
     distances: np.ndarray
     meta: dict = field(default_factory=dict)
+    rows: pa.Table | None = None

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from chroma_core.neighbor_search import kmeans
 from chroma_store_clickhouse.schema import DEDUPLICATION_WINDOW, DURABLE
-from chroma_wire.types import Neighbors
+from chroma_wire.types import NEIGHBOR_COLUMNS, Neighbors
 
 log = logging.getLogger("chroma.clickhouse.ivf")
 
@@ -58,18 +58,30 @@ _DISTANCE = {
 }
 
 
+#: the catalogue columns the inverted file keeps beside each vector, typed as in ``rows_N``
+CATALOGUE_DDL = (
+    "id String, dataset LowCardinality(String), context LowCardinality(String), "
+    "input_uri Nullable(String), inference LowCardinality(Nullable(String)), "
+    "label LowCardinality(Nullable(String))"
+)
+CATALOGUE = ("id", *NEIGHBOR_COLUMNS)
+
+
 def tables(space_id: int) -> tuple[str, ...]:
     """The DDL of one space's inverted file."""
     sid = int(space_id)
     return (
-        # small granules: a cell of a thousand rows is read as one or two of them
+        # small granules, so a cell is read with little of its neighbours; vectors stored
+        # as they are, since compressing floats saves little and slows every scan; the
+        # catalogue a k-NN answer carries, so it comes with the neighbours in one read
         f"""CREATE TABLE IF NOT EXISTS ivf_{sid} (
             generation UInt32,
             cell UInt32,
             seq UInt64,
-            embedding Array(Float32)
+            embedding Array(Float32) CODEC(NONE),
+            {CATALOGUE_DDL}
         ) ENGINE = MergeTree PARTITION BY generation ORDER BY (generation, cell, seq)
-        SETTINGS index_granularity = 1024,
+        SETTINGS index_granularity = 256,
             non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}, {DURABLE}""",
         f"""CREATE TABLE IF NOT EXISTS ivf_centroids_{sid} (
             generation UInt32,
@@ -172,12 +184,12 @@ class InvertedFile:
             del self._centroids[key]
 
     # --- writes ---------------------------------------------------------------
-    def assign(self, sid: int, metric: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        """Put rows just stored into the cells of the current generation, if there is one.
-        Runs under the store's write lock, right after the rows' insert."""
+    def assign(self, sid: int, metric: str, seqs: np.ndarray, rows: pa.Table) -> None:
+        """Put rows just stored (a validated batch) into the cells of the current generation,
+        if there is one. Runs under the store's write lock, right after the rows' insert."""
         generation = self.state(sid, fresh=True)[0]
         if generation:
-            self._insert(sid, generation, metric, seqs, vectors)
+            self._insert(sid, generation, metric, seqs, rows)
 
     def _insert(
         self,
@@ -185,9 +197,11 @@ class InvertedFile:
         generation: int,
         metric: str,
         seqs: np.ndarray,
-        vectors: np.ndarray,
+        rows: pa.Table,
         why: str = "add",
     ) -> None:
+        """Insert ``rows`` (their ``embedding`` and catalogue columns) under ``seqs``."""
+        vectors = _matrix(rows.column("embedding"))
         cells = nearest_cells(vectors, self.centroids(sid, generation), 1, metric)[:, 0]
         dim = vectors.shape[1]
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
@@ -199,6 +213,7 @@ class InvertedFile:
                 "embedding": pa.ListArray.from_arrays(
                     pa.array(np.arange(0, (len(seqs) + 1) * dim, dim, dtype=np.int32)), flat
                 ),
+                **{name: rows.column(name) for name in CATALOGUE},
             }
         )
         first, last = int(seqs[0]), int(seqs[-1])
@@ -321,14 +336,12 @@ class InvertedFile:
         while after < upto and not self._closing.is_set():
             end = min(after + PAGE_ROWS, upto)
             page = self.store._arrow(
-                f"SELECT seq, embedding FROM rows_{sid} WHERE seq > {{a:UInt64}} "
-                "AND seq <= {e:UInt64} ORDER BY seq",
+                f"SELECT seq, embedding, {', '.join(CATALOGUE)} FROM rows_{sid} "
+                "WHERE seq > {a:UInt64} AND seq <= {e:UInt64} ORDER BY seq",
                 {"a": after, "e": end},
             )
             if page.num_rows:
-                seqs = page.column("seq").to_numpy()
-                vectors = _matrix(page.column("embedding"))
-                self._insert(sid, generation, metric, seqs, vectors, why)
+                self._insert(sid, generation, metric, page.column("seq").to_numpy(), page, why)
             after = end
         return after
 
@@ -367,23 +380,27 @@ class InvertedFile:
         n = len(queries)
         seqs = np.full((n, k), -1, dtype=np.int64)
         dists = np.full((n, k), np.inf, dtype=np.float32)
+        catalogue = ", ".join(f"v.{name} AS {name}" for name in CATALOGUE)
         sql = (
-            f"SELECT v.seq, {_DISTANCE[metric]} AS d FROM ivf_{sid} AS v "
+            f"SELECT v.seq AS seq, {_DISTANCE[metric]} AS d, {catalogue} FROM ivf_{sid} AS v "
             "PREWHERE v.generation = {g:UInt32} AND v.cell IN {cells:Array(UInt32)} "
             f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}) "
             f"ORDER BY d ASC, v.seq ASC LIMIT {int(k)}"
         )
         client = self.store._client()
+        found = []
         for i, query in enumerate(queries):
-            found = client.query(
+            table = client.query_arrow(
                 sql,
                 parameters={"g": generation, "cells": probed[i].tolist(), "q": query.tolist()},
-            ).result_rows
-            for j, (seq, d) in enumerate(found):
-                seqs[i, j], dists[i, j] = seq, d
+            )
+            seqs[i, : table.num_rows] = table.column("seq").to_numpy()
+            dists[i, : table.num_rows] = table.column("d").to_numpy()
+            found.append(table)
+        rows = pa.concat_tables(found).drop_columns(["d"]) if found else None
         meta = {"method": "clickhouse_ivf", "generation": generation, "cells": cells,
                 "probes": probes}  # fmt: skip
-        return Neighbors(seqs, dists, meta)
+        return Neighbors(seqs, dists, meta, rows=_neighbor_rows(rows))
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:
@@ -392,3 +409,16 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
         return np.empty((0, 0), dtype=np.float32)
     values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return values.reshape(len(column), -1)
+
+
+def _neighbor_rows(table: pa.Table | None) -> pa.Table | None:
+    """The catalogue read with the neighbours, typed as the service's look-up gives it."""
+    if table is None:
+        return None
+    columns = {"seq": table.column("seq").cast(pa.int64())}
+    for name in CATALOGUE:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(pa.string())
+        columns[name] = column.cast(pa.string())
+    return pa.table(columns)

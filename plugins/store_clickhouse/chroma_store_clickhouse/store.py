@@ -377,7 +377,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             self._write_space((*row[:3], dim, *row[4:]))
             self._add_vector_index(sid, metric, dim)
         if self.ivf is not None:
-            self.ivf.assign(sid, metric, seqs, embeddings_of(rows))
+            self.ivf.assign(sid, metric, seqs, rows)
             if self.ivf.grown(sid, self._current_max_seq(sid)):
                 self.ivf.train_soon(sid, metric)
 

@@ -214,3 +214,35 @@ def test_nearest_cells_ranks_like_the_metric():
     assert nearest_cells(points, centroids, 1, "l2")[:, 0].tolist() == [0, 0]
     assert sorted(nearest_cells(points[:1], centroids, 4, "ip")[0].tolist()) == [0, 1, 2, 3]
     assert nearest_cells(points * 10, centroids, 1, "cosine")[0, 0] == 0
+
+
+def test_a_query_through_the_service_carries_the_catalogue_read_with_the_neighbors(tmp_path):
+    from chroma_core.service import Chroma
+
+    env = {
+        **store_environment("clickhouse", tmp_path),
+        "CHROMA_CLICKHOUSE_IVF": "1",
+        "CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS": "1000000",
+    }
+    chroma = Chroma(Settings.from_env(env, path=tmp_path))
+    try:
+        chroma.space("s")
+        x = clustered(3_000)
+        table = batch(x, 0).set_column(
+            2, "context", pa.array(["training", "triage"] * 1_500, pa.string())
+        )
+        table = table.set_column(
+            table.column_names.index("label"),
+            "label",
+            pa.array([f"c{i % 3}" for i in range(3_000)]),
+        )
+        chroma.add("s", table)
+        chroma.store.ivf.train(sid_of(chroma.store), "l2")
+        found = chroma.nearest_neighbors("s", queries=x[:4], k=3).table.to_pandas()
+        assert found.groupby("query")["id"].first().tolist() == ["r0", "r1", "r2", "r3"]
+        first = found[found["rank"] == 0].sort_values("query")
+        assert first["context"].tolist() == ["training", "triage", "training", "triage"]
+        assert first["label"].tolist() == ["c0", "c1", "c2", "c0"]
+        assert set(found["dataset"]) == {"d"}
+    finally:
+        chroma.close()
