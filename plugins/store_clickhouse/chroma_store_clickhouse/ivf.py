@@ -67,28 +67,25 @@ CATALOGUE_DDL = (
 CATALOGUE = ("id", *NEIGHBOR_COLUMNS)
 
 
+# A space's inverted file: small granules, so a probe reads little beyond its cell; vectors
+# stored as they are, since compressing floats saves little and slows every scan; and the
+# catalogue a k-NN answer carries, so it comes with the neighbours in one read.
+_TABLES = (
+    f"""CREATE TABLE IF NOT EXISTS ivf_{{sid}} (
+        generation UInt32, cell UInt32, seq UInt64, embedding Array(Float32) CODEC(NONE),
+        {CATALOGUE_DDL}
+    ) ENGINE = MergeTree PARTITION BY generation ORDER BY (generation, cell, seq)
+    SETTINGS index_granularity = 256,
+        non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}, {DURABLE}""",
+    f"""CREATE TABLE IF NOT EXISTS ivf_centroids_{{sid}} (
+        generation UInt32, cell UInt32, centroid Array(Float32)
+    ) ENGINE = MergeTree ORDER BY (generation, cell) SETTINGS {DURABLE}""",
+)
+
+
 def tables(space_id: int) -> tuple[str, ...]:
-    """The DDL of one space's inverted file."""
-    sid = int(space_id)
-    return (
-        # small granules, so a cell is read with little of its neighbours; vectors stored
-        # as they are, since compressing floats saves little and slows every scan; the
-        # catalogue a k-NN answer carries, so it comes with the neighbours in one read
-        f"""CREATE TABLE IF NOT EXISTS ivf_{sid} (
-            generation UInt32,
-            cell UInt32,
-            seq UInt64,
-            embedding Array(Float32) CODEC(NONE),
-            {CATALOGUE_DDL}
-        ) ENGINE = MergeTree PARTITION BY generation ORDER BY (generation, cell, seq)
-        SETTINGS index_granularity = 256,
-            non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}, {DURABLE}""",
-        f"""CREATE TABLE IF NOT EXISTS ivf_centroids_{sid} (
-            generation UInt32,
-            cell UInt32,
-            centroid Array(Float32)
-        ) ENGINE = MergeTree ORDER BY (generation, cell) SETTINGS {DURABLE}""",
-    )
+    """The DDL of one space's inverted file (the id is an integer, never user text)."""
+    return tuple(ddl.format(sid=int(space_id)) for ddl in _TABLES)
 
 
 def cell_count(rows: int) -> int:
