@@ -174,6 +174,18 @@ class InvertedFile:
             self._centroids[key] = found
         return found
 
+    def status(self, sid: int) -> dict:
+        """What ``space.status()`` shows of the space's inverted file."""
+        generation, cells, trained = self.state(sid, fresh=True)
+        running = self._training.get(sid)
+        return {
+            "generation": generation,
+            "cells": cells,
+            "trained_rows": trained,
+            "training": running is not None and running.is_alive(),
+            "probes": min(self.probes, cells) if cells else self.probes,
+        }
+
     def forget(self, sid: int) -> None:
         """Drop what is cached of a space (it was dropped)."""
         self._state.pop(sid, None)

@@ -19,3 +19,12 @@ def chroma_open_store(name, settings, plugin_settings):
     from chroma_store_clickhouse.store import ClickHouseStore
 
     return ClickHouseStore(target(settings, plugin_settings))
+
+
+@hookimpl
+def chroma_space_status(context, space):
+    """The space's inverted file, when the ClickHouse store keeps one."""
+    ivf = getattr(context.store, "ivf", None)
+    if ivf is None or context.store.name != "clickhouse":
+        return None
+    return {"ivf": ivf.status(context.store._space_row(space.name)[1])}

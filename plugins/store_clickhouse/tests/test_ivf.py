@@ -246,3 +246,26 @@ def test_a_query_through_the_service_carries_the_catalogue_read_with_the_neighbo
         assert set(found["dataset"]) == {"d"}
     finally:
         chroma.close()
+
+
+def test_space_status_shows_the_inverted_file(tmp_path):
+    from chroma_core.service import Chroma
+
+    env = {
+        **store_environment("clickhouse", tmp_path),
+        "CHROMA_CLICKHOUSE_IVF": "1",
+        "CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS": "1000000",
+        "CHROMA_CLICKHOUSE_IVF_PROBES": "8",
+    }
+    chroma = Chroma(Settings.from_env(env, path=tmp_path))
+    try:
+        chroma.space("s")
+        chroma.add("s", batch(clustered(2_000), 0))
+        before = chroma.status("s")["ivf"]
+        assert before["generation"] == 0 and before["training"] is False
+        chroma.store.ivf.train(sid_of(chroma.store), "l2")
+        after = chroma.status("s")["ivf"]
+        assert after["generation"] == 1 and after["trained_rows"] == 2_000
+        assert after["cells"] > 8 and after["probes"] == 8
+    finally:
+        chroma.close()
