@@ -27,7 +27,6 @@ from chroma_core.plugins import (
     open_store,
     plugin_manager,
     plugin_settings,
-    store_names,
 )
 from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
 from chroma_core.store import (
@@ -88,9 +87,6 @@ class Chroma:
         self._closed = False
 
     # --- plugin support -----------------------------------------------------
-    def store_names(self) -> list[str]:
-        return store_names(self.pm)
-
     def version(self) -> dict:
         return {"version": __version__, "protocol": PROTOCOL_VERSION, "store": self.store.name}
 

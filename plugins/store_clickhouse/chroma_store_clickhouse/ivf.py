@@ -139,6 +139,8 @@ class InvertedFile:
         # (space id, generation) -> centroids; generation by space id with when it was read
         self._centroids: dict[tuple[int, int], np.ndarray] = {}
         self._state: dict[int, tuple[float, tuple[int, int, int]]] = {}
+        # moves at each switch, so a read that overlapped one is not cached (as spaces are)
+        self._epoch = 0
         self._training: dict[int, threading.Thread] = {}
         # one generation is built at a time: numbers and leftovers are decided by one builder
         self._building = threading.Lock()
@@ -150,13 +152,15 @@ class InvertedFile:
         cached = self._state.get(sid)
         if not fresh and cached and time.monotonic() - cached[0] < STATE_CACHE_SECONDS:
             return cached[1]
+        epoch = self._epoch
         rows = self.store._query(
             "SELECT generation, cells, trained_rows FROM ivf_state FINAL "
             "WHERE space_id = {s:UInt64}",
             {"s": sid},
         )
         state = (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else (0, 0, 0)
-        self._state[sid] = (time.monotonic(), state)
+        if epoch == self._epoch:  # no switch began meanwhile, so the state is current
+            self._state[sid] = (time.monotonic(), state)
         return state
 
     def centroids(self, sid: int, generation: int) -> np.ndarray:
@@ -304,12 +308,7 @@ class InvertedFile:
                 return 0
             # rows added while the generation was built join it before it is switched to
             self._assign_range(sid, generation, metric, after, self.store._current_max_seq(sid))
-            self.store._client().insert(
-                "ivf_state",
-                [[sid, generation, cells, rows, time.time_ns()]],
-                column_names=["space_id", "generation", "cells", "trained_rows", "version"],
-            )
-            self._state.pop(sid, None)
+            self._switch(sid, generation, cells, rows)
         # the generation before stays for readers that took it just before the switch
         for (old,) in self.store._query(
             f"SELECT DISTINCT generation FROM ivf_{sid} WHERE generation < {{g:UInt32}}",
@@ -319,6 +318,18 @@ class InvertedFile:
         log.info("space %s: inverted file generation %d, %d cells, %d rows", sid, generation,
                  cells, rows)  # fmt: skip
         return generation
+
+    def _switch(self, sid: int, generation: int, cells: int, rows: int) -> None:
+        """Make ``generation`` the space's current one: one insert, read by every server."""
+        self._epoch += 1
+        self._state.pop(sid, None)
+        self.store._client().insert(
+            "ivf_state",
+            [[sid, generation, cells, rows, time.time_ns()]],
+            column_names=["space_id", "generation", "cells", "trained_rows", "version"],
+        )
+        self._epoch += 1
+        self._state.pop(sid, None)
 
     def _next_generation(self, sid: int) -> int:
         current = self.state(sid, fresh=True)[0]

@@ -269,3 +269,23 @@ def test_space_status_shows_the_inverted_file(tmp_path):
         assert after["cells"] > 8 and after["probes"] == 8
     finally:
         chroma.close()
+
+
+def test_a_state_read_that_overlaps_a_switch_is_not_kept(store):
+    x = clustered(2_000)
+    store.add("s", batch(x, 0))
+    sid = sid_of(store)
+    store.ivf.train(sid, "l2")
+    read = store._query
+
+    def read_then_switch(sql, params=None):
+        found = read(sql, params)
+        if "FROM ivf_state" in sql:
+            # another thread makes generation 2 current while this read is on its way
+            store._query = read
+            store.ivf._switch(sid, 2, 16, 2_000)
+        return found
+
+    store._query = read_then_switch
+    assert store.ivf.state(sid, fresh=True)[0] == 1  # what was current when it was read
+    assert store.ivf.state(sid)[0] == 2  # not cached: the next read sees the switch
