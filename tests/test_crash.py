@@ -58,12 +58,9 @@ def test_a_kill_while_the_index_is_saved_leaves_an_index_that_agrees_with_the_st
     figures = index_save_rounds("sqlite", tmp_path, rounds=2, rows=3000, seed=SEED)
     assert figures.problems == [], report(figures)
     assert any(o.startswith("killed saving") for o in figures.outcomes), report(figures)
-    assert (
-        figures.outcomes["killed saving, page lost"]
-        + figures.outcomes["killed between saves, page lost"]
-        == 1
-        and figures.outcomes["index rebuilt on start"] >= 1
-    ), report(figures)
+    # whichever moment the kill caught (saving, between saves, meta being replaced)
+    torn = sum(n for o, n in figures.outcomes.items() if o.endswith("page lost"))
+    assert torn == 1 and figures.outcomes["index rebuilt on start"] >= 1, report(figures)
 
 
 def test_a_kill_during_a_priority_computation_leaves_the_last_complete_scores(tmp_path):

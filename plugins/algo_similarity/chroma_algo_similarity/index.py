@@ -146,6 +146,8 @@ class SpaceIndex:
                 log.warning("index of %s disagrees with the store; rebuilding", space)
             except (OSError, RuntimeError, ValueError, KeyError) as exc:
                 log.warning("index of %s unreadable (%s); rebuilding", space, exc)
+        elif self.path.exists():
+            log.warning("index of %s has no meta (a save was cut short); rebuilding", space)
         self._new(capacity=max(1024, store.count(space)))
 
     def _new(self, capacity: int) -> None:
