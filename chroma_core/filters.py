@@ -175,6 +175,15 @@ def _text(key: str, value: str) -> str:
     return value
 
 
+def comparisons(node: Filter):
+    """Every comparison of a filter tree, depth first."""
+    if isinstance(node, Cmp):
+        yield node
+    else:
+        for item in node.items:
+            yield from comparisons(item)
+
+
 def render(node: Filter, leaf) -> str:
     """SQL text of a filter tree: ``leaf(cmp)`` renders each comparison (binding its values
     as parameters); ``$and``/``$or`` become parenthesised AND/OR."""

@@ -33,22 +33,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from chroma_core.neighbor_search import kmeans
+from chroma_core.filters import Filter, comparisons
+from chroma_store_clickhouse import cells as quantizer
+from chroma_store_clickhouse.cells import Cells
 from chroma_store_clickhouse.schema import DEDUPLICATION_WINDOW, DURABLE
+from chroma_store_clickhouse.where import compile_where
 from chroma_wire.types import NEIGHBOR_COLUMNS, Neighbors
 
 log = logging.getLogger("chroma.clickhouse.ivf")
 
 #: a space is trained again once it holds this many times the rows it was trained on
 GROWTH = 4
-#: rows of the sample the centroids are trained on, per cell
-SAMPLE_PER_CELL = 64
 #: rows read and assigned at once while a generation is built
 PAGE_ROWS = 100_000
 #: how long a reader may keep a space's current generation before it reads it again
 STATE_CACHE_SECONDS = 2.0
-#: cells of about this many rows; the square root of the rows keeps probes and cells balanced
-MIN_CELLS = 16
 
 # How a query's distance is written for each metric, as the rows' own exact search writes it.
 _DISTANCE = {
@@ -88,44 +87,6 @@ def tables(space_id: int) -> tuple[str, ...]:
     return tuple(ddl.format(sid=int(space_id)) for ddl in _TABLES)
 
 
-def cell_count(rows: int) -> int:
-    """Cells for a space of ``rows`` rows: about their square root."""
-    return max(MIN_CELLS, round(np.sqrt(rows)))
-
-
-def prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
-    """Vectors as the centroids compare them: unit rows for cosine, where Euclidean nearness
-    of unit vectors is cosine nearness; as they are for l2 and inner product."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if metric != "cosine":
-        return vectors
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1)
-
-
-def nearest_cells(vectors: np.ndarray, centroids: np.ndarray, n: int, metric: str) -> np.ndarray:
-    """``(len(vectors), n)`` indices of the ``n`` cells nearest each vector, in no order:
-    Euclidean for l2 and cosine (on unit rows), largest inner product for ip."""
-    vectors = prepared(vectors, metric)
-    n = min(n, len(centroids))
-    out = np.empty((len(vectors), n), dtype=np.int64)
-    sq_norms = np.einsum("ij,ij->i", centroids, centroids) if metric != "ip" else None
-    step = max(1, (32 << 20) // (4 * max(len(centroids), 1)))
-    for start in range(0, len(vectors), step):
-        scores = vectors[start : start + step] @ centroids.T
-        if sq_norms is not None:
-            scores = sq_norms - 2 * scores
-        else:
-            scores = -scores
-        if n == len(centroids):
-            out[start : start + step] = np.arange(n)
-        elif n == 1:
-            out[start : start + step, 0] = scores.argmin(axis=1)
-        else:
-            out[start : start + step] = np.argpartition(scores, n - 1, axis=1)[:, :n]
-    return out
-
-
 class InvertedFile:
     """The inverted files of one store's spaces: training, assignment and search.
 
@@ -137,7 +98,7 @@ class InvertedFile:
         self.train_rows = train_rows
         self.probes = probes
         # (space id, generation) -> centroids; generation by space id with when it was read
-        self._centroids: dict[tuple[int, int], np.ndarray] = {}
+        self._centroids: dict[tuple[int, int], Cells] = {}
         self._state: dict[int, tuple[float, tuple[int, int, int]]] = {}
         # moves at each switch, so a read that overlapped one is not cached (as spaces are)
         self._epoch = 0
@@ -163,18 +124,15 @@ class InvertedFile:
             self._state[sid] = (time.monotonic(), state)
         return state
 
-    def centroids(self, sid: int, generation: int) -> np.ndarray:
+    def centroids(self, sid: int, generation: int) -> Cells:
         key = (sid, generation)
         found = self._centroids.get(key)
         if found is None:
             table = self.store._arrow(
-                f"SELECT centroid FROM ivf_centroids_{sid} WHERE generation = {{g:UInt32}} "
-                "ORDER BY cell",
+                f"SELECT cell, centroid FROM ivf_centroids_{sid} WHERE generation = {{g:UInt32}}",
                 {"g": generation},
             )
-            column = table.column("centroid").combine_chunks()
-            dim = len(column[0]) if len(column) else 0
-            found = column.flatten().to_numpy().astype(np.float32).reshape(len(column), dim)
+            found = Cells.of(table.column("cell").to_numpy(), _matrix(table.column("centroid")))
             self._centroids[key] = found
         return found
 
@@ -215,7 +173,7 @@ class InvertedFile:
     ) -> None:
         """Insert ``rows`` (their ``embedding`` and catalogue columns) under ``seqs``."""
         vectors = _matrix(rows.column("embedding"))
-        cells = nearest_cells(vectors, self.centroids(sid, generation), 1, metric)[:, 0]
+        cells = self.centroids(sid, generation).assign(vectors, metric)
         dim = vectors.shape[1]
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
         table = pa.table(
@@ -279,7 +237,6 @@ class InvertedFile:
         )[0][0]
         if not rows:
             return 0
-        cells = min(cell_count(rows), rows)
         generation = self._next_generation(sid)
         current = self.state(sid, fresh=True)[0]
         # generations a crash cut short are never read, and go now; their numbers are not
@@ -289,34 +246,39 @@ class InvertedFile:
             {"c": current},
         ):
             self.store._command(f"ALTER TABLE ivf_{sid} DROP PARTITION {int(left)}")
-        sample = self._sample(sid, snapshot, min(rows, SAMPLE_PER_CELL * cells))
-        centroids = kmeans(prepared(sample, metric), cells, seed=generation)
+        sample = self._sample(sid, snapshot, quantizer.sample_size(rows))
+        cells = quantizer.train(sample, quantizer.cell_count(rows), metric, seed=generation)
         self.store._client().insert_arrow(
             f"ivf_centroids_{sid}",
             pa.table(
                 {
-                    "generation": pa.array(np.full(cells, generation, np.uint32)),
-                    "cell": pa.array(np.arange(cells, dtype=np.uint32)),
-                    "centroid": pa.array(list(centroids), pa.list_(pa.float32())),
+                    "generation": pa.array(np.full(len(cells), generation, np.uint32)),
+                    "cell": pa.array(cells.numbers.astype(np.uint32)),
+                    "centroid": pa.array(list(cells.centroids), pa.list_(pa.float32())),
                 }
             ),
         )
-        self._centroids[(sid, generation)] = centroids
+        self._centroids[(sid, generation)] = cells
         after = self._assign_range(sid, generation, metric, 0, snapshot)
+        # one part, so a probe finds each cell's rows in one run of granules, not in each of
+        # the parts the assignment wrote (still out of sight: nobody reads this generation)
+        if not self._closing.is_set():
+            self.store._command(f"OPTIMIZE TABLE ivf_{sid} PARTITION {int(generation)} FINAL")
         with self.store._lock:
             if self._closing.is_set():
                 return 0
             # rows added while the generation was built join it before it is switched to
             self._assign_range(sid, generation, metric, after, self.store._current_max_seq(sid))
-            self._switch(sid, generation, cells, rows)
+            self._switch(sid, generation, len(cells), rows)
         # the generation before stays for readers that took it just before the switch
+        # (the one current until now: numbers a crash cut short lie between the two)
         for (old,) in self.store._query(
-            f"SELECT DISTINCT generation FROM ivf_{sid} WHERE generation < {{g:UInt32}}",
-            {"g": generation - 1},
+            f"SELECT DISTINCT generation FROM ivf_{sid} WHERE generation < {{c:UInt32}}",
+            {"c": current},
         ):
             self.store._command(f"ALTER TABLE ivf_{sid} DROP PARTITION {int(old)}")
         log.info("space %s: inverted file generation %d, %d cells, %d rows", sid, generation,
-                 cells, rows)  # fmt: skip
+                 len(cells), rows)  # fmt: skip
         return generation
 
     def _switch(self, sid: int, generation: int, cells: int, rows: int) -> None:
@@ -387,16 +349,43 @@ class InvertedFile:
 
     # --- search ---------------------------------------------------------------
     def search(
-        self, sid: int, metric: str, queries: np.ndarray, k: int, probes: int | None = None
+        self,
+        sid: int,
+        metric: str,
+        queries: np.ndarray,
+        k: int,
+        probes: int | None = None,
+        where: Filter | None = None,
     ) -> Neighbors | None:
         """The k nearest stored rows of each query from the cells nearest it, or None when
-        the space has no generation yet."""
+        the space has no generation yet, or when a filter is better answered exactly.
+
+        A filter on catalogue fields goes into the same query. It matches a share of the
+        rows, so the cells probed grow by its inverse, which reads about as many matching
+        rows as an unfiltered query does. That costs more than an exact scan of the matches
+        while they are fewer than ``rows·√(probes/cells)`` (the two read as many rows
+        there), and then the store scans them exactly instead. A filter on metadata, which
+        the cells do not hold, is always answered exactly."""
         generation, cells, _ = self.state(sid)
         if not generation:
             return None
         probes = min(probes or self.probes, cells)
-        centroids = self.centroids(sid, generation)
-        probed = nearest_cells(queries, centroids, probes, metric)
+        meta: dict = {"method": "clickhouse_ivf", "generation": generation, "cells": cells}
+        condition, params = "", dict[str, Any]()
+        if where is not None:
+            if not all(c.catalogue for c in comparisons(where)):
+                return None
+            rows = max(self.store._current_max_seq(sid), 1)
+            matches = self.store._count(sid, where)
+            if matches <= rows * np.sqrt(probes / cells):
+                return None
+            share = matches / rows
+            probes = min(cells, int(np.ceil(probes / share)))
+            condition, params = compile_where(where, alias="v")
+            condition = f" AND {condition}"
+            meta["filtered_share"] = round(share, 4)
+        meta["probes"] = probes
+        probed = self.centroids(sid, generation).nearest(queries, probes, metric)
         n = len(queries)
         seqs = np.full((n, k), -1, dtype=np.int64)
         dists = np.full((n, k), np.inf, dtype=np.float32)
@@ -404,7 +393,7 @@ class InvertedFile:
         sql = (
             f"SELECT v.seq AS seq, {_DISTANCE[metric]} AS d, {catalogue} FROM ivf_{sid} AS v "
             "PREWHERE v.generation = {g:UInt32} AND v.cell IN {cells:Array(UInt32)} "
-            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}) "
+            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}){condition} "
             f"ORDER BY d ASC, v.seq ASC LIMIT {int(k)}"
         )
         client = self.store._client()
@@ -412,15 +401,15 @@ class InvertedFile:
         for i, query in enumerate(queries):
             table = client.query_arrow(
                 sql,
-                parameters={"g": generation, "cells": probed[i].tolist(), "q": query.tolist()},
-            )
+                parameters={
+                    **params, "g": generation, "cells": probed[i].tolist(), "q": query.tolist()
+                },
+            )  # fmt: skip
             seqs[i, : table.num_rows] = table.column("seq").to_numpy()
             dists[i, : table.num_rows] = table.column("d").to_numpy()
             found.append(table)
-        rows = pa.concat_tables(found).drop_columns(["d"]) if found else None
-        meta = {"method": "clickhouse_ivf", "generation": generation, "cells": cells,
-                "probes": probes}  # fmt: skip
-        return Neighbors(seqs, dists, meta, rows=_neighbor_rows(rows))
+        rows_read = pa.concat_tables(found).drop_columns(["d"]) if found else None
+        return Neighbors(seqs, dists, meta, rows=_neighbor_rows(rows_read))
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:

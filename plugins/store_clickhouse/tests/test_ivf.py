@@ -12,9 +12,10 @@ import pytest
 
 from chroma_core.config import Settings
 from chroma_core.distance import exact_knn
+from chroma_core.filters import parse
 from chroma_core.plugins import open_store
 from chroma_core.schema import validate_rows
-from chroma_store_clickhouse.ivf import nearest_cells
+from chroma_store_clickhouse.cells import nearest_cells
 from chroma_store_clickhouse.store import ClickHouseStore
 from tests.stores import store_environment
 
@@ -29,13 +30,13 @@ def clustered(n: int, seed: int = 0, clusters: int = 40) -> np.ndarray:
     return (centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, DIM))).astype(np.float32)
 
 
-def batch(x: np.ndarray, start: int) -> pa.Table:
+def batch(x: np.ndarray, start: int, datasets: list[str] | None = None) -> pa.Table:
     n = len(x)
     return validate_rows(
         pa.table(
             {
                 "id": [f"r{i}" for i in range(start, start + n)],
-                "dataset": ["d"] * n,
+                "dataset": datasets or ["d"] * n,
                 "context": ["training"] * n,
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), DIM),
             }
@@ -122,6 +123,38 @@ def test_rows_added_after_training_are_found_at_once_and_deleted_ones_never(stor
     assert (after.seqs >= 1).all()
 
 
+def test_a_filter_is_answered_from_the_cells_or_exactly_by_how_much_it_matches(store):
+    x = clustered(8_000)
+    # every 2nd row in "half", every 100th in "few": the catalogue filters below
+    names = ["few" if i % 100 == 0 else "half" if i % 2 else "d" for i in range(len(x))]
+    store.add("s", batch(x, 0, names))
+    store.ivf.train(sid_of(store, "s"), "l2")
+    queries = clustered(50, seed=3)
+    space = store.get_space("s")
+
+    def truth(name: str) -> np.ndarray:
+        rows = np.flatnonzero(np.array(names) == name)
+        return rows[exact_knn(queries, x[rows], 10, "l2")[0]] + 1
+
+    wide = store.nearest_neighbors(space, queries, 10, parse({"dataset": "half"}))
+    # half the rows match: the cells answer, probing twice as many
+    assert wide.meta["method"] == "clickhouse_ivf"
+    assert wide.meta["probes"] == 16 and wide.meta["filtered_share"] == pytest.approx(0.5)
+    assert set(wide.seqs.ravel()) <= set(np.flatnonzero(np.array(names) == "half") + 1)
+    half = truth("half")
+    found = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(wide.seqs, half, strict=True)])
+    assert found >= 0.9
+    # the neighbours' catalogue comes with them, as without a filter
+    assert set(wide.rows.column("dataset").to_pylist()) == {"half"}
+    # 1% of the rows: fewer than a probe of cells would read, so scanned exactly
+    narrow = store.nearest_neighbors(space, queries, 10, parse({"dataset": "few"}))
+    assert narrow.meta["method"] == "clickhouse_exact"
+    assert np.array_equal(np.sort(narrow.seqs, axis=1), np.sort(truth("few"), axis=1))
+    # metadata is not in the cells: always exact
+    keyed = store.nearest_neighbors(space, queries, 10, parse({"tag": {"$ne": "x"}}))
+    assert keyed.meta["method"] == "clickhouse_exact"
+
+
 def test_a_new_generation_replaces_the_old_while_reads_go_on(store):
     x = clustered(4_000)
     store.add("s", batch(x[:2_000], 0))
@@ -169,6 +202,90 @@ def test_rows_a_crash_left_out_of_the_cells_are_assigned_when_the_store_opens(tm
         assert answer.seqs[:, 0].tolist() == list(range(2_001, 2_021))
     finally:
         reopened.close()
+
+
+# Both halves run in their own process: the engine opens one directory per process.
+OPENED = """
+import json, os, signal, sys
+from pathlib import Path
+import numpy as np
+from chroma_core.config import Settings
+from chroma_core.plugins import open_store
+from chroma_store_clickhouse import ivf
+sys.path.insert(0, sys.argv[2])
+from test_ivf import batch, clustered, search
+
+env = {"CHROMA_STORE": "clickhouse", "CHROMA_CLICKHOUSE_DSN": "chdb://" + sys.argv[1],
+       "CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS": "1000000", "CHROMA_CLICKHOUSE_IVF_PROBES": "8"}
+store = open_store(Settings.from_env(env, path=Path(sys.argv[1]).parent))
+x = clustered(6_000)
+"""
+
+KILLED_IN_TRAINING = (
+    OPENED
+    + """
+store.create_space("s", "l2", {})
+store.add("s", batch(x[:3_000], 0))
+sid = store._space_row("s")[1]
+assert store.ivf.train(sid, "l2") == 1
+store.add("s", batch(x[3_000:], 3_000))
+original, calls = ivf.InvertedFile._insert, [0]
+def crashing(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 2:  # the second page of the new generation's rows
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, *args, **kwargs)
+ivf.InvertedFile._insert = crashing
+ivf.PAGE_ROWS = 1_000
+store.ivf.train(sid, "l2")
+"""
+)
+
+AFTER_THE_KILL = (
+    OPENED
+    + """
+sid = store._space_row("s")[1]
+every = np.arange(0, 6_000, 20) + 7  # rows from both adds, one query each
+out = {"current": store.ivf.state(sid, fresh=True)[0], "expected": (every + 1).tolist()}
+answer = search(store, x[every], 1)
+out["before"] = [answer.meta["generation"], answer.seqs[:, 0].tolist()]
+out["trained"] = store.ivf.train(sid, "l2")
+out["kept"] = [g for (g,) in store._query(
+    f"SELECT DISTINCT generation FROM ivf_{sid} ORDER BY generation")]
+answer = search(store, x[every], 1)
+out["after"] = [answer.meta["generation"], answer.seqs[:, 0].tolist()]
+store.close()
+print(json.dumps(out))
+"""
+)
+
+
+def test_a_kill_while_a_generation_is_built_loses_nothing(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(script: str) -> subprocess.CompletedProcess:
+        directory, here = str(tmp_path / "ch"), str(Path(__file__).parent)
+        return subprocess.run(
+            [sys.executable, "-c", script, directory, here],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    killed = run(KILLED_IN_TRAINING)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    checked = run(AFTER_THE_KILL)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    out = json.loads(checked.stdout.strip().splitlines()[-1])
+    # the generation being built was never switched to: the first still answers, and
+    # every row, those added after it was trained too, is found by its own vector
+    assert out["current"] == 1
+    assert out["before"] == [1, out["expected"]]
+    # the next training drops what the kill left, and takes a number never given; the
+    # one current before stays for readers that took it just before the switch
+    assert out["trained"] == 3 and out["kept"] == [1, 3]
+    assert out["after"] == [3, out["expected"]]
 
 
 def test_a_space_is_trained_by_itself_once_it_holds_enough_rows(tmp_path):
@@ -261,12 +378,17 @@ def test_space_status_shows_the_inverted_file(tmp_path):
     try:
         chroma.space("s")
         chroma.add("s", batch(clustered(2_000), 0))
-        before = chroma.status("s")["ivf"]
+        before = chroma.status("s")["index"]
         assert before["generation"] == 0 and before["training"] is False
         chroma.store.ivf.train(sid_of(chroma.store), "l2")
-        after = chroma.status("s")["ivf"]
+        after = chroma.status("s")["index"]
         assert after["generation"] == 1 and after["trained_rows"] == 2_000
         assert after["cells"] > 8 and after["probes"] == 8
+        assert after["kind"] == "clickhouse_ivf"
+        assert after["indexed"] == 2_000 and after["pending"] == 0
+        # the store answers the space's queries, so the similarity plugin keeps no index
+        chroma.nearest_neighbors("s", queries=clustered(3, seed=5), k=5)
+        assert not any((tmp_path / "indexes").glob("*")), "an hnswlib index was built"
     finally:
         chroma.close()
 
