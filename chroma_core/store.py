@@ -398,6 +398,11 @@ class NeighborSearch(Capability):
         ((n, d) float32, the space's dimension), or None to leave the query to the index
         plugins; ``Neighbors.meta["method"]`` names how it was answered."""
 
+    def answers_unfiltered(self, space: SpaceInfo) -> bool:
+        """Whether this store answers every unfiltered query of ``space`` itself, so that
+        index plugins need keep no index of it; False unless a store says otherwise."""
+        return False
+
 
 #: every optional power a store may have
 CAPABILITIES: tuple[type[Capability], ...] = (PagedBackup, Restore, NeighborSearch)

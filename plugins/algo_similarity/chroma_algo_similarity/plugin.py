@@ -20,6 +20,7 @@ from chroma_core.config import Setting
 from chroma_core.context import PluginContext
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
+from chroma_core.store import NeighborSearch
 from chroma_wire.errors import NotFound
 from chroma_wire.types import Neighbors
 
@@ -154,6 +155,13 @@ def _indexes(context: PluginContext) -> Indexes:
     return context.state(STATE, lambda: Indexes(context))
 
 
+def _store_answers(context: PluginContext, space) -> bool:
+    """Whether the store answers the space's unfiltered queries itself: then no index of
+    it is built here, which would only hold a copy of its vectors in memory."""
+    store = context.store
+    return isinstance(store, NeighborSearch) and store.answers_unfiltered(space)
+
+
 @hookimpl
 def chroma_settings():
     return SETTINGS
@@ -192,6 +200,8 @@ def chroma_nearest_neighbors(context, space, queries, k, where):
 
 @hookimpl
 def chroma_space_status(context, space):
+    if _store_answers(context, space):
+        return None
     if space.dim is None:
         return {"index": {"kind": "hnsw", "indexed": 0, "pending": 0, "indexed_seq": 0}}
     index = _indexes(context).current(space)
@@ -226,7 +236,7 @@ def chroma_metrics(context):
 @hookimpl
 def chroma_rows_added(context, space, seqs, rows):
     indexes = _indexes(context)
-    if indexes.lazy:
+    if indexes.lazy or _store_answers(context, space):
         return
     index = indexes.get(space.name, space.metric, space.dim)
     if indexes.pending.qsize() < HANDOFF_BATCHES:

@@ -23,8 +23,13 @@ def chroma_open_store(name, settings, plugin_settings):
 
 @hookimpl
 def chroma_space_status(context, space):
-    """The space's inverted file, when the ClickHouse store keeps one."""
+    """The space's inverted file, when the ClickHouse store keeps one: as ``index``, where
+    the similarity plugin shows its own when it answers, with every stored row findable
+    (rows are put in their cells as they are added, so none is pending)."""
     ivf = getattr(context.store, "ivf", None)
     if ivf is None or context.store.name != "clickhouse":
         return None
-    return {"ivf": ivf.status(context.store._space_row(space.name)[1])}
+    store = context.store
+    status = ivf.status(store._space_row(space.name)[1])
+    rows = store.count(space.name)
+    return {"index": {"kind": "clickhouse_ivf", **status, "indexed": rows, "pending": 0}}

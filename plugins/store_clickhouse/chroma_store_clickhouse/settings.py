@@ -45,9 +45,9 @@ SETTINGS = [
     Setting(
         "clickhouse_ivf",
         bool,
-        False,
-        "answer unfiltered k-NN from an inverted file kept in ClickHouse, so that servers "
-        "hold no index of their own",
+        True,
+        "answer k-NN from an inverted file kept in ClickHouse, so that servers hold no "
+        "index of their own (off: each server's hnswlib index answers unfiltered queries)",
     ),
     Setting(
         "clickhouse_ivf_train_rows",

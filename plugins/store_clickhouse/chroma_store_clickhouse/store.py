@@ -827,17 +827,22 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         return restored
 
     # --- search -------------------------------------------------------------------
+    def answers_unfiltered(self, space: SpaceInfo) -> bool:
+        # exactly until the inverted file is trained, from its cells after
+        return self.ivf is not None
+
     def nearest_neighbors(self, space: SpaceInfo, queries, k, where) -> Neighbors | None:
-        """Exact search with the filter pushed down, or ClickHouse's vector index when
-        enabled; with neither a filter nor the index, the hnswlib plugin answers."""
+        """The inverted file when it is on and the space trained (filters on catalogue
+        fields too), else exact search with the filter pushed down, or ClickHouse's vector
+        index when enabled; with none of them and no filter, the hnswlib plugin answers."""
         use_index = self.target.vector_index and space.metric in ("l2", "cosine")
         sid = self._space_row(space.name)[1]
-        if where is None and self.ivf is not None:
-            # searched exactly below the inverted file's training size
-            answer = self.ivf.search(sid, space.metric, queries, k)
+        if self.ivf is not None:
+            # exact below the inverted file's training size, or for a filter that is
+            answer = self.ivf.search(sid, space.metric, queries, k, where=where)
             if answer is not None:
                 return answer
-        elif where is None and not use_index:
+        if where is None and not use_index and self.ivf is None:
             return None
         condition, params = self._condition(sid, where=where)
         distance = _DISTANCE[space.metric]

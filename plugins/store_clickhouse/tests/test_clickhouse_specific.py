@@ -267,8 +267,20 @@ def test_filtered_neighbors_are_answered_inside_clickhouse(tmp_path):
         rows = frame[frame["query"] == q]
         assert rows["id"].tolist() == [f"r{i}" for i in subset[truth[q]]]
         np.testing.assert_allclose(rows["distance"], distances[q], atol=1e-5)
+    # unfiltered too, exactly while the space is smaller than the inverted file's training
     unfiltered = chroma.nearest_neighbors("s", queries=queries, k=5)
-    assert unfiltered.meta["method"] == "hnsw"
+    assert unfiltered.meta["method"] == "clickhouse_exact"
+    chroma.close()
+
+
+def test_with_the_inverted_file_off_each_server_s_hnswlib_index_answers(tmp_path):
+    chroma = _service(tmp_path, clickhouse_ivf="0")
+    chroma.space("s", metric="l2")
+    data = np.random.default_rng(3).normal(size=(300, 8)).astype(np.float32)
+    chroma.add("s", batch(300, data=data))
+    result = chroma.nearest_neighbors("s", queries=data[:3], k=1)
+    assert result.meta["method"] == "hnsw"
+    assert chroma.status("s")["index"]["kind"] == "hnsw"
     chroma.close()
 
 
