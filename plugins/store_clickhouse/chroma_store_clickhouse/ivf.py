@@ -46,6 +46,8 @@ log = logging.getLogger("chroma.clickhouse.ivf")
 GROWTH = 4
 #: rows read and assigned at once while a generation is built
 PAGE_ROWS = 100_000
+#: queries searched in one statement
+BATCH_QUERIES = 256
 #: how long a reader may keep a space's current generation before it reads it again
 STATE_CACHE_SECONDS = 2.0
 
@@ -386,30 +388,79 @@ class InvertedFile:
             meta["filtered_share"] = round(share, 4)
         meta["probes"] = probes
         probed = self.centroids(sid, generation).nearest(queries, probes, metric)
-        n = len(queries)
-        seqs = np.full((n, k), -1, dtype=np.int64)
-        dists = np.full((n, k), np.inf, dtype=np.float32)
+        if len(queries) == 1:
+            return self._search_one(sid, generation, metric, queries[0], probed[0], k, meta,
+                                    condition, params)  # fmt: skip
+        return self._search_many(sid, generation, metric, queries, probed, k, meta,
+                                 condition, params)  # fmt: skip
+
+    def _search_one(self, sid, generation, metric, query, cells, k, meta, condition, params):
+        """One query: one statement, the catalogue of its k read with them (lazily, for the
+        k rows only)."""
         catalogue = ", ".join(f"v.{name} AS {name}" for name in CATALOGUE)
-        sql = (
+        table = self.store._client().query_arrow(
             f"SELECT v.seq AS seq, {_DISTANCE[metric]} AS d, {catalogue} FROM ivf_{sid} AS v "
             "PREWHERE v.generation = {g:UInt32} AND v.cell IN {cells:Array(UInt32)} "
             f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}){condition} "
-            f"ORDER BY d ASC, v.seq ASC LIMIT {int(k)}"
+            f"ORDER BY d ASC, v.seq ASC LIMIT {int(k)}",
+            parameters={**params, "g": generation, "cells": cells.tolist(), "q": query.tolist()},
+        )
+        seqs = np.full((1, k), -1, dtype=np.int64)
+        dists = np.full((1, k), np.inf, dtype=np.float32)
+        seqs[0, : table.num_rows] = table.column("seq").to_numpy()
+        dists[0, : table.num_rows] = table.column("d").to_numpy()
+        return Neighbors(seqs, dists, meta, rows=_neighbor_rows(table.drop_columns(["d"])))
+
+    def _search_many(self, sid, generation, metric, queries, probed, k, meta, condition, params):
+        """Many queries: ``BATCH_QUERIES`` at a time in one statement, the rows of every
+        probed cell joined with the queries that probe it (one pipeline instead of one
+        statement per query, which is most of a single query's cost), then the catalogue
+        of all their neighbours by key."""
+        n = len(queries)
+        seqs = np.full((n, k), -1, dtype=np.int64)
+        dists = np.full((n, k), np.inf, dtype=np.float32)
+        distance = _DISTANCE[metric].replace("{q:Array(Float32)}", "p.vector")
+        sql = (
+            f"SELECT p.i AS i, v.seq AS seq, v.cell AS cell, {distance} AS d "
+            f"FROM ivf_{sid} AS v INNER JOIN ("
+            "SELECT x.1 AS i, x.2 AS cell, {q:Array(Array(Float32))}[i + 1] AS vector FROM ("
+            "SELECT arrayJoin(arrayFlatten(arrayMap((cs, i) -> arrayMap(c -> (i, c), cs), "
+            "{c:Array(Array(UInt32))}, range(length({c:Array(Array(UInt32))}))))) AS x)"
+            ") AS p ON v.cell = p.cell "
+            "PREWHERE v.generation = {g:UInt32} AND v.cell IN {all:Array(UInt32)} "
+            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}){condition} "
+            f"ORDER BY i, d, seq LIMIT {int(k)} BY i"
         )
         client = self.store._client()
-        found = []
-        for i, query in enumerate(queries):
+        keys: list[tuple[int, int]] = []
+        for start in range(0, n, BATCH_QUERIES):
+            part = probed[start : start + BATCH_QUERIES]
             table = client.query_arrow(
                 sql,
                 parameters={
-                    **params, "g": generation, "cells": probed[i].tolist(), "q": query.tolist()
+                    **params, "g": generation, "q": queries[start : start + BATCH_QUERIES].tolist(),
+                    "c": part.tolist(), "all": np.unique(part).tolist(),
                 },
             )  # fmt: skip
-            seqs[i, : table.num_rows] = table.column("seq").to_numpy()
-            dists[i, : table.num_rows] = table.column("d").to_numpy()
-            found.append(table)
-        rows_read = pa.concat_tables(found).drop_columns(["d"]) if found else None
-        return Neighbors(seqs, dists, meta, rows=_neighbor_rows(rows_read))
+            which = table.column("i").to_numpy().astype(np.int64)
+            found = table.column("seq").to_numpy().astype(np.int64)
+            # rows come ordered by query, then distance: a row's rank is its place in its run
+            rank = np.arange(len(which)) - np.searchsorted(which, which)
+            seqs[start + which, rank] = found
+            dists[start + which, rank] = table.column("d").to_numpy()
+            keys.extend(zip(table.column("cell").to_pylist(), found.tolist(), strict=True))
+        rows = None
+        if keys:
+            catalogue = ", ".join(CATALOGUE)
+            rows = _neighbor_rows(
+                client.query_arrow(
+                    f"SELECT DISTINCT seq, {catalogue} FROM ivf_{sid} "
+                    "WHERE generation = {g:UInt32} "
+                    "AND (cell, seq) IN {keys:Array(Tuple(UInt32, UInt64))}",
+                    parameters={"g": generation, "keys": sorted(set(keys))},
+                )
+            )
+        return Neighbors(seqs, dists, meta, rows=rows)
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:

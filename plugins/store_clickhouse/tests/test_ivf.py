@@ -109,6 +109,32 @@ def test_a_trained_space_answers_from_its_cells_close_to_exact(tmp_path, metric)
         store.close()
 
 
+@pytest.mark.parametrize("where", [None, {"dataset": "half"}])
+def test_many_queries_in_one_call_answer_as_each_alone(store, monkeypatch, where):
+    import chroma_store_clickhouse.ivf as ivf
+
+    x = clustered(4_000)
+    names = ["half" if i % 2 else "d" for i in range(len(x))]
+    store.add("s", batch(x, 0, names))
+    store.ivf.train(sid_of(store, "s"), "l2")
+    store.delete("s", ids=[f"r{i}" for i in range(0, 4_000, 7)])  # tombstones hide these
+    # more queries than one statement takes, so the batches meet
+    monkeypatch.setattr(ivf, "BATCH_QUERIES", 16)
+    queries = clustered(40, seed=4)
+    space, parsed = store.get_space("s"), parse(where)
+    together = store.nearest_neighbors(space, queries, 10, parsed)
+    assert together.meta["method"] == "clickhouse_ivf"
+    for i, query in enumerate(queries):
+        alone = store.nearest_neighbors(space, query[None, :], 10, parsed)
+        assert together.seqs[i].tolist() == alone.seqs[0].tolist()
+        np.testing.assert_allclose(together.distances[i], alone.distances[0], rtol=1e-5)
+    assert not set(together.seqs.ravel()) & set(range(1, 4_001, 7))
+    # the catalogue of every neighbour comes with them, read by key
+    listed = dict(zip(together.rows.column("seq").to_pylist(),
+                      together.rows.column("id").to_pylist(), strict=True))  # fmt: skip
+    assert all(listed[s] == f"r{s - 1}" for s in together.seqs.ravel())
+
+
 def test_rows_added_after_training_are_found_at_once_and_deleted_ones_never(store):
     x = clustered(3_000)
     store.add("s", batch(x, 0))
