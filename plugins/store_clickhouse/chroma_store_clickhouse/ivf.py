@@ -44,6 +44,11 @@ log = logging.getLogger("chroma.clickhouse.ivf")
 
 #: a space is trained again once it holds this many times the rows it was trained on
 GROWTH = 4
+#: or once its largest cell holds this many times the rows of an average one: the rows
+#: added since no longer spread over the cells as the ones trained on did (they drifted)
+LOPSIDED = 8
+#: the cells' sizes are looked at each time a space grows by this share of its trained rows
+CHECK_SHARE = 0.1
 #: rows read and assigned at once while a generation is built
 PAGE_ROWS = 100_000
 #: queries searched in one statement
@@ -105,6 +110,8 @@ class InvertedFile:
         # moves at each switch, so a read that overlapped one is not cached (as spaces are)
         self._epoch = 0
         self._training: dict[int, threading.Thread] = {}
+        # the rows each space held when its cells' sizes were last looked at
+        self._checked: dict[int, int] = {}
         # one generation is built at a time: numbers and leftovers are decided by one builder
         self._building = threading.Lock()
         self._closing = threading.Event()
@@ -147,12 +154,14 @@ class InvertedFile:
             "cells": cells,
             "trained_rows": trained,
             "training": running is not None and running.is_alive(),
+            "largest_cell": round(self.lopsided(sid), 2),
             "probes": min(self.probes, cells) if cells else self.probes,
         }
 
     def forget(self, sid: int) -> None:
         """Drop what is cached of a space (it was dropped)."""
         self._state.pop(sid, None)
+        self._checked.pop(sid, None)
         for key in [key for key in self._centroids if key[0] == sid]:
             del self._centroids[key]
 
@@ -204,19 +213,56 @@ class InvertedFile:
             return rows >= self.train_rows
         return rows >= GROWTH * max(trained, 1)
 
-    def train_soon(self, sid: int, metric: str) -> None:
+    def maintain(self, sid: int, metric: str, rows: int) -> None:
+        """After an add that brought the space to ``rows`` rows: train it in the background
+        when it has grown enough, or look at its cells' sizes there when it has grown by
+        ``CHECK_SHARE`` since the last look, and train it when they are lopsided."""
+        if self.grown(sid, rows):
+            self.train_soon(sid, metric)
+            return
+        generation, _, trained = self.state(sid)
+        if not generation:
+            return
+        last = self._checked.setdefault(sid, trained)
+        if rows - last >= CHECK_SHARE * max(trained, 1):
+            self._checked[sid] = rows
+            self.train_soon(sid, metric, only_if_lopsided=True)
+
+    def lopsided(self, sid: int) -> float:
+        """How many times the rows of an average cell its largest holds, in the space's
+        current generation (0 before the first)."""
+        generation = self.state(sid, fresh=True)[0]
+        if not generation:
+            return 0.0
+        largest, mean = self.store._query(
+            f"SELECT max(n), avg(n) FROM (SELECT count() AS n FROM ivf_{sid} "
+            "WHERE generation = {g:UInt32} GROUP BY cell)",
+            {"g": generation},
+        )[0]
+        return float(largest or 0) / float(mean or 1)
+
+    def train_soon(self, sid: int, metric: str, only_if_lopsided: bool = False) -> None:
         """Train the space in the background, unless it already is being trained."""
         running = self._training.get(sid)
         if running is not None and running.is_alive():
             return
         thread = threading.Thread(
-            target=self._train_logged, args=(sid, metric), name=f"chroma-ivf-{sid}", daemon=True
+            target=self._train_logged,
+            args=(sid, metric, only_if_lopsided),
+            name=f"chroma-ivf-{sid}",
+            daemon=True,
         )
         self._training[sid] = thread
         thread.start()
 
-    def _train_logged(self, sid: int, metric: str) -> None:
+    def _train_logged(self, sid: int, metric: str, only_if_lopsided: bool = False) -> None:
         try:
+            if only_if_lopsided:
+                ratio = self.lopsided(sid)
+                if ratio < LOPSIDED:
+                    return
+                log.info("space %s: its largest cell holds %.1f times an average one; "
+                         "training its inverted file again", sid, ratio)  # fmt: skip
             self.train(sid, metric)
         except Exception:
             if not self._closing.is_set():
@@ -285,6 +331,7 @@ class InvertedFile:
 
     def _switch(self, sid: int, generation: int, cells: int, rows: int) -> None:
         """Make ``generation`` the space's current one: one insert, read by every server."""
+        self._checked.pop(sid, None)
         self._epoch += 1
         self._state.pop(sid, None)
         self.store._client().insert(

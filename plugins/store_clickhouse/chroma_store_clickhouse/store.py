@@ -378,8 +378,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             self._add_vector_index(sid, metric, dim)
         if self.ivf is not None:
             self.ivf.assign(sid, metric, seqs, rows)
-            if self.ivf.grown(sid, self._current_max_seq(sid)):
-                self.ivf.train_soon(sid, metric)
+            self.ivf.maintain(sid, metric, self._current_max_seq(sid))
 
     def _batch_seqs(
         self, space: str, sid: int, key: str, fingerprint: Future[str]

@@ -314,6 +314,40 @@ def test_a_kill_while_a_generation_is_built_loses_nothing(tmp_path):
     assert out["after"] == [3, out["expected"]]
 
 
+def test_rows_that_drift_to_a_few_cells_get_the_space_trained_again(store):
+    x = clustered(4_000)
+    store.add("s", batch(x, 0))
+    sid = sid_of(store, "s")
+    assert store.ivf.train(sid, "l2") == 1
+    before = store.ivf.lopsided(sid)
+    assert 1 <= before < 8
+    # a new kind of input, far from everything trained on, lands in the few cells nearest
+    drifted = clustered(600, seed=9, clusters=3) + 25
+    store.add("s", batch(drifted[:300], 4_000))  # 7.5% more rows: not looked at yet
+    assert store.ivf.state(sid, fresh=True)[0] == 1
+    store.add("s", batch(drifted[300:], 4_300))  # 15%: the cells are looked at
+    deadline = time.monotonic() + 60
+    while store.ivf.state(sid, fresh=True)[0] == 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.ivf.state(sid, fresh=True)[0] == 2, "not trained again"
+    assert store.ivf.lopsided(sid) < 8
+    answer = search(store, drifted[:20], 1)
+    assert answer.meta["generation"] == 2
+    assert answer.seqs[:, 0].tolist() == list(range(4_001, 4_021))
+
+
+def test_rows_like_the_ones_trained_on_leave_the_cells_as_they_are(store):
+    x = clustered(6_000)
+    store.add("s", batch(x[:4_000], 0))
+    sid = sid_of(store, "s")
+    store.ivf.train(sid, "l2")
+    store.add("s", batch(x[4_000:], 4_000))  # 50% more, spread like the rest
+    looked = store.ivf._training[sid]  # the look at the cells' sizes ran, and ended there
+    looked.join(timeout=60)
+    assert not looked.is_alive() and store.ivf._checked[sid] == 6_000
+    assert store.ivf.state(sid, fresh=True)[0] == 1
+
+
 def test_a_space_is_trained_by_itself_once_it_holds_enough_rows(tmp_path):
     store = open_ivf(tmp_path)
     try:
