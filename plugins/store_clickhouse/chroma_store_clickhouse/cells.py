@@ -132,8 +132,13 @@ class Cells:
         routes = nearest_cells(vectors, means, ROUTE, metric)
         best = np.full(len(vectors), np.inf, dtype=np.float32)
         chosen = np.zeros(len(vectors), dtype=np.int64)
-        for group in np.unique(routes):
-            rows = np.flatnonzero((routes == group).any(axis=1))
+        # the rows routed to each group, from one sort of every (group, row) pair
+        flat = routes.ravel()
+        order = np.argsort(flat, kind="stable")
+        routed = order // routes.shape[1]
+        bounds = np.searchsorted(flat[order], np.arange(len(starts) + 1))
+        for group in np.flatnonzero(np.diff(bounds)):
+            rows = routed[bounds[group] : bounds[group + 1]]
             start, end = starts[group], ends[group]
             step = max(1, _BLOCK_BYTES // (4 * (end - start)))
             for at in range(0, len(rows), step):
