@@ -181,7 +181,10 @@ def test_a_filter_is_answered_from_the_cells_or_exactly_by_how_much_it_matches(s
     assert keyed.meta["method"] == "clickhouse_exact"
 
 
-def test_a_new_generation_replaces_the_old_while_reads_go_on(store):
+def test_a_new_generation_replaces_the_old_while_reads_and_writes_go_on(store, monkeypatch):
+    import chroma_store_clickhouse.ivf as ivf
+
+    monkeypatch.setattr(ivf, "PAGE_ROWS", 200)  # a training of many pages, to write into
     x = clustered(4_000)
     store.add("s", batch(x[:2_000], 0))
     sid = sid_of(store, "s")
@@ -197,17 +200,33 @@ def test_a_new_generation_replaces_the_old_while_reads_go_on(store):
 
     reader = threading.Thread(target=read)
     reader.start()
+    store.add("s", batch(x[2_000:3_000], 2_000))
+    trained: list[int] = []
+    trainer = threading.Thread(target=lambda: trained.append(store.ivf.train(sid, "l2")))
     try:
-        store.add("s", batch(x[2_000:], 2_000))
-        assert store.ivf.train(sid, "l2") == 2
+        trainer.start()
+        # writes go on while the generation is built: each batch is found by the next
+        # query, from whichever generation answers it
+        at, during = 3_000, 0
+        while trainer.is_alive() or at < 3_200:
+            if at + 50 > len(x):
+                break
+            during += trainer.is_alive()
+            store.add("s", batch(x[at : at + 50], at))
+            answer = search(store, x[at : at + 50 : 10], 1)
+            if answer.seqs[:, 0].tolist() != list(range(at + 1, at + 51, 10)):
+                failures.append(f"batch at {at}: {answer.seqs[:, 0].tolist()}")
+            at += 50
+        trainer.join()
     finally:
         stop.set()
         reader.join()
-    assert failures == []
+    assert failures == [] and trained == [2] and during >= 1
     assert store.ivf.state(sid, fresh=True)[:1] == (2,)
-    answer = search(store, x[2_000:2_010], 1)
+    # every row, those written during the training too, is in the new generation
+    answer = search(store, x[2_000:at:25], 1)
     assert answer.meta["generation"] == 2
-    assert answer.seqs[:, 0].tolist() == list(range(2_001, 2_011))
+    assert answer.seqs[:, 0].tolist() == list(range(2_001, at + 1, 25))
 
 
 def test_rows_a_crash_left_out_of_the_cells_are_assigned_when_the_store_opens(tmp_path):
