@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ import pyarrow as pa
 
 from chroma_core.filters import Filter, comparisons
 from chroma_store_clickhouse import cells as quantizer
+from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.cells import Cells
 from chroma_store_clickhouse.schema import DEDUPLICATION_WINDOW, DURABLE
 from chroma_store_clickhouse.where import compile_where
@@ -141,7 +143,7 @@ class InvertedFile:
                 f"SELECT cell, centroid FROM ivf_centroids_{sid} WHERE generation = {{g:UInt32}}",
                 {"g": generation},
             )
-            found = Cells.of(table.column("cell").to_numpy(), _matrix(table.column("centroid")))
+            found = Cells.of(table.column("cell").to_numpy(), matrix(table.column("centroid")))
             self._centroids[key] = found
         return found
 
@@ -154,7 +156,7 @@ class InvertedFile:
             "cells": cells,
             "trained_rows": trained,
             "training": running is not None and running.is_alive(),
-            "largest_cell": round(self.lopsided(sid), 2),
+            "largest_cell": round(self.lopsided(sid, generation), 2),
             "probes": min(self.probes, cells) if cells else self.probes,
         }
 
@@ -183,7 +185,7 @@ class InvertedFile:
         why: str = "add",
     ) -> None:
         """Insert ``rows`` (their ``embedding`` and catalogue columns) under ``seqs``."""
-        vectors = _matrix(rows.column("embedding"))
+        vectors = matrix(rows.column("embedding"))
         cells = self.centroids(sid, generation).assign(vectors, metric)
         dim = vectors.shape[1]
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
@@ -228,10 +230,11 @@ class InvertedFile:
             self._checked[sid] = rows
             self.train_soon(sid, metric, only_if_lopsided=True)
 
-    def lopsided(self, sid: int) -> float:
-        """How many times the rows of an average cell its largest holds, in the space's
-        current generation (0 before the first)."""
-        generation = self.state(sid, fresh=True)[0]
+    def lopsided(self, sid: int, generation: int | None = None) -> float:
+        """How many times the rows of an average cell its largest holds, in ``generation``
+        or the space's current one (0 before the first)."""
+        if generation is None:
+            generation = self.state(sid, fresh=True)[0]
         if not generation:
             return 0.0
         largest, mean = self.store._query(
@@ -356,7 +359,7 @@ class InvertedFile:
             f"AND cityHash64(r.seq) % {{m:UInt64}} = 0 LIMIT {{n:UInt64}}",
             {"s": snapshot, "m": keep, "n": n},
         )
-        return _matrix(table.column("embedding"))
+        return matrix(table.column("embedding"))
 
     def _assign_range(
         self, sid: int, generation: int, metric: str, after: int, upto: int, why: str = "train"
@@ -434,98 +437,98 @@ class InvertedFile:
             condition = f" AND {condition}"
             meta["filtered_share"] = round(share, 4)
         meta["probes"] = probes
+        plan = _Search(sid, generation, metric, k, meta, condition, params)
         probed = self.centroids(sid, generation).nearest(queries, probes, metric)
         if len(queries) == 1:
-            return self._search_one(sid, generation, metric, queries[0], probed[0], k, meta,
-                                    condition, params)  # fmt: skip
-        return self._search_many(sid, generation, metric, queries, probed, k, meta,
-                                 condition, params)  # fmt: skip
+            return self._search_one(plan, queries[0], probed[0])
+        return self._search_many(plan, queries, probed)
 
-    def _search_one(self, sid, generation, metric, query, cells, k, meta, condition, params):
+    def _search_one(self, plan: _Search, query: np.ndarray, cells: np.ndarray) -> Neighbors:
         """One query: one statement, the catalogue of its k read with them (lazily, for the
         k rows only)."""
         catalogue = ", ".join(f"v.{name} AS {name}" for name in CATALOGUE)
         table = self.store._client().query_arrow(
-            f"SELECT v.seq AS seq, {_DISTANCE[metric]} AS d, {catalogue} FROM ivf_{sid} AS v "
-            "PREWHERE v.generation = {g:UInt32} AND v.cell IN {cells:Array(UInt32)} "
-            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}){condition} "
-            f"ORDER BY d ASC, v.seq ASC LIMIT {int(k)}",
-            parameters={**params, "g": generation, "cells": cells.tolist(), "q": query.tolist()},
+            f"SELECT v.seq AS seq, {_DISTANCE[plan.metric]} AS d, {catalogue} "
+            f"FROM ivf_{plan.sid} AS v {plan.where('{cells:Array(UInt32)}')} "
+            f"ORDER BY d ASC, v.seq ASC LIMIT {int(plan.k)}",
+            parameters={**plan.parameters, "cells": cells.tolist(), "q": query.tolist()},
         )
-        seqs = np.full((1, k), -1, dtype=np.int64)
-        dists = np.full((1, k), np.inf, dtype=np.float32)
+        seqs = np.full((1, plan.k), -1, dtype=np.int64)
+        dists = np.full((1, plan.k), np.inf, dtype=np.float32)
         seqs[0, : table.num_rows] = table.column("seq").to_numpy()
         dists[0, : table.num_rows] = table.column("d").to_numpy()
-        return Neighbors(seqs, dists, meta, rows=_neighbor_rows(table.drop_columns(["d"])))
+        rows = strings(table).select(["seq", *CATALOGUE])
+        return Neighbors(seqs, dists, plan.meta, rows=rows)
 
-    def _search_many(self, sid, generation, metric, queries, probed, k, meta, condition, params):
+    def _search_many(self, plan: _Search, queries: np.ndarray, probed: np.ndarray) -> Neighbors:
         """Many queries: ``BATCH_QUERIES`` at a time in one statement, the rows of every
         probed cell joined with the queries that probe it (one pipeline instead of one
         statement per query, which is most of a single query's cost), then the catalogue
         of all their neighbours by key."""
-        n = len(queries)
+        n, k = len(queries), plan.k
         seqs = np.full((n, k), -1, dtype=np.int64)
         dists = np.full((n, k), np.inf, dtype=np.float32)
-        distance = _DISTANCE[metric].replace("{q:Array(Float32)}", "p.vector")
+        cells = np.full((n, k), -1, dtype=np.int64)
+        distance = _DISTANCE[plan.metric].replace("{q:Array(Float32)}", "p.vector")
         sql = (
             f"SELECT p.i AS i, v.seq AS seq, v.cell AS cell, {distance} AS d "
-            f"FROM ivf_{sid} AS v INNER JOIN ("
+            f"FROM ivf_{plan.sid} AS v INNER JOIN ("
             "SELECT x.1 AS i, x.2 AS cell, {q:Array(Array(Float32))}[i + 1] AS vector FROM ("
             "SELECT arrayJoin(arrayFlatten(arrayMap((cs, i) -> arrayMap(c -> (i, c), cs), "
             "{c:Array(Array(UInt32))}, range(length({c:Array(Array(UInt32))}))))) AS x)"
-            ") AS p ON v.cell = p.cell "
-            "PREWHERE v.generation = {g:UInt32} AND v.cell IN {all:Array(UInt32)} "
-            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{sid}){condition} "
+            f") AS p ON v.cell = p.cell {plan.where('{all:Array(UInt32)}')} "
             f"ORDER BY i, d, seq LIMIT {int(k)} BY i"
         )
         client = self.store._client()
-        keys: list[tuple[int, int]] = []
         for start in range(0, n, BATCH_QUERIES):
             part = probed[start : start + BATCH_QUERIES]
             table = client.query_arrow(
                 sql,
                 parameters={
-                    **params, "g": generation, "q": queries[start : start + BATCH_QUERIES].tolist(),
+                    **plan.parameters, "q": queries[start : start + BATCH_QUERIES].tolist(),
                     "c": part.tolist(), "all": np.unique(part).tolist(),
                 },
             )  # fmt: skip
-            which = table.column("i").to_numpy().astype(np.int64)
-            found = table.column("seq").to_numpy().astype(np.int64)
+            which = start + table.column("i").to_numpy().astype(np.int64)
             # rows come ordered by query, then distance: a row's rank is its place in its run
             rank = np.arange(len(which)) - np.searchsorted(which, which)
-            seqs[start + which, rank] = found
-            dists[start + which, rank] = table.column("d").to_numpy()
-            keys.extend(zip(table.column("cell").to_pylist(), found.tolist(), strict=True))
-        rows = None
-        if keys:
-            catalogue = ", ".join(CATALOGUE)
-            rows = _neighbor_rows(
-                client.query_arrow(
-                    f"SELECT DISTINCT seq, {catalogue} FROM ivf_{sid} "
-                    "WHERE generation = {g:UInt32} "
-                    "AND (cell, seq) IN {keys:Array(Tuple(UInt32, UInt64))}",
-                    parameters={"g": generation, "keys": sorted(set(keys))},
-                )
-            )
-        return Neighbors(seqs, dists, meta, rows=rows)
+            seqs[which, rank] = table.column("seq").to_numpy()
+            dists[which, rank] = table.column("d").to_numpy()
+            cells[which, rank] = table.column("cell").to_numpy()
+        found = seqs >= 0
+        if not found.any():
+            return Neighbors(seqs, dists, plan.meta, rows=None)
+        keys = np.unique(np.stack([cells[found], seqs[found]], axis=1), axis=0)
+        catalogue = ", ".join(CATALOGUE)
+        table = client.query_arrow(
+            f"SELECT DISTINCT seq, {catalogue} FROM ivf_{plan.sid} WHERE generation = {{g:UInt32}} "
+            "AND (cell, seq) IN {keys:Array(Tuple(UInt32, UInt64))}",
+            parameters={"g": plan.generation, "keys": [tuple(key) for key in keys.tolist()]},
+        )
+        return Neighbors(seqs, dists, plan.meta, rows=strings(table))
 
 
-def _matrix(column: pa.ChunkedArray) -> np.ndarray:
-    column = column.combine_chunks()
-    if len(column) == 0:
-        return np.empty((0, 0), dtype=np.float32)
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(len(column), -1)
+@dataclass(frozen=True)
+class _Search:
+    """What a query needs beside its vectors and cells: the space, the generation it reads,
+    the metric, k, the answer's meta, and a catalogue filter (SQL and parameters)."""
 
+    sid: int
+    generation: int
+    metric: str
+    k: int
+    meta: dict
+    condition: str
+    params: dict[str, Any]
 
-def _neighbor_rows(table: pa.Table | None) -> pa.Table | None:
-    """The catalogue read with the neighbours, typed as the service's look-up gives it."""
-    if table is None:
-        return None
-    columns = {"seq": table.column("seq").cast(pa.int64())}
-    for name in CATALOGUE:
-        column = table.column(name)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(pa.string())
-        columns[name] = column.cast(pa.string())
-    return pa.table(columns)
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {**self.params, "g": self.generation}
+
+    def where(self, cells: str) -> str:
+        """The rows of the generation in ``cells`` (a parameter), not deleted, matching the
+        filter."""
+        return (
+            f"PREWHERE v.generation = {{g:UInt32}} AND v.cell IN {cells} "
+            f"WHERE v.seq NOT IN (SELECT seq FROM deleted_{self.sid}){self.condition}"
+        )

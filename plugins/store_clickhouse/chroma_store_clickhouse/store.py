@@ -39,6 +39,7 @@ from chroma_core.store import (
     check_dimension,
 )
 from chroma_store_clickhouse import schema
+from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.ivf import InvertedFile
 from chroma_store_clickhouse.where import compile_where
@@ -512,7 +513,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
         found = table.column("seq").to_numpy().astype(np.int64)
         if not query.with_vectors:
             return found, None
-        return found, _matrix(table.column("embedding"), len(found), dim)
+        return found, matrix(table.column("embedding"), dim)
 
     def rows_by_seq(self, space: str, seqs: np.ndarray) -> pa.Table:
         sid = self._space_row(space)[1]
@@ -595,7 +596,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             f"WHERE p.generation = {{g:UInt64}}{extra} ORDER BY priority DESC, id ASC{limit}",
             params,
         )
-        return _strings(table)
+        return strings(table)
 
     # --- triggers ---------------------------------------------------------------
     _TRIGGER = (
@@ -702,7 +703,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             "ORDER BY priority DESC NULLS LAST, position",
             {"i": int(trigger_id)},
         )
-        return _strings(table)
+        return strings(table)
 
     # --- back-up and restore --------------------------------------------------------
     def rows_page(self, space: str, *, after_seq: int, limit: int) -> pa.Table:
@@ -731,7 +732,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
             f"AND p.seq NOT IN (SELECT seq FROM deleted_{sid}) ORDER BY p.id LIMIT {int(limit)}",
             params,
         )
-        return _strings(table)
+        return strings(table)
 
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
         created = info.created_at or _now()
@@ -769,7 +770,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
                 )
                 for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
             ]
-            live = pa.concat_tables([_strings(t) for t in found]) if found else None
+            live = pa.concat_tables([strings(t) for t in found]) if found else None
             position = pc.index_in(ids, live.column("id") if live else pa.array([], pa.string()))
             if position.null_count:
                 first = ids.filter(position.is_null())[0].as_py()
@@ -945,38 +946,15 @@ def _rows_for_insert(rows: pa.Table, seqs: np.ndarray) -> pa.Table:
     return table.combine_chunks()
 
 
-def _matrix(column: pa.ChunkedArray, n: int, dim: int) -> np.ndarray:
-    if n == 0:
-        return np.empty((0, dim), dtype=np.float32)
-    values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float32, copy=False).reshape(n, dim)
-
-
-def _strings(table: pa.Table) -> pa.Table:
-    """Arrow from ClickHouse with text as plain strings and seq as int64."""
-    columns, names = [], []
-    for name in table.column_names:
-        column = table.column(name)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(pa.string())
-        elif pa.types.is_large_string(column.type) or pa.types.is_binary(column.type):
-            column = column.cast(pa.string())
-        elif name == "seq":
-            column = column.cast(pa.int64())
-        columns.append(column)
-        names.append(name)
-    return pa.table(columns, names=names)
-
-
 def _rows_table(table: pa.Table, dim: int | None) -> pa.Table:
-    table = _strings(table)
+    table = strings(table)
     base = table.select(["seq", *CATALOGUE_COLUMNS])
     if dim is None:
         return base
     n = table.num_rows
-    matrix = _matrix(table.column("embedding"), n, dim)
+    vectors = matrix(table.column("embedding"), dim)
     if n:
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
     else:
         embedding = pa.array([], pa.list_(pa.float32(), dim))
     output = table.column("output").combine_chunks().cast(pa.list_(pa.float32()))
