@@ -192,21 +192,133 @@ class NeighborSearch:
         return self._lists.search(queries, k, own)
 
 
-class _InvertedLists:
-    """Training rows grouped by their nearest k-means centroid; a query scans a few groups.
+class ListScan:
+    """Rows grouped in lists, searched through the lists each query names: the scan behind
+    inverted lists, whoever grouped the rows (k-means here, a store's cells elsewhere).
 
-    Each scan is one matrix product: all the queries that probe a list against that list's
-    rows. The chosen candidates are then ranked exactly as the exact search ranks its own.
+    ``rows`` (n, d) are prepared for the metric (unit rows for cosine); list ``i`` holds
+    ``order[bounds[i]:bounds[i + 1]]``, or that range of ``rows`` itself when ``order`` is
+    None; ``origins`` (lists, d) are the points each list is scanned relative to, so that
+    data far from the origin keeps its float32 precision. Each scan is one matrix product:
+    all the queries that probe a list against that list's rows. The chosen candidates are
+    then ranked exactly as the exact search ranks its own.
     """
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        bounds: np.ndarray,
+        origins: np.ndarray,
+        metric: str,
+        workers: Workers,
+        order: np.ndarray | None = None,
+    ) -> None:
+        self.rows = rows
+        self.bounds = bounds
+        self.origins = origins
+        self.metric = metric
+        # Cosine distance on unit rows ranks as Euclidean distance does; inner product does not.
+        self.euclidean = metric != "ip"
+        self.workers = workers
+        self.order = np.arange(len(rows)) if order is None else order
+        # Where each row sits in the lists' order, to leave a query's own row out.
+        self.place = np.empty(len(rows), dtype=np.int64)
+        self.place[self.order] = np.arange(len(rows))
+
+    def search(
+        self, queries: np.ndarray, lists: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest rows of each query among the rows of the lists it names in ``lists``
+        ((n, probes) list numbers): int64 indices into the rows, float64 distances, nearest
+        first; -1 and +inf where those lists held fewer than k rows. ``exclude`` (n,) is the
+        index of a row each query must not be given (its own), or -1."""
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        distances = np.empty((len(queries), k), dtype=np.float64)
+        # Candidates of a batch: an int64 index and a float32 score per probed list and k.
+        for batch in self.workers.blocks(len(queries), lists.shape[1] * k * 12, _CHUNK_BYTES):
+            part = None if exclude is None else exclude[batch]
+            found, scores = self.candidates(queries[batch], lists[batch], k, part)
+            indices[batch], distances[batch] = self.rank(queries[batch], found, scores, k)
+        return indices, distances
+
+    def candidates(
+        self, queries: np.ndarray, lists: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best k rows of every probed list: (n, probes * k) indices and ranking scores.
+
+        Scores are float32 squared distances, or negated inner products for ``ip``. Slots that
+        a probed list could not fill hold index -1 and score +inf.
+        """
+        n, probes = lists.shape
+        found = np.full((n, probes, k), -1, dtype=np.int64)
+        found_scores = np.full((n, probes, k), np.inf, dtype=np.float32)
+        by_list = np.argsort(lists, axis=None, kind="stable")
+        starts = np.searchsorted(lists.reshape(-1)[by_list], np.arange(len(self.bounds)))
+        query_of, probe_of = np.divmod(by_list, probes)
+        excluded = None if exclude is None else np.where(exclude >= 0, self.place[exclude], -1)
+
+        def scan(list_id: int) -> None:
+            lo, hi = self.bounds[list_id], self.bounds[list_id + 1]
+            members = self.order[lo:hi]
+            origin = self.origins[list_id]
+            block = (self.rows[members] - origin).astype(np.float32)
+            sq_norms = np.einsum("ij,ij->i", block, block) if self.euclidean else None
+            width = min(k, hi - lo)
+            # Each scan writes its own (query, probe) slots, so scans run concurrently.
+            pairs = np.arange(starts[list_id], starts[list_id + 1])
+            for part in self.workers.blocks(len(pairs), (hi - lo) * 16):
+                which, slots = query_of[pairs[part]], probe_of[pairs[part]]
+                local = (queries[which] - origin).astype(np.float32)
+                scores = _ranking(local, block, sq_norms)
+                if self.euclidean:
+                    # Plus |q|^2: squared distances, comparable across lists.
+                    scores += np.einsum("ij,ij->i", local, local)[:, None]
+                if excluded is not None:
+                    at = excluded[which]
+                    mine = np.flatnonzero((at >= lo) & (at < hi))
+                    scores[mine, at[mine] - lo] = np.inf
+                if width < hi - lo:
+                    pick = np.argpartition(scores, width - 1, axis=1)[:, :width]
+                    scores = np.take_along_axis(scores, pick, axis=1)
+                    found[which, slots, :width] = members[pick]
+                else:
+                    found[which, slots, :width] = members
+                found_scores[which, slots, :width] = scores
+
+        work = (starts[1:] - starts[:-1]) * (self.bounds[1:] - self.bounds[:-1])
+        # Longest scans first, so that the threads finish together.
+        self.workers.map(scan, [int(i) for i in np.argsort(-work, kind="stable") if work[i]])
+        return found.reshape(n, -1), found_scores.reshape(n, -1)
+
+    def rank(
+        self, queries: np.ndarray, found: np.ndarray, scores: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best-scored candidates, with exact distances, nearest first."""
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        distances = np.empty((len(queries), k), dtype=np.float64)
+
+        def rank(chunk: slice) -> None:
+            pick = np.argpartition(scores[chunk], k - 1, axis=1)[:, :k]
+            empty = np.isinf(np.take_along_axis(scores[chunk], pick, axis=1))
+            candidates = np.where(empty, -1, np.take_along_axis(found[chunk], pick, axis=1))
+            indices[chunk], distances[chunk] = _sorted_neighbors(
+                queries[chunk], self.rows, candidates, self.metric
+            )
+
+        self.workers.map(rank, self.workers.blocks(len(queries), k * queries.shape[1] * 16))
+        return indices, distances
+
+
+class _InvertedLists:
+    """Training rows grouped by their nearest k-means centroid; a query scans a few groups."""
 
     def __init__(self, train: np.ndarray, metric: str, workers: Workers) -> None:
         self.metric = metric
         self.workers = workers
         self.train = _unit_rows(train) if metric == "cosine" else train
-        # Cosine distance on unit rows ranks as Euclidean distance does; inner product does not.
         self.euclidean = metric != "ip"
-        # Rows are scanned in float32 relative to a nearby point, so that data far from the
-        # origin keeps its precision: the data's mean here, each list's centroid in a scan.
+        # Rows are scanned in float32 relative to a nearby point: the data's mean here, each
+        # list's centroid in a scan.
         self.centre = self.train.mean(axis=0, dtype=np.float64)
         if not self.euclidean:
             self.centre[:] = 0.0
@@ -218,12 +330,12 @@ class _InvertedLists:
         )
         sample_rows = (self.train[sample] - self.centre).astype(np.float32)
         self.centroids = _kmeans(sample_rows, self.n_lists, rng, workers)
-        self.list_of = self._nearest_lists(self.train, 1, "l2")[:, 0]
-        self.order = np.argsort(self.list_of, kind="stable")
-        self.bounds = np.searchsorted(self.list_of[self.order], np.arange(self.n_lists + 1))
-        # Where each training row sits within its list, to leave a query's own row out.
-        self.position = np.empty(n, dtype=np.int64)
-        self.position[self.order] = np.arange(n) - self.bounds[self.list_of[self.order]]
+        list_of = self._nearest_lists(self.train, 1, "l2")[:, 0]
+        order = np.argsort(list_of, kind="stable")
+        bounds = np.searchsorted(list_of[order], np.arange(self.n_lists + 1))
+        origins = self.centre + (self.centroids if self.euclidean else 0.0)
+        origins = np.broadcast_to(origins, (self.n_lists, train.shape[1]))
+        self.scan = ListScan(self.train, bounds, origins, metric, workers, order)
 
     def _nearest_lists(self, x: np.ndarray, n: int, metric: str) -> np.ndarray:
         return _nearest_centroids(x, self.centre, self.centroids, n, metric, self.workers)
@@ -235,14 +347,18 @@ class _InvertedLists:
         probes = self._probes_needed(queries, k, own)
         if probes is None:
             return _exact_knn(self.train, queries, k, self.metric, own, self.workers)
-        indices = np.empty((len(queries), k), dtype=np.int64)
-        distances = np.empty((len(queries), k), dtype=np.float64)
-        # Candidates of a batch: an int64 index and a float32 score per probed list and k.
-        for batch in self.workers.blocks(len(queries), probes * k * 12, _CHUNK_BYTES):
-            batch_own = None if own is None else own[batch]
-            found, scores = self._candidates(queries[batch], k, batch_own, probes)
-            indices[batch], distances[batch] = self._rank(
-                queries[batch], found, scores, k, batch_own
+        lists = self._nearest_lists(queries, probes, "l2" if self.euclidean else "ip")
+        indices, distances = self.scan.search(queries, lists, k, own)
+        short = np.flatnonzero((indices < 0).any(axis=1))
+        if len(short):
+            # The probed lists held fewer than k rows between them: tiny or lopsided data.
+            indices[short], distances[short] = _exact_knn(
+                self.train,
+                queries[short],
+                k,
+                self.metric,
+                None if own is None else own[short],
+                self.workers,
             )
         return indices, distances
 
@@ -260,9 +376,10 @@ class _InvertedLists:
         # A neighbour counts when it is no further than the true k-th: ties are not misses.
         reach = truth[:, -1:] * (1 + 1e-9) + 1e-12
         probes = min(_PROBES, self.n_lists)
+        metric = "l2" if self.euclidean else "ip"
         while True:
-            found, scores = self._candidates(queries[sample], k, sample_own, probes)
-            _, distances = self._rank(queries[sample], found, scores, k, sample_own)
+            lists = self._nearest_lists(queries[sample], probes, metric)
+            _, distances = self.scan.search(queries[sample], lists, k, sample_own)
             recall = float((distances <= reach).mean())
             if recall >= _RECALL_TARGET:
                 log.debug("%d of %d lists probed, recall@%d %.3f", probes, self.n_lists, k, recall)
@@ -271,88 +388,6 @@ class _InvertedLists:
             if probes > self.n_lists / 4:
                 log.debug("recall@%d %.3f with %d lists probed: exact scan", k, recall, probes // 2)
                 return None
-
-    def _candidates(
-        self, queries: np.ndarray, k: int, own: np.ndarray | None, probes: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The best k rows of every probed list: (n, probes * k) indices and ranking scores.
-
-        Scores are float32 squared distances, or negated inner products for ``ip``. Slots that
-        a probed list could not fill hold index -1 and score +inf.
-        """
-        lists = self._nearest_lists(queries, probes, "l2" if self.euclidean else "ip")
-        n = len(queries)
-        found = np.full((n, probes, k), -1, dtype=np.int64)
-        found_scores = np.full((n, probes, k), np.inf, dtype=np.float32)
-        by_list = np.argsort(lists, axis=None, kind="stable")
-        starts = np.searchsorted(lists.reshape(-1)[by_list], np.arange(self.n_lists + 1))
-        query_of, probe_of = np.divmod(by_list, probes)
-
-        def scan(list_id: int) -> None:
-            lo, hi = self.bounds[list_id], self.bounds[list_id + 1]
-            members = self.order[lo:hi]
-            origin = self.centre + self.centroids[list_id] if self.euclidean else self.centre
-            block = (self.train[members] - origin).astype(np.float32)
-            sq_norms = np.einsum("ij,ij->i", block, block) if self.euclidean else None
-            width = min(k, hi - lo)
-            # Each scan writes its own (query, probe) slots, so scans run concurrently.
-            pairs = np.arange(starts[list_id], starts[list_id + 1])
-            for part in self.workers.blocks(len(pairs), (hi - lo) * 16):
-                which, slots = query_of[pairs[part]], probe_of[pairs[part]]
-                local = (queries[which] - origin).astype(np.float32)
-                scores = _ranking(local, block, sq_norms)
-                if self.euclidean:
-                    # Plus |q|^2: squared distances, comparable across lists.
-                    scores += np.einsum("ij,ij->i", local, local)[:, None]
-                if own is not None:
-                    mine = np.flatnonzero(self.list_of[own[which]] == list_id)
-                    scores[mine, self.position[own[which[mine]]]] = np.inf
-                if width < hi - lo:
-                    pick = np.argpartition(scores, width - 1, axis=1)[:, :width]
-                    scores = np.take_along_axis(scores, pick, axis=1)
-                    found[which, slots, :width] = members[pick]
-                else:
-                    found[which, slots, :width] = members
-                found_scores[which, slots, :width] = scores
-
-        work = (starts[1:] - starts[:-1]) * (self.bounds[1:] - self.bounds[:-1])
-        # Longest scans first, so that the threads finish together.
-        self.workers.map(scan, [int(i) for i in np.argsort(-work, kind="stable") if work[i]])
-        return found.reshape(n, -1), found_scores.reshape(n, -1)
-
-    def _rank(
-        self,
-        queries: np.ndarray,
-        found: np.ndarray,
-        scores: np.ndarray,
-        k: int,
-        own: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The k best-scored candidates, with exact distances, nearest first."""
-        indices = np.empty((len(queries), k), dtype=np.int64)
-        distances = np.empty((len(queries), k), dtype=np.float64)
-
-        def rank(chunk: slice) -> None:
-            pick = np.argpartition(scores[chunk], k - 1, axis=1)[:, :k]
-            empty = np.isinf(np.take_along_axis(scores[chunk], pick, axis=1))
-            candidates = np.where(empty, -1, np.take_along_axis(found[chunk], pick, axis=1))
-            indices[chunk], distances[chunk] = _sorted_neighbors(
-                queries[chunk], self.train, candidates, self.metric
-            )
-
-        self.workers.map(rank, self.workers.blocks(len(queries), k * queries.shape[1] * 16))
-        short = np.flatnonzero((indices < 0).any(axis=1))
-        if len(short):
-            # The probed lists held fewer than k rows between them: tiny or lopsided data.
-            indices[short], distances[short] = _exact_knn(
-                self.train,
-                queries[short],
-                k,
-                self.metric,
-                None if own is None else own[short],
-                self.workers,
-            )
-        return indices, distances
 
 
 def _cores() -> int:
