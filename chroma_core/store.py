@@ -30,8 +30,9 @@ keywords in a frozen record (:class:`RowQuery`, :class:`VectorQuery`, :class:`Pr
 place, for every store. Optional powers are small interfaces of their own,
 which a store adds to its bases and the service discovers with ``isinstance``:
 :class:`PagedBackup` (reading a space a page at a time for a back-up), :class:`Restore`
-(writing a back-up back as it was) and :class:`NeighborSearch` (k-NN answered inside the
-store). An operation that needs a power the store lacks fails with
+(writing a back-up back as it was), :class:`NeighborSearch` (k-NN answered inside the
+store) and :class:`NeighborJoin` (the neighbours of whole data sets, searched where they are
+stored). An operation that needs a power the store lacks fails with
 :class:`~chroma_wire.errors.NotSupported` (:meth:`Capability.of`). The conformance suite,
 :mod:`chroma_core.testing`, proves a store against this contract.
 """
@@ -39,7 +40,8 @@ store). An operation that needs a power the store lacks fails with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
 import numpy as np
@@ -404,5 +406,68 @@ class NeighborSearch(Capability):
         return False
 
 
+@dataclass(frozen=True)
+class JoinQuery:
+    """What :meth:`NeighborJoin.join_neighbors` searches: for each row matching ``rows``
+    (only a ``share`` of them, drawn at random, when below 1), its ``k`` nearest among the
+    rows matching ``among``, never itself. ``*_labelled`` keeps to rows with a label;
+    ``columns`` names the columns of the searching rows each page carries; ``probes`` is how
+    widely to look (the store's own default when None)."""
+
+    rows: Filter | None
+    among: Filter | None
+    k: int
+    share: float = 1.0
+    rows_labelled: bool = False
+    among_labelled: bool = False
+    columns: tuple[str, ...] = ()
+    probes: int | None = None
+
+
+@dataclass(frozen=True)
+class NeighborPage:
+    """Some of the searching rows of a join, with their neighbours, nearest first."""
+
+    #: ``(n,)`` int64 seqs of the searching rows, ascending within a page
+    seqs: np.ndarray
+    #: ``(n, d)`` float32, their embeddings
+    vectors: np.ndarray
+    #: ``(n, k)`` int64 seqs of their neighbours; -1 where fewer than k were found
+    neighbors: np.ndarray
+    #: ``(n, k)`` float64 distances in the space's metric; +inf where none was found
+    distances: np.ndarray
+    #: the columns :attr:`JoinQuery.columns` asked for, one row per searching row
+    columns: pa.Table
+
+
+@dataclass
+class JoinedNeighbors:
+    """A join under way: about ``rows`` searching rows, in ``pages`` read one at a time."""
+
+    rows: int
+    pages: Iterator[NeighborPage]
+    meta: dict = field(default_factory=dict)
+
+
+class NeighborJoin(Capability):
+    """The neighbours of whole data sets searched where the rows are stored, a page at a
+    time, so that an analysis of any size holds only a page of vectors in memory."""
+
+    ability = "search the neighbours of a whole data set where it is stored"
+
+    @abstractmethod
+    def join_neighbors(self, space: SpaceInfo, query: JoinQuery) -> JoinedNeighbors | None:
+        """The join :class:`JoinQuery` asks for, or None when the store keeps no index the
+        space can be searched through yet (the caller then reads the vectors itself)."""
+
+    @abstractmethod
+    def vector_pages(
+        self, space: str, where: Filter | None, *, labelled: bool = False, rows: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Table]]:
+        """``(seqs int64, vectors float32, labels)`` of the rows matching ``where`` (with a
+        label, when ``labelled``), at most ``rows`` a page, in seq order; ``labels`` is a
+        one-column table, ``label``."""
+
+
 #: every optional power a store may have
-CAPABILITIES: tuple[type[Capability], ...] = (PagedBackup, Restore, NeighborSearch)
+CAPABILITIES: tuple[type[Capability], ...] = (PagedBackup, Restore, NeighborSearch, NeighborJoin)

@@ -32,13 +32,16 @@ from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
     BatchAlreadyStored,
+    JoinedNeighbors,
+    JoinQuery,
+    NeighborJoin,
     NeighborSearch,
     PagedBackup,
     Restore,
     Store,
     check_dimension,
 )
-from chroma_store_clickhouse import schema
+from chroma_store_clickhouse import cell_join, schema
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.ivf import InvertedFile
@@ -66,9 +69,10 @@ SPACE_CACHE_SECONDS = 2.0
 _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
 
 
-class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
-    """A :class:`Store` in ClickHouse that pages and restores back-ups and answers filtered
-    k-NN (and, with its vector index, every k-NN) itself."""
+class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin):
+    """A :class:`Store` in ClickHouse that pages and restores back-ups, answers k-NN itself
+    (from its inverted file, or exactly with filters pushed down), and searches the
+    neighbours of whole data sets cell by cell."""
 
     name = "clickhouse"
 
@@ -864,6 +868,33 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch):
                 seqs[i, j], dists[i, j] = seq, d
         method = "clickhouse_vector_index" if settings else "clickhouse_exact"
         return Neighbors(seqs, dists, {"method": method})
+
+    def join_neighbors(self, space: SpaceInfo, query: JoinQuery) -> JoinedNeighbors | None:
+        """Cell by cell in the inverted file (:mod:`chroma_store_clickhouse.cell_join`);
+        None while the space is searched exactly or the inverted file is off."""
+        if self.ivf is None:
+            return None
+        return cell_join.join(self.ivf, self._space_row(space.name)[1], space.metric, query)
+
+    def vector_pages(self, space, where, *, labelled=False, rows):
+        row = self._space_row(space)
+        sid, dim = row[1], row[3] or 0
+        condition, params = self._condition(sid, where=where)
+        if labelled:
+            condition += " AND r.label IS NOT NULL"
+        after = 0
+        while True:
+            table = self._arrow(
+                f"SELECT r.seq AS seq, r.embedding AS embedding, r.label AS label "
+                f"FROM rows_{sid} AS r WHERE {condition} AND r.seq > {{after:UInt64}} "
+                f"ORDER BY r.seq LIMIT {int(rows)}",
+                {**params, "after": after},
+            )
+            if table.num_rows == 0:
+                return
+            seqs = table.column("seq").to_numpy().astype(np.int64)
+            yield seqs, matrix(table.column("embedding"), dim), strings(table.select(["label"]))
+            after = int(seqs[-1])
 
 
 # --- helpers ----------------------------------------------------------------------
