@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chroma_algo_priority import joined
 from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
 from chroma_core.algorithm import Algorithm
@@ -85,10 +87,30 @@ class Priority(Algorithm, name="priority"):
         only_new: bool,
         progress,
     ) -> Result:
-        """Score, store and return the scores; ``progress(phase, **counts)`` hears how far."""
-        store = context.store
+        """Score, store and return the scores; ``progress(phase, **counts)`` hears how far.
+
+        Through the store's own neighbour search when it has one for the space
+        (:mod:`chroma_algo_priority.joined`), else from the vectors read into memory."""
         started = time.perf_counter()
         progress("reading")
+        search = joined.start(
+            context.store, space, parse(TRAINING), parse(NOT_TRAINING), settings.k
+        )
+        if search is not None:
+            found = joined.score(context.store, space, parse(TRAINING), search, settings, progress)
+            labelled = np.ones(len(found.version_seqs), dtype=bool)
+            scored = _Scored(
+                found.ids, found.scores, found.outputs,
+                training_version(found.version_seqs, labelled), len(found.version_seqs),
+                search.meta,
+            )  # fmt: skip
+        else:
+            scored = self._in_memory(context.store, space, settings, only_new, progress, started)
+        return self._store(context, space, settings, only_new, scored, started, progress)
+
+    def _in_memory(self, store, space, settings, only_new, progress, started) -> _Scored:
+        """The scores from every training vector and every other read into memory (the rows
+        already scored against the same training set left out with ``only_new``)."""
         training = store.get(space.name, where=parse(TRAINING), include_embeddings=True)
         labels = training.column("label").to_numpy(zero_copy_only=False)
         labelled = training.column("label").is_valid().to_numpy(zero_copy_only=False)
@@ -99,16 +121,12 @@ class Priority(Algorithm, name="priority"):
             )
         version = training_version(training.column("seq"), labelled)
         queries = store.get(space.name, where=parse(NOT_TRAINING), include_embeddings=True)
-        kept, stale = None, 0
         if only_new:
             kept, stale = _stored_scores(store, space.name, version)
-            if stale:
-                # the training set changed since some scores were computed: all are redone
-                kept = None
-            else:
-                new = pc.invert(pc.is_in(queries.column("id"), kept.column("id")))
-                queries = queries.filter(new)
-        computed_at = datetime.now(UTC).isoformat(timespec="seconds")
+            if not stale:
+                queries = queries.filter(
+                    pc.invert(pc.is_in(queries.column("id"), kept.column("id")))
+                )
         progress("scoring", rows=queries.num_rows, training=int(labelled.sum()))
         log.info(
             "priority of %s: read %d training and %d other rows after %.1f s",
@@ -117,14 +135,8 @@ class Priority(Algorithm, name="priority"):
             queries.num_rows,
             time.perf_counter() - started,
         )
-        summary = {"training_version": version, "only_new": only_new, "stale": stale}
-        if kept is not None:
-            summary["kept"] = kept.num_rows
         if queries.num_rows == 0:
-            if kept is None:
-                empty = _scores_table([], [], pd.DataFrame(), computed_at)
-                store.replace_priorities(space.name, empty)
-            return Result(_result_table([], [], pd.DataFrame()), {"scored": 0, **summary})
+            return _Scored([], {}, queries.column("output"), version, int(labelled.sum()), {})
         train_x = embeddings_of(training)
         if not labelled.all():
             train_x, labels = train_x[labelled], labels[labelled]
@@ -137,14 +149,49 @@ class Priority(Algorithm, name="priority"):
             metric=space.metric,
             params=settings,
         )
+        return _Scored(
+            queries.column("id").to_pylist(), scores, queries.column("output"), version,
+            int(labelled.sum()), {"method": "in_memory"},
+        )  # fmt: skip
+
+    def _store(self, context, space, settings, only_new, scored: _Scored, started, progress):
+        """Fold the model's confidence in, store the scores (keeping, with ``only_new``,
+        those computed against the same training set) and return them."""
+        store = context.store
+        version = scored.version
         log.info(
             "priority of %s: scored %d rows after %.1f s",
             space.name,
-            queries.num_rows,
+            len(scored.ids),
             time.perf_counter() - started,
         )
-        ids = queries.column("id").to_pylist()
-        confidence, scores["margin"], scores["entropy"] = uncertainty(queries.column("output"))
+        computed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        kept, stale = None, 0
+        ids, scores, outputs = scored.ids, scored.scores, scored.outputs
+        if only_new:
+            kept, stale = _stored_scores(store, space.name, version)
+            if stale:
+                # the training set changed since some scores were computed: all are redone
+                kept = None
+            else:
+                new = ~np.isin(
+                    np.asarray(ids, dtype=object), kept.column("id").to_numpy(zero_copy_only=False)
+                )
+                ids = [i for i, keep in zip(ids, new, strict=True) if keep]
+                scores = {
+                    name: values[new] for name, values in scores.items() if name != "neighbors"
+                }
+                outputs = outputs.filter(pa.array(new))
+        summary = {"training_version": version, "only_new": only_new, "stale": stale,
+                   "search": scored.search}  # fmt: skip
+        if kept is not None:
+            summary["kept"] = kept.num_rows
+        if not ids:
+            if kept is None:
+                empty = _scores_table([], [], pd.DataFrame(), computed_at)
+                store.replace_priorities(space.name, empty)
+            return Result(_result_table([], [], pd.DataFrame()), {"scored": 0, **summary})
+        confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
         scores["confidence"] = confidence
         with_outputs = ~np.isnan(confidence)
         scores["priority"] = combine(scores["support"], scores["novelty"], confidence)
@@ -166,7 +213,7 @@ class Priority(Algorithm, name="priority"):
         ).observe(seconds, space=space.name)
         meta = {
             "scored": len(ids),
-            "training": int(labelled.sum()),
+            "training": scored.training,
             "k": settings.k,
             "shrinkage": settings.shrinkage,
             "computed_at": computed_at,
@@ -174,6 +221,25 @@ class Priority(Algorithm, name="priority"):
             **summary,
         }
         return Result(_result_table(ids, scores["priority"], components), meta)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Scores before the model's confidence is folded in: the rows' ids, the components of
+    :func:`priority_scores`, the rows' outputs, the training set's version and size, and
+    how the neighbours were searched."""
+
+    ids: list
+    scores: dict
+    outputs: pa.ChunkedArray
+    version: str
+    training: int
+    search: dict
+
+
+def _not_in(ids, kept: pa.Table) -> pa.Array:
+    """Whether each of ``ids`` is missing from the scores ``kept``."""
+    return pc.invert(pc.is_in(ids, kept.column("id")))
 
 
 def _no_progress(phase: str, **counts) -> None:

@@ -7,6 +7,7 @@ edge-case rules are written up in ``docs/priority.md``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +91,7 @@ def priority_scores(
         raise ValueError(f"priority needs at least 2 labelled training rows, got {len(train_x)}")
     query_x = as_matrix(query_x, "query_x", dim=train_x.shape[1])
     classes, train_codes = _encode_labels(train_labels, len(train_x))
-    query_codes = _encode_inferences(query_inferences, classes, len(query_x))
+    query_codes = encode_inferences(query_inferences, classes, len(query_x))
 
     # One k for the queries and the leave-one-out reference, so their mean distances compare.
     k = min(params.k, len(train_x) - 1)
@@ -105,30 +106,46 @@ def priority_scores(
         neighbors, distances = search.query(query_x, k)
         del search
 
-        model = _Mahalanobis(train_x, train_codes, len(classes), params.shrinkage, workers)
+        model = Mahalanobis.of_rows(train_x, train_codes, len(classes), params.shrinkage, workers)
         reference_mahalanobis = np.sort(model.to_class(train_x, train_codes))
         mahalanobis = model.to_class(query_x, query_codes)
 
-    distance = distances.mean(axis=1)
     reference_mean = np.sort(reference_distances.mean(axis=1))
-    distance_pct = _percentile(reference_mean, distance)
-    disagreement = _disagreement(train_codes[neighbors], query_codes)
-    support = _support(disagreement, k, len(classes))
-    novelty = _novelty(distance, reference_mean)
-    mahalanobis_pct = _percentile(reference_mahalanobis, mahalanobis)
-    mahalanobis_pct[query_codes == _UNKNOWN] = 1.0
+    scores = evidence(train_codes[neighbors], distances, query_codes, reference_mean, len(classes))
+    scores.update(class_evidence(mahalanobis, query_codes, reference_mahalanobis))
+    return {"priority": combine(scores["support"], scores["novelty"]), **scores,
+            "neighbors": neighbors}  # fmt: skip
 
+
+def evidence(
+    neighbor_codes: np.ndarray,
+    distances: np.ndarray,
+    query_codes: np.ndarray,
+    reference_mean: np.ndarray,
+    n_classes: int,
+) -> dict[str, np.ndarray]:
+    """``support``, ``novelty``, ``disagreement``, ``distance`` and ``distance_pct`` of each
+    query from its k neighbours' label codes and distances, given the training rows' own
+    mean neighbour distances (``reference_mean``, sorted)."""
+    distance = distances.mean(axis=1)
+    disagreement = _disagreement(neighbor_codes, query_codes)
     return {
-        "priority": combine(support, novelty),
-        "support": support,
-        "novelty": novelty,
+        "support": _support(disagreement, neighbor_codes.shape[1], n_classes),
+        "novelty": _novelty(distance, reference_mean),
         "disagreement": disagreement,
         "distance": distance,
-        "distance_pct": distance_pct,
-        "mahalanobis": mahalanobis,
-        "mahalanobis_pct": mahalanobis_pct,
-        "neighbors": neighbors,
+        "distance_pct": percentile(reference_mean, distance),
     }
+
+
+def class_evidence(
+    mahalanobis: np.ndarray, query_codes: np.ndarray, reference: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``mahalanobis`` and its percentile among the training rows' own (``reference``,
+    sorted); an inference no training row carries is as far as any."""
+    mahalanobis_pct = percentile(reference, mahalanobis)
+    mahalanobis_pct[query_codes == _UNKNOWN] = 1.0
+    return {"mahalanobis": mahalanobis, "mahalanobis_pct": mahalanobis_pct}
 
 
 def combine(
@@ -178,7 +195,7 @@ def _encode_labels(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes.reshape(-1).astype(np.int64)
 
 
-def _encode_inferences(inferences: np.ndarray, classes: np.ndarray, n: int) -> np.ndarray:
+def encode_inferences(inferences: np.ndarray, classes: np.ndarray, n: int) -> np.ndarray:
     inferences = np.asarray(inferences, dtype=object)
     if inferences.shape != (n,):
         raise ValueError(f"query_inferences must have shape ({n},), got {inferences.shape}")
@@ -203,7 +220,7 @@ def _reference_rows(n: int, limit: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
 
 
-def _percentile(sorted_reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+def percentile(sorted_reference: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.searchsorted(sorted_reference, values, side="right") / len(sorted_reference)
 
 
@@ -229,32 +246,36 @@ def _mode_share(codes: np.ndarray) -> np.ndarray:
     return longest_run / width
 
 
-class _Mahalanobis:
-    """Distances to class means under one shrunk, pooled within-class covariance."""
+class Mahalanobis:
+    """Distances to class means under one shrunk, pooled within-class covariance.
+
+    ``means`` (classes, d) and ``centre`` (d,) are the class means and the overall mean of
+    ``n`` rows, ``within`` their pooled within-class scatter (a sum of outer products), and
+    ``total()`` their scatter about ``centre``, asked for only when ``within`` is empty.
+    """
 
     def __init__(
         self,
-        x: np.ndarray,
-        codes: np.ndarray,
-        n_classes: int,
+        means: np.ndarray,
+        centre: np.ndarray,
+        within: np.ndarray,
+        total: Callable[[], np.ndarray],
+        n: int,
         shrinkage: float,
         workers: Workers,
+        tiny: float,
     ) -> None:
-        n, dim = x.shape
+        n_classes, dim = means.shape
         self.workers = workers
-        sums = group_sums(x, codes, n_classes, workers)
-        self.means = sums / np.bincount(codes, minlength=n_classes)[:, None]
+        self.means = means
         # Centring keeps the expanded squared distances in to_class free of cancellation
         # when the embeddings sit far from the origin.
-        self.centre = sums.sum(axis=0) / n
-        tiny = _tiny(x)
-
-        covariance = self._scatter(x, codes, self.means) / max(n - n_classes, 1)
+        self.centre = centre
+        covariance = within / max(n - n_classes, 1)
         if np.trace(covariance) <= tiny:
             # Every class is a singleton or repeats one point: with no within-class spread to
             # learn from, the spread of the data as a whole stands in.
-            everywhere = np.zeros(n, dtype=np.int64)
-            covariance = self._scatter(x, everywhere, self.centre[None, :]) / (n - 1)
+            covariance = total() / max(n - 1, 1)
         if np.trace(covariance) <= tiny:
             covariance = np.eye(dim)
         scale = np.trace(covariance) / dim
@@ -269,15 +290,35 @@ class _Mahalanobis:
         self.white_means = (self.means - self.centre) @ self.whiten
         self.white_means_sq = np.einsum("ij,ij->i", self.white_means, self.white_means)
 
-    def _scatter(self, x: np.ndarray, codes: np.ndarray, means: np.ndarray) -> np.ndarray:
-        """Sum over rows of (x - mean of its code)(x - mean of its code)ᵀ."""
+    @classmethod
+    def of_rows(
+        cls, x: np.ndarray, codes: np.ndarray, n_classes: int, shrinkage: float, workers: Workers
+    ) -> Mahalanobis:
+        """The model of the rows ``x`` with class ``codes``."""
+        n = len(x)
+        sums = group_sums(x, codes, n_classes, workers)
+        means = sums / np.bincount(codes, minlength=n_classes)[:, None]
+        centre = sums.sum(axis=0) / n
+        within = _scatter(x, codes, means, workers)
+        everywhere = np.zeros(n, dtype=np.int64)
+        total = lambda: _scatter(x, everywhere, centre[None, :], workers)  # noqa: E731
+        return cls(means, centre, within, total, n, shrinkage, workers, tiny(x))
 
-        def scatter(chunk: slice) -> np.ndarray:
-            centred = x[chunk].astype(np.float64)
-            centred -= means[codes[chunk]]
-            return centred.T @ centred
-
-        return np.sum(self.workers.map(scatter, self.workers.blocks(len(x), x.shape[1] * 16)), 0)
+    @classmethod
+    def of_moments(cls, moments: Moments, shrinkage: float, workers: Workers) -> Mahalanobis:
+        """The model of rows summed up page by page in ``moments``."""
+        n = int(moments.counts.sum())
+        means = moments.sums / moments.counts[:, None]
+        centre = moments.sums.sum(axis=0) / n
+        # Σ (x-m)(x-m)ᵀ over a class is Σ (x-s)(x-s)ᵀ less n (m-s)(m-s)ᵀ, for any shift s
+        apart = means - moments.shift
+        within = moments.second - (apart * moments.counts[:, None]).T @ apart
+        off = centre - moments.shift
+        total = lambda: moments.second - n * np.outer(off, off)  # noqa: E731
+        magnitude = moments.magnitude
+        dim = means.shape[1]
+        return cls(means, centre, within, total, n, shrinkage, workers,
+                   magnitude**2 * dim * 1e-24)  # fmt: skip
 
     def to_class(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Distance of each row to the mean of its class, or to the nearest mean if unknown."""
@@ -307,7 +348,50 @@ class _Mahalanobis:
         return result
 
 
-def _tiny(x: np.ndarray) -> float:
-    # Variance this small relative to the data's magnitude is rounding noise, not spread.
+def tiny(x: np.ndarray) -> float:
+    """Variance this small relative to the data's magnitude is rounding noise, not spread."""
     magnitude = max(abs(float(x.max())), abs(float(x.min()))) if x.size else 0.0
     return (magnitude**2) * x.shape[1] * 1e-24
+
+
+def _scatter(x: np.ndarray, codes: np.ndarray, means: np.ndarray, workers: Workers) -> np.ndarray:
+    """Sum over rows of (x - mean of its code)(x - mean of its code)ᵀ."""
+
+    def scatter(chunk: slice) -> np.ndarray:
+        centred = x[chunk].astype(np.float64)
+        centred -= means[codes[chunk]]
+        return centred.T @ centred
+
+    return np.sum(workers.map(scatter, workers.blocks(len(x), x.shape[1] * 16)), 0)
+
+
+class Moments:
+    """Class sums and the second moment of rows added a page at a time, about a shift (the
+    first page's mean) that keeps the float64 sums free of cancellation."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.sums = np.zeros((0, dim))
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.second = np.zeros((dim, dim))
+        self.shift: np.ndarray | None = None
+        self.magnitude = 0.0
+
+    def add(self, x: np.ndarray, codes: np.ndarray, n_classes: int, workers: Workers) -> None:
+        """Rows ``x`` of classes ``codes`` (below ``n_classes``, the classes seen so far)."""
+        if not len(x):
+            return
+        if self.shift is None:
+            self.shift = x.mean(axis=0, dtype=np.float64)
+        grown = n_classes - len(self.counts)
+        if grown > 0:
+            self.sums = np.vstack([self.sums, np.zeros((grown, self.dim))])
+            self.counts = np.r_[self.counts, np.zeros(grown, dtype=np.int64)]
+        self.sums += group_sums(x, codes, n_classes, workers)
+        self.counts += np.bincount(codes, minlength=n_classes)
+        self.second += _scatter(x, np.zeros(len(x), dtype=np.int64), self.shift[None], workers)
+        self.magnitude = max(self.magnitude, float(np.abs(x).max()))
+
+    def reorder(self, order: np.ndarray) -> None:
+        """Classes renumbered: class ``order[i]`` becomes class ``i``."""
+        self.sums, self.counts = self.sums[order], self.counts[order]
