@@ -112,6 +112,10 @@ class InvertedFile:
         # moves at each switch, so a read that overlapped one is not cached (as spaces are)
         self._epoch = 0
         self._training: dict[int, threading.Thread] = {}
+        # spaces whose training was asked for while a thread of theirs ran, and the lock
+        # that decides between starting a thread and leaving the request to a running one
+        self._asked: set[int] = set()
+        self._asking = threading.Lock()
         # the rows each space held when its cells' sizes were last looked at
         self._checked: dict[int, int] = {}
         # one generation is built at a time: numbers and leftovers are decided by one builder
@@ -245,31 +249,49 @@ class InvertedFile:
         return float(largest or 0) / float(mean or 1)
 
     def train_soon(self, sid: int, metric: str, only_if_lopsided: bool = False) -> None:
-        """Train the space in the background, unless it already is being trained."""
-        running = self._training.get(sid)
-        if running is not None and running.is_alive():
-            return
-        thread = threading.Thread(
-            target=self._train_logged,
-            args=(sid, metric, only_if_lopsided),
-            name=f"chroma-ivf-{sid}",
-            daemon=True,
-        )
-        self._training[sid] = thread
-        thread.start()
+        """Train the space in the background. While it is already being trained or its
+        cells looked at, a training asked for meanwhile is remembered, and the running
+        thread looks again once it is done."""
+        with self._asking:
+            running = self._training.get(sid)
+            if running is not None and running.is_alive():
+                if not only_if_lopsided:
+                    self._asked.add(sid)
+                return
+            thread = threading.Thread(
+                target=self._train_logged,
+                args=(sid, metric, only_if_lopsided),
+                name=f"chroma-ivf-{sid}",
+                daemon=True,
+            )
+            self._training[sid] = thread
+            thread.start()
 
     def _train_logged(self, sid: int, metric: str, only_if_lopsided: bool = False) -> None:
-        try:
-            if only_if_lopsided:
-                ratio = self.lopsided(sid)
-                if ratio < LOPSIDED:
+        while not self._closing.is_set():
+            try:
+                self._train_once(sid, metric, only_if_lopsided)
+            except Exception:
+                if not self._closing.is_set():
+                    log.exception("training the inverted file of space %s failed", sid)
+                return
+            with self._asking:
+                if sid not in self._asked:
                     return
-                log.info("space %s: its largest cell holds %.1f times an average one; "
-                         "training its inverted file again", sid, ratio)  # fmt: skip
-            self.train(sid, metric)
-        except Exception:
-            if not self._closing.is_set():
-                log.exception("training the inverted file of space %s failed", sid)
+                self._asked.discard(sid)
+            # a training asked for while this one ran: due if the space has grown enough
+            if not self.grown(sid, self.store._current_max_seq(sid)):
+                return
+            only_if_lopsided = False
+
+    def _train_once(self, sid: int, metric: str, only_if_lopsided: bool) -> None:
+        if only_if_lopsided:
+            ratio = self.lopsided(sid)
+            if ratio < LOPSIDED:
+                return
+            log.info("space %s: its largest cell holds %.1f times an average one; "
+                     "training its inverted file again", sid, ratio)  # fmt: skip
+        self.train(sid, metric)
 
     def train(self, sid: int, metric: str) -> int:
         """Build a new generation of the space's inverted file and make it current; returns

@@ -386,6 +386,33 @@ def test_a_space_is_trained_by_itself_once_it_holds_enough_rows(tmp_path):
         store.close()
 
 
+def test_a_training_asked_for_while_the_cells_are_looked_at_is_not_lost(tmp_path, monkeypatch):
+    store = open_ivf(tmp_path)
+    try:
+        store.create_space("s", "l2", {})
+        sid = sid_of(store, "s")
+        x = clustered(TRAIN_ROWS + 500)
+        looking, done = threading.Event(), threading.Event()
+
+        def slow_look(space, generation=None):
+            looking.set()
+            done.wait(60)
+            return 1.0
+
+        monkeypatch.setattr(store.ivf, "lopsided", slow_look)
+        store.ivf.train_soon(sid, "l2", only_if_lopsided=True)
+        assert looking.wait(10)
+        store.add("s", batch(x, 0))  # enough rows to train: asked while the look runs
+        assert store.ivf.state(sid, fresh=True)[0] == 0
+        done.set()
+        deadline = time.monotonic() + 120
+        while store.ivf.state(sid, fresh=True)[0] == 0:
+            assert time.monotonic() < deadline, "the training asked for was dropped"
+            time.sleep(0.2)
+    finally:
+        store.close()
+
+
 def test_two_stores_on_one_database_give_the_same_answers(tmp_path):
     writer = open_ivf(tmp_path, CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS="1000000")
     reader = open_ivf(tmp_path, CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS="1000000")
