@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/priority_scale.py                     # 900,000 training + 100,000 triage
     .venv/bin/python bench/priority_scale.py --train 90000 --triage 10000
+    CHROMA_STORE=clickhouse .venv/bin/python bench/priority_scale.py --train 9000000 --triage 1000000
 
 Generates labelled embeddings from Gaussian classes (class means of differing spread, 5% of
 training labels flipped), and triage inputs: 90% whose inference is their true class, 8%
 whose inference is wrong, 2% from classes the training set has never seen. Loads both through
-the public client (embedded, SQLite, the similarity index left unbuilt), then, in a fresh
-process so its memory is measured alone, times ``space.compute_priorities()`` and reading every
-score back with ``space.priorities(n=None)``.
+the public client (embedded, on the store ``CHROMA_STORE`` names, SQLite unless set; the
+similarity index left unbuilt, ClickHouse's inverted file left to finish training), then,
+in a fresh process so its memory is measured alone, times ``space.compute_priorities()``
+and reading every score back with ``space.priorities(n=None)``.
 
 Quality: AUROC of ``priority`` for triage inputs whose inference is not their true label
 (wrong or unseen class) against the rest. Agreement: for a random subset of triage inputs the
@@ -88,7 +90,14 @@ def load(path: str, train_x, train_labels, triage_x, triage_inference) -> float:
         for vectors, prefix, fields in ((train_x, "t", training), (triage_x, "q", triage)):
             ids = np.char.add(prefix, np.arange(len(vectors)).astype(str))
             space.add(vectors, ids=ids, progress=False, **fields)
-        return time.perf_counter() - start
+        loaded = time.perf_counter() - start
+        # a store that keeps its own index (ClickHouse's inverted file) finishes training it
+        while space.status().get("index", {}).get("training"):
+            time.sleep(1.0)
+        index = space.status().get("index", {})
+        print(f"loaded in {loaded:.1f} s; index settled after {time.perf_counter() - start:.1f}"
+              f" s: {index}", flush=True)  # fmt: skip
+        return loaded
     finally:
         client.close()
 
@@ -173,8 +182,7 @@ def main() -> None:
     )
     train_x, train_labels, triage_x, triage_inference, mistaken = make_data(args)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        loaded = load(tmp, train_x, train_labels, triage_x, triage_inference)
-        print(f"loaded in {loaded:.1f} s", flush=True)
+        load(tmp, train_x, train_labels, triage_x, triage_inference)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             result = pool.apply(measure, (tmp, args.k))
     stored = result["scores"]
