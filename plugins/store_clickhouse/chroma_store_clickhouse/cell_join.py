@@ -31,7 +31,7 @@ from chroma_core.neighbor_search import ListScan, Workers
 from chroma_core.store import JoinedNeighbors, JoinQuery, NeighborPage
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.cells import Cells, prepared
-from chroma_store_clickhouse.where import compile_where
+from chroma_store_clickhouse.where import compile_where, listed
 
 log = logging.getLogger("chroma.clickhouse.join")
 
@@ -232,7 +232,7 @@ def _columns(store, side, seqs: np.ndarray, names: tuple[str, ...]) -> pa.Table:
         return pa.table({})
     table = strings(store._arrow(
         f"SELECT seq, {', '.join(names)} FROM rows_{side.sid} AS r "
-        f"WHERE r.seq IN {{seqs:Array(UInt64)}} "
+        f"WHERE r.seq IN {listed('{seqs:Array(UInt64)}')} "
         f"AND r.seq NOT IN (SELECT seq FROM deleted_{side.sid}) ORDER BY seq",
         {"seqs": seqs.tolist()},
     ))  # fmt: skip

@@ -39,7 +39,7 @@ from chroma_store_clickhouse import cells as quantizer
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.cells import Cells
 from chroma_store_clickhouse.schema import DEDUPLICATION_WINDOW, DURABLE
-from chroma_store_clickhouse.where import compile_where
+from chroma_store_clickhouse.where import compile_where, listed
 from chroma_wire.types import NEIGHBOR_COLUMNS, Neighbors
 
 log = logging.getLogger("chroma.clickhouse.ivf")
@@ -524,7 +524,7 @@ class InvertedFile:
         catalogue = ", ".join(CATALOGUE)
         table = client.query_arrow(
             f"SELECT DISTINCT seq, {catalogue} FROM ivf_{plan.sid} WHERE generation = {{g:UInt32}} "
-            "AND (cell, seq) IN {keys:Array(Tuple(UInt32, UInt64))}",
+            f"AND (cell, seq) IN {listed('{keys:Array(Tuple(UInt32, UInt64))}')}",
             parameters={"g": plan.generation, "keys": [tuple(key) for key in keys.tolist()]},
         )
         return Neighbors(seqs, dists, plan.meta, rows=strings(table))

@@ -45,7 +45,7 @@ from chroma_store_clickhouse import cell_join, schema
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.ivf import InvertedFile
-from chroma_store_clickhouse.where import compile_where
+from chroma_store_clickhouse.where import compile_where, listed
 from chroma_wire.errors import ChromaError, Conflict, NotFound, ServerError
 from chroma_wire.types import CATALOGUE_COLUMNS, Neighbors, SpaceInfo
 
@@ -284,10 +284,10 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
         parts = [f"r.seq NOT IN (SELECT seq FROM deleted_{sid})"]
         params: dict[str, Any] = {}
         if ids is not None:
-            parts.append("r.id IN {ids:Array(String)}")
+            parts.append(f"r.id IN {listed('{ids:Array(String)}')}")
             params["ids"] = list(ids)
         if seqs is not None:
-            parts.append("r.seq IN {seqs:Array(UInt64)}")
+            parts.append(f"r.seq IN {listed('{seqs:Array(UInt64)}')}")
             params["seqs"] = [int(s) for s in seqs]
         if after is not None:
             parts.append("r.seq > {after:UInt64}")
@@ -782,7 +782,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
             for chunk in chunks:
                 scored = self._query(
                     f"SELECT id FROM priorities_{sid} WHERE generation = {{g:UInt64}} "
-                    f"AND id IN {{ids:Array(String)}} "
+                    f"AND id IN {listed('{ids:Array(String)}')} "
                     f"AND seq NOT IN (SELECT seq FROM deleted_{sid}) LIMIT 1",
                     {"g": generation, "ids": chunk},
                 )
