@@ -2,19 +2,20 @@
 
 An analysis such as priority asks, for every row of one set (the triage rows), its k
 nearest rows of another (the labelled training rows). Here that runs over the cells of the
-space's current generation, a page of neighbouring cells at a time:
+space's current generation, as an inverted file searches a batch of queries:
 
-- the searching rows of a run of cells are read (the table is ordered by cell, so a run of
-  cells is a run of granules), with ``PAGE_QUERIES`` rows at most;
-- each is given its ``probes`` nearest cells; the rows of the other set in those cells are
-  read, those a page before already read kept rather than read again;
-- every probed cell is scanned once against the queries that probe it
-  (:class:`chroma_core.neighbor_search.ListScan`), and the best k of each query ranked by
-  exact distance.
+- the searching rows of a run of cells are read, ``QUERY_ROWS`` at most (a run of cells is a
+  run of granules), and each is given its ``probes`` nearest cells (the store's
+  ``clickhouse_ivf_probes``, as a k-NN query, unless the join says otherwise);
+- the other set's rows are then read once, in runs of cells of ``CELL_ROWS`` rows at most,
+  skipping cells no query probes; each cell is scanned against every query that probes it
+  in one matrix product, and each query keeps its best k so far;
+- the searching rows go back with their neighbours a page of ``PAGE_QUERIES`` at a time.
 
-Memory holds a page of queries and the rows of the cells they probe (at most
-``PAGE_ROWS`` of them, the page split until it fits), never the data set. The generation
-is fixed when the join starts: rows added after that wait for the next join.
+Distances are computed in float32 about each cell's centroid, so that data far from the
+origin keeps its precision. Memory holds a run of searching rows and a run of cells, never
+the data set. The generation is fixed when the join starts: rows added later wait for the
+next join.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from chroma_core.filters import comparisons
-from chroma_core.neighbor_search import ListScan, Workers
+from chroma_core.neighbor_search import Workers
 from chroma_core.store import JoinedNeighbors, JoinQuery, NeighborPage
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.cells import Cells, prepared
@@ -35,14 +36,12 @@ from chroma_store_clickhouse.where import compile_where, listed
 
 log = logging.getLogger("chroma.clickhouse.join")
 
-#: searching rows read and searched at once
+#: searching rows held at once
+QUERY_ROWS = 500_000
+#: rows of the other set read at once
+CELL_ROWS = 400_000
+#: searching rows handed over in one page
 PAGE_QUERIES = 20_000
-#: rows of the probed cells held at once (a page is split until its cells fit)
-PAGE_ROWS = 400_000
-#: cells probed by each searching row unless the query says otherwise: a neighbour vote
-#: over k rows needs most of the true neighbours, not every one (recall near 0.95 on
-#: clustered data, measured by ``bench/clickhouse_ivf.py --join``)
-PROBES = 8
 _SHARE_SCALE = 1 << 32
 
 
@@ -66,7 +65,7 @@ def join(ivf: Any, sid: int, metric: str, query: JoinQuery) -> JoinedNeighbors |
     )[0][0])  # fmt: skip
     # a filtered set fills a share of each cell: more cells are probed to find as many rows
     share = max(found.sum(), 1) / max(total, 1)
-    probes = min(n_cells, int(np.ceil((query.probes or PROBES) / min(share, 1.0))))
+    probes = min(n_cells, int(np.ceil((query.probes or ivf.probes) / min(share, 1.0))))
     meta = {"method": "clickhouse_ivf", "generation": generation, "cells": n_cells,
             "probes": probes}  # fmt: skip
     pages = _pages(ivf.store, side, among, cells, searching, found, metric, query, probes)
@@ -113,36 +112,126 @@ class _Side:
 
 
 def _pages(store, side, among, cells, searching, found, metric, query, probes):
-    """Pages of neighbours, one run of cells at a time (a generator: nothing is read until
-    the caller asks for the first page)."""
-    held: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    """Pages of neighbours (a generator: nothing is read until the first page is asked
+    for)."""
     with Workers() as workers:
-        for first, last in _runs(cells.numbers, searching, PAGE_QUERIES):
+        for first, last in _runs(cells.numbers, searching, QUERY_ROWS):
             table = store._arrow(
-                side.sql(
-                    "v.seq AS seq, v.cell AS cell, v.embedding AS embedding",
-                    "v.cell BETWEEN {lo:UInt32} AND {hi:UInt32}",
-                )
-                + " ORDER BY seq",
-                {**side.params, "lo": int(first), "hi": int(last)},
+                side.sql("v.seq AS seq, v.embedding AS embedding", _BETWEEN) + " ORDER BY seq",
+                {**side.params, "lo": first, "hi": last},
             )
             if table.num_rows == 0:
                 continue
             seqs = table.column("seq").to_numpy().astype(np.int64)
             vectors = matrix(table.column("embedding"))
             del table
-            probed = cells.nearest(vectors, probes, metric)
-            parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-            for part in _fitting(probed, cells.numbers, found, PAGE_ROWS):
-                held = _held(store, among, cells, np.unique(probed[part]), held)
-                parts.append((part, *_search(held, vectors[part], seqs[part], probed[part],
-                                             cells, metric, query.k, workers)))  # fmt: skip
-            neighbors = np.empty((len(seqs), query.k), dtype=np.int64)
-            distances = np.empty((len(seqs), query.k), dtype=np.float64)
-            for part, part_neighbors, part_distances in parts:
-                neighbors[part], distances[part] = part_neighbors, part_distances
-            columns = _columns(store, side, seqs, query.columns)
-            yield NeighborPage(seqs, vectors, neighbors, distances, columns)
+            search = _Search(cells, metric, query.k, seqs, vectors, probes, workers)
+            for lo, hi in _runs(cells.numbers, found * (search.probing > 0), CELL_ROWS):
+                rows = store._arrow(
+                    among.sql("v.cell AS cell, v.seq AS seq, v.embedding AS embedding", _BETWEEN)
+                    + " ORDER BY cell, seq",
+                    {**among.params, "lo": lo, "hi": hi},
+                )
+                search.scan(
+                    rows.column("cell").to_numpy().astype(np.int64),
+                    rows.column("seq").to_numpy().astype(np.int64),
+                    matrix(rows.column("embedding"), vectors.shape[1]),
+                )
+            neighbors, distances = search.result()
+            for at in range(0, len(seqs), PAGE_QUERIES):
+                part = slice(at, at + PAGE_QUERIES)
+                columns = _columns(store, side, seqs[part], query.columns)
+                yield NeighborPage(
+                    seqs[part], vectors[part], neighbors[part], distances[part], columns
+                )
+
+
+_BETWEEN = "v.cell BETWEEN {lo:UInt32} AND {hi:UInt32}"
+
+
+class _Search:
+    """A run of searching rows and the best k of each so far, as the cells they probe are
+    scanned."""
+
+    def __init__(self, cells: Cells, metric, k, seqs, vectors, probes, workers) -> None:
+        self.cells, self.metric, self.k, self.workers = cells, metric, k, workers
+        self.seqs = seqs
+        self.queries = prepared(vectors, metric)
+        self.euclidean = metric != "ip"
+        # the (query, cell) pairs, sorted by cell: the queries each cell is scanned for
+        probed = np.searchsorted(cells.numbers, cells.nearest(vectors, probes, metric))
+        flat = probed.ravel()
+        order = np.argsort(flat, kind="stable")
+        self.query_of = order // probed.shape[1]
+        self.bounds = np.searchsorted(flat[order], np.arange(len(cells) + 1))
+        self.probing = np.diff(self.bounds)
+        self.best = np.full((len(seqs), k), np.inf, dtype=np.float32)
+        self.found = np.full((len(seqs), k), -1, dtype=np.int64)
+
+    def scan(self, cell_of: np.ndarray, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        """Scan the rows of a run of cells (ordered by cell, then seq) for the queries that
+        probe each."""
+        rows = prepared(vectors, self.metric)
+        places = np.searchsorted(self.cells.numbers, cell_of)
+        starts = np.flatnonzero(np.r_[True, places[1:] != places[:-1]])
+        ends = np.r_[starts[1:], len(places)]
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+            place = int(places[lo])
+            queries = self.query_of[self.bounds[place] : self.bounds[place + 1]]
+            if not len(queries):
+                continue
+            origin = self.cells.centroids[place] if self.euclidean else 0.0
+            block = rows[lo:hi] - origin
+            norms = np.einsum("ij,ij->i", block, block) if self.euclidean else None
+            cell_seqs = seqs[lo:hi]
+            self.workers.map(
+                lambda part, b=block, n=norms, s=cell_seqs, o=origin: self._merge(part, b, n, s, o),
+                [queries[at : at + 2048] for at in range(0, len(queries), 2048)],
+            )
+
+    def _merge(self, which, block, norms, cell_seqs, origin) -> None:
+        """The best k of queries ``which`` among ``block`` merged into theirs so far (each
+        query appears once per cell, so the threads write disjoint rows)."""
+        local = self.queries[which] - origin
+        scores = local @ block.T
+        if self.euclidean:
+            scores *= -2.0
+            scores += norms
+            scores += np.einsum("ij,ij->i", local, local)[:, None]
+        else:
+            np.negative(scores, out=scores)
+        # a row is never its own neighbour
+        at = np.minimum(np.searchsorted(cell_seqs, self.seqs[which]), len(cell_seqs) - 1)
+        mine = np.flatnonzero(cell_seqs[at] == self.seqs[which])
+        scores[mine, at[mine]] = np.inf
+        width = min(self.k, len(cell_seqs))
+        if width < len(cell_seqs):
+            pick = np.argpartition(scores, width - 1, axis=1)[:, :width]
+            scores = np.take_along_axis(scores, pick, axis=1)
+            picked = cell_seqs[pick]
+        else:
+            picked = np.broadcast_to(cell_seqs, scores.shape)
+        picked = np.where(np.isinf(scores), -1, picked)
+        both = np.concatenate([self.best[which], scores], axis=1)
+        seqs = np.concatenate([self.found[which], picked], axis=1)
+        keep = np.argpartition(both, self.k - 1, axis=1)[:, : self.k]
+        self.best[which] = np.take_along_axis(both, keep, axis=1)
+        self.found[which] = np.take_along_axis(seqs, keep, axis=1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's neighbours nearest first (ties to the lower seq) and their
+        distances in the metric; -1 and +inf where fewer than k were found."""
+        found = np.where(np.isinf(self.best), -1, self.found)
+        score = self.best.astype(np.float64)
+        if self.metric == "l2":
+            distance = np.sqrt(np.maximum(score, 0.0))
+        elif self.metric == "cosine":
+            distance = np.maximum(score, 0.0) / 2.0  # unit rows: |a-b|² = 2 - 2cos
+        else:
+            distance = 1.0 + score  # score is -a·b
+        distance[found < 0] = np.inf
+        order = np.lexsort((np.where(found < 0, np.iinfo(np.int64).max, found), distance), axis=1)
+        return np.take_along_axis(found, order, axis=1), np.take_along_axis(distance, order, axis=1)
 
 
 def _runs(numbers: np.ndarray, counts: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
@@ -159,70 +248,6 @@ def _runs(numbers: np.ndarray, counts: np.ndarray, limit: int) -> Iterator[tuple
         end, total = i, total + int(counts[i])
     if start is not None:
         yield int(numbers[start]), int(numbers[end])
-
-
-def _fitting(probed, numbers, found, limit) -> Iterator[np.ndarray]:
-    """The page's queries in parts whose probed cells hold at most ``limit`` rows (halved
-    until they do; a single query always goes)."""
-    pending = [np.arange(len(probed))]
-    while pending:
-        part = pending.pop()
-        rows = found[np.searchsorted(numbers, np.unique(probed[part]))].sum()
-        if rows <= limit or len(part) == 1:
-            yield part
-        else:
-            half = len(part) // 2
-            pending += [part[half:], part[:half]]
-
-
-def _held(store, among, cells, needed, held):
-    """The rows of the ``needed`` cells (seqs and prepared vectors by cell): those already
-    held are kept, the others read; cells no longer needed are let go."""
-    kept = {cell: held[cell] for cell in needed.tolist() if cell in held}
-    missing = [cell for cell in needed.tolist() if cell not in kept]
-    if missing:
-        table = store._arrow(
-            among.sql(
-                "v.cell AS cell, v.seq AS seq, v.embedding AS embedding",
-                "v.cell IN {cells:Array(UInt32)}",
-            )
-            + " ORDER BY cell, seq",
-            {**among.params, "cells": missing},
-        )
-        cell_of = table.column("cell").to_numpy().astype(np.int64)
-        seqs = table.column("seq").to_numpy().astype(np.int64)
-        vectors = matrix(table.column("embedding"), cells.centroids.shape[1])
-        starts = np.searchsorted(cell_of, missing)
-        ends = np.searchsorted(cell_of, missing, side="right")
-        for cell, lo, hi in zip(missing, starts, ends, strict=True):
-            kept[cell] = (seqs[lo:hi], vectors[lo:hi])
-    return kept
-
-
-def _search(held, queries, query_seqs, probed, cells, metric, k, workers):
-    """The k nearest held rows of each query among its probed cells: their seqs (-1 when
-    fewer) and distances (+inf)."""
-    order = np.unique(probed)
-    seqs = np.concatenate([held[cell][0] for cell in order.tolist()])
-    neighbors = np.full((len(queries), k), -1, dtype=np.int64)
-    distances = np.full((len(queries), k), np.inf)
-    if not len(seqs):
-        return neighbors, distances
-    rows = prepared(np.concatenate([held[cell][1] for cell in order.tolist()]), metric)
-    bounds = np.r_[0, np.cumsum([len(held[cell][0]) for cell in order.tolist()])]
-    centroids = cells.centroids[np.searchsorted(cells.numbers, order)].astype(np.float64)
-    origins = centroids if metric != "ip" else np.zeros_like(centroids)
-    scan = ListScan(rows, bounds, origins, metric, workers)
-    # a row is never its own neighbour
-    own = np.full(len(query_seqs), -1, dtype=np.int64)
-    by_seq = np.argsort(seqs, kind="stable")
-    at = by_seq[np.minimum(np.searchsorted(seqs[by_seq], query_seqs), len(seqs) - 1)]
-    mine = seqs[at] == query_seqs
-    own[mine] = at[mine]
-    indices, found = scan.search(prepared(queries, metric), np.searchsorted(order, probed), k, own)
-    hit = indices >= 0
-    neighbors[hit], distances[hit] = seqs[indices[hit]], found[hit]
-    return neighbors, distances
 
 
 def _columns(store, side, seqs: np.ndarray, names: tuple[str, ...]) -> pa.Table:

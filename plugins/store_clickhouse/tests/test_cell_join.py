@@ -88,7 +88,7 @@ def test_the_default_probes_find_most_neighbours_and_never_the_row_itself(space)
         store, JoinQuery(TRAINING, TRAINING, 10, rows_labelled=True, among_labelled=True)
     )
     # the labelled training rows are 64% of the rows: more cells are probed to find as many
-    assert answer.meta["probes"] == int(np.ceil(cell_join.PROBES / 0.64))
+    assert answer.meta["probes"] == int(np.ceil(store.ivf.probes / 0.64))
     searching = seqs - 1
     assert not np.isin(searching, np.arange(N)[np.arange(N) % 5 == 4]).any()
     assert not (neighbors == seqs[:, None]).any()
@@ -103,14 +103,15 @@ def test_small_pages_give_the_answer_large_ones_do(space, monkeypatch):
     query = JoinQuery(TRIAGE, TRAINING, 5, among_labelled=True)
     _, seqs, neighbors, distances, pages = joined(store, query)
     assert len(pages) == 1
+    monkeypatch.setattr(cell_join, "QUERY_ROWS", 120)
+    monkeypatch.setattr(cell_join, "CELL_ROWS", 300)
     monkeypatch.setattr(cell_join, "PAGE_QUERIES", 50)
-    monkeypatch.setattr(cell_join, "PAGE_ROWS", 300)
     _, small_seqs, small_neighbors, small_distances, small_pages = joined(store, query)
     assert len(small_pages) > 5
     order = np.argsort(small_seqs)
     np.testing.assert_array_equal(small_seqs[order], seqs)
     np.testing.assert_array_equal(small_neighbors[order], neighbors)
-    np.testing.assert_allclose(small_distances[order], distances)
+    np.testing.assert_allclose(small_distances[order], distances, rtol=1e-6)
 
 
 def test_deleted_rows_neither_search_nor_are_found(space):
