@@ -1,8 +1,9 @@
 """Retraining-priority benchmark: prints seconds, peak memory and ranking quality.
 
-    .venv/bin/python bench/priority_scale.py                     # 900,000 training + 100,000 triage
+    .venv/bin/python bench/priority_scale.py               # 900,000 training + 100,000 triage
     .venv/bin/python bench/priority_scale.py --train 90000 --triage 10000
-    CHROMA_STORE=clickhouse .venv/bin/python bench/priority_scale.py --train 9000000 --triage 1000000
+    CHROMA_STORE=clickhouse .venv/bin/python bench/priority_scale.py --train 9000000 \
+        --triage 1000000
 
 Generates labelled embeddings from Gaussian classes (class means of differing spread, 5% of
 training labels flipped), and triage inputs: 90% whose inference is their true class, 8%
@@ -21,6 +22,7 @@ are compared with the stored components. Figures go in docs/priority.md.
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import platform
@@ -81,6 +83,10 @@ def make_data(args):
 
 
 def load(path: str, train_x, train_labels, triage_x, triage_inference) -> float:
+    # each phase's time, on stderr
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    for name in ("chroma.priority", "chroma.clickhouse.join"):
+        logging.getLogger(name).setLevel(logging.INFO)
     client = Client(path=path)
     try:
         space = client.space(SPACE)
@@ -104,6 +110,10 @@ def load(path: str, train_x, train_labels, triage_x, triage_inference) -> float:
 
 def measure(path: str, k: int) -> dict:
     """Runs in a fresh process: the time and memory of scoring, then of reading the scores."""
+    # each phase's time, on stderr
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    for name in ("chroma.priority", "chroma.clickhouse.join"):
+        logging.getLogger(name).setLevel(logging.INFO)
     client = Client(path=path)
     try:
         space = client.space(SPACE)

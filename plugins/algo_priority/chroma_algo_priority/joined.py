@@ -19,6 +19,7 @@ probes miss is replaced by the next nearest, as with the in-memory inverted list
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +80,7 @@ def score(
     progress,
 ) -> Joined:
     """The three passes; ``progress(phase, **counts)`` hears how far each has come."""
+    started = time.perf_counter()
     with Workers() as workers:
         seqs, codes, classes, moments = _training(store, space, training, workers, progress)
         if len(seqs) < 2:
@@ -86,6 +88,8 @@ def score(
                 f"space {space.name!r} has {len(seqs)} labelled training inputs; "
                 "priority needs at least 2 (add them with context='training' and labels)"
             )
+        log.info("priority of %s: %d labelled training rows read in %.1f s", space.name,
+                 len(seqs), time.perf_counter() - started)  # fmt: skip
         model = Mahalanobis.of_moments(moments, params.shrinkage, workers)
         k = min(params.k, len(seqs) - 1)
         share = min(1.0, params.reference_rows / len(seqs))
@@ -101,6 +105,8 @@ def score(
             distances.append(mean[np.isfinite(mean)])
             mahalanobis.append(model.to_class(page.vectors, page_codes))
             progress("reference", rows=sum(map(len, mahalanobis)), of=reference.rows)
+        log.info("priority of %s: reference of %d rows after %.1f s", space.name,
+                 sum(map(len, mahalanobis)), time.perf_counter() - started)  # fmt: skip
         reference_mean = np.sort(np.concatenate(distances))
         reference_mahalanobis = np.sort(np.concatenate(mahalanobis))
 

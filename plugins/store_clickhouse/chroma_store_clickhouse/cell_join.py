@@ -21,6 +21,7 @@ next join.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,9 +41,14 @@ log = logging.getLogger("chroma.clickhouse.join")
 QUERY_ROWS = 500_000
 #: rows of the other set read at once
 CELL_ROWS = 400_000
+#: a searching row's probes are the nearest of the AROUND · probes cells nearest its own
+AROUND = 4
 #: searching rows handed over in one page
 PAGE_QUERIES = 20_000
 _SHARE_SCALE = 1 << 32
+# a query with more than this many times k rows passing its k-th best in one cell has them
+# ranked by a partition of the cell's row, fewer by a merge of just those
+_FEW = 4
 
 
 def join(ivf: Any, sid: int, metric: str, query: JoinQuery) -> JoinedNeighbors | None:
@@ -95,9 +101,11 @@ class _Side:
         return cls(sid, generation, " AND ".join(parts), params)
 
     def sql(self, columns: str, cells: str) -> str:
+        # every condition before the embeddings are read: a side that is a small share of
+        # the rows reads only its own vectors
         return (
             f"SELECT {columns} FROM ivf_{self.sid} AS v PREWHERE v.generation = {{g:UInt32}} "
-            f"AND {cells} WHERE {self.condition}"
+            f"AND {cells} AND {self.condition}"
         )
 
     def counts(self, store: Any, cells: Cells) -> np.ndarray:
@@ -116,16 +124,20 @@ def _pages(store, side, among, cells, searching, found, metric, query, probes):
     for)."""
     with Workers() as workers:
         for first, last in _runs(cells.numbers, searching, QUERY_ROWS):
+            started = time.perf_counter()
             table = store._arrow(
-                side.sql("v.seq AS seq, v.embedding AS embedding", _BETWEEN) + " ORDER BY seq",
+                side.sql("v.cell AS cell, v.seq AS seq, v.embedding AS embedding", _BETWEEN)
+                + " ORDER BY seq",
                 {**side.params, "lo": first, "hi": last},
             )
             if table.num_rows == 0:
                 continue
             seqs = table.column("seq").to_numpy().astype(np.int64)
+            own = table.column("cell").to_numpy().astype(np.int64)
             vectors = matrix(table.column("embedding"))
             del table
-            search = _Search(cells, metric, query.k, seqs, vectors, probes, workers)
+            search = _Search(cells, metric, query.k, seqs, vectors, own, probes, workers)
+            read, scanned = time.perf_counter() - started, 0
             for lo, hi in _runs(cells.numbers, found * (search.probing > 0), CELL_ROWS):
                 rows = store._arrow(
                     among.sql("v.cell AS cell, v.seq AS seq, v.embedding AS embedding", _BETWEEN)
@@ -137,7 +149,19 @@ def _pages(store, side, among, cells, searching, found, metric, query, probes):
                     rows.column("seq").to_numpy().astype(np.int64),
                     matrix(rows.column("embedding"), vectors.shape[1]),
                 )
+                scanned += rows.num_rows
             neighbors, distances = search.result()
+            log.info(
+                "join of space %d: %d searching rows of cells %d-%d read and probed in %.1f s, "
+                "%d rows of the other set scanned in %.1f s",
+                side.sid,
+                len(seqs),
+                first,
+                last,
+                read,
+                scanned,
+                time.perf_counter() - started - read,
+            )
             for at in range(0, len(seqs), PAGE_QUERIES):
                 part = slice(at, at + PAGE_QUERIES)
                 columns = _columns(store, side, seqs[part], query.columns)
@@ -153,13 +177,18 @@ class _Search:
     """A run of searching rows and the best k of each so far, as the cells they probe are
     scanned."""
 
-    def __init__(self, cells: Cells, metric, k, seqs, vectors, probes, workers) -> None:
+    def __init__(self, cells: Cells, metric, k, seqs, vectors, own, probes, workers) -> None:
         self.cells, self.metric, self.k, self.workers = cells, metric, k, workers
         self.seqs = seqs
         self.queries = prepared(vectors, metric)
         self.euclidean = metric != "ip"
         # the (query, cell) pairs, sorted by cell: the queries each cell is scanned for
-        probed = np.searchsorted(cells.numbers, cells.nearest(vectors, probes, metric))
+        step = 8192
+        probed = np.concatenate(workers.map(
+            lambda at: cells.near_own(vectors[at : at + step], own[at : at + step], probes,
+                                      metric, AROUND * probes),
+            range(0, len(vectors), step),
+        )) if len(vectors) else np.zeros((0, min(probes, len(cells))), dtype=np.int64)  # fmt: skip
         flat = probed.ravel()
         order = np.argsort(flat, kind="stable")
         self.query_of = order // probed.shape[1]
@@ -204,19 +233,35 @@ class _Search:
         at = np.minimum(np.searchsorted(cell_seqs, self.seqs[which]), len(cell_seqs) - 1)
         mine = np.flatnonzero(cell_seqs[at] == self.seqs[which])
         scores[mine, at[mine]] = np.inf
-        width = min(self.k, len(cell_seqs))
-        if width < len(cell_seqs):
-            pick = np.argpartition(scores, width - 1, axis=1)[:, :width]
-            scores = np.take_along_axis(scores, pick, axis=1)
-            picked = cell_seqs[pick]
-        else:
-            picked = np.broadcast_to(cell_seqs, scores.shape)
-        picked = np.where(np.isinf(scores), -1, picked)
+        # only rows nearer than a query's k-th best so far can enter its best k: past the
+        # first cells a query probes, few do, and only they are merged
+        k = self.k
+        passing = scores < self.best[which].max(axis=1)[:, None]
+        counts = passing.sum(axis=1)
+        many = counts > _FEW * k
+        if many.any():
+            top = min(k, scores.shape[1])
+            pick = np.argpartition(scores[many], top - 1, axis=1)[:, :top]
+            self._keep(which[many], np.take_along_axis(scores[many], pick, axis=1), cell_seqs[pick])
+        few = np.flatnonzero((counts > 0) & ~many)
+        if len(few):
+            row, column = np.nonzero(passing[few])
+            place = np.arange(len(row)) - np.searchsorted(row, row)  # its rank in its row
+            width = int(counts[few].max())
+            found = np.full((len(few), width), np.inf, dtype=np.float32)
+            seqs = np.full((len(few), width), -1, dtype=np.int64)
+            found[row, place] = scores[few[row], column]
+            seqs[row, place] = cell_seqs[column]
+            self._keep(which[few], found, seqs)
+
+    def _keep(self, which, scores, seqs) -> None:
+        """Merge candidates (``scores``, ``seqs``, a row per query, +inf for none) into the
+        best k of queries ``which``."""
         both = np.concatenate([self.best[which], scores], axis=1)
-        seqs = np.concatenate([self.found[which], picked], axis=1)
+        ids = np.concatenate([self.found[which], np.where(np.isinf(scores), -1, seqs)], axis=1)
         keep = np.argpartition(both, self.k - 1, axis=1)[:, : self.k]
         self.best[which] = np.take_along_axis(both, keep, axis=1)
-        self.found[which] = np.take_along_axis(seqs, keep, axis=1)
+        self.found[which] = np.take_along_axis(ids, keep, axis=1)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Each query's neighbours nearest first (ties to the lower seq) and their

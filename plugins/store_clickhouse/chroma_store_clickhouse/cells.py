@@ -123,6 +123,32 @@ class Cells:
         centroid."""
         return self.numbers[nearest_cells(vectors, self.centroids, probes, metric)]
 
+    def near_own(
+        self, vectors: np.ndarray, own: np.ndarray, probes: int, metric: str, around: int
+    ) -> np.ndarray:
+        """``(len(vectors), probes)`` places (in ``numbers``) of the cells nearest each
+        vector, looked for among the ``around`` cells nearest the centroid of its own cell
+        (``own``, the cell numbers the vectors are stored in): a batch of rows compares
+        each with ``around`` centroids instead of every one."""
+        probes = min(probes, len(self))
+        around = min(max(around, probes), len(self))
+        if around == len(self):
+            return np.searchsorted(self.numbers, self.nearest(vectors, probes, metric))
+        vectors = prepared(vectors, metric)
+        mine = np.searchsorted(self.numbers, own)
+        out = np.empty((len(vectors), probes), dtype=np.int64)
+        order = np.argsort(mine, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, mine[order][1:] != mine[order][:-1], True])
+        centres = mine[order][bounds[:-1]]
+        # the cells nearest each centroid that some vector is in
+        neighbourhood = nearest_cells(self.centroids[centres], self.centroids, around, metric)
+        for at, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+            rows = order[lo:hi]
+            candidates = neighbourhood[at]
+            out[rows] = candidates[nearest_cells(vectors[rows], self.centroids[candidates],
+                                                 probes, metric)]  # fmt: skip
+        return out
+
     def assign(self, vectors: np.ndarray, metric: str) -> np.ndarray:
         """The cell number of each vector: the nearest cell of its ``ROUTE`` nearest
         groups."""

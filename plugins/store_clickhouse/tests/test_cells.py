@@ -49,6 +49,24 @@ def test_a_query_ranks_every_cell():
     assert all(n in row for n, row in zip(nearest, probed, strict=True))
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_a_batch_probes_the_cells_around_its_own_nearly_as_an_exact_ranking(metric):
+    x = clustered(20_000)
+    cells = quantizer.train(x[:8000], 400, metric, seed=2)
+    own = cells.assign(x[:3000], metric)
+    exact = np.searchsorted(cells.numbers, cells.nearest(x[:3000], 8, metric))
+    near = cells.near_own(x[:3000], own, 8, metric, around=32)
+    assert near.shape == (3000, 8)
+    overlap = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(exact, near, strict=True)])
+    assert overlap > 0.9
+    # the vector's own cell is always probed (it is nearest its own centroid)
+    mine = np.searchsorted(cells.numbers, own)
+    assert np.mean([m in row for m, row in zip(mine, near, strict=True)]) > 0.99
+    # around every cell, the ranking is the exact one
+    everything = cells.near_own(x[:3000], own, 8, metric, around=len(cells))
+    assert np.array_equal(np.sort(everything, axis=1), np.sort(exact, axis=1))
+
+
 def test_cells_read_back_in_any_order_are_the_same_cells():
     x = clustered(3000)
     cells = quantizer.train(x, 64, "l2", seed=3)
