@@ -78,12 +78,32 @@ def label_issues(
     classes, given = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"label quality needs at least 2 classes, got {len(classes)}")
-    n, n_classes = len(x), len(classes)
+    n = len(x)
     k = int(min(k, n - 1))
     fetch = min(n - 1, 2 * k) if exclude_duplicates else k
     found, distances = knn(x, x, fetch, metric, exclude_self=True, exact_limit=exact_limit)
     search = "exact" if n * n <= exact_limit else "inverted lists"
+    return from_neighbors(
+        classes, given, found, distances, k=k, weighting=weighting,
+        exclude_duplicates=exclude_duplicates, search=search,
+    )  # fmt: skip
 
+
+def from_neighbors(
+    classes: np.ndarray,
+    given: np.ndarray,
+    found: np.ndarray,
+    distances: np.ndarray,
+    *,
+    k: int,
+    weighting: str,
+    exclude_duplicates: bool,
+    search: str,
+) -> LabelIssues:
+    """Confident learning on the votes of neighbours found by any search: ``found`` (n, m)
+    row indices nearest first, -1 where fewer were found, ``distances`` theirs; ``given``
+    the rows' class codes into ``classes``. The first ``k`` that may vote do."""
+    n, n_classes = len(given), len(classes)
     voters = found >= 0
     if exclude_duplicates:
         voters &= distances > 0

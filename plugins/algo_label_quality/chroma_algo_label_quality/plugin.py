@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chroma_algo_label_quality import joined
 from chroma_algo_label_quality.confident_learning import WEIGHTINGS, LabelIssues, label_issues
 from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
@@ -27,29 +28,35 @@ class LabelQuality(Algorithm, name="label_quality"):
     def run(self, context, space, params):
         settings = _params(params)
         where = TRAINING if settings["where"] is None else {"$and": [TRAINING, settings["where"]]}
-        rows = context.store.get(space.name, where=parse(where), include_embeddings=True)
-        rows = rows.filter(pc.is_valid(rows.column("label")))
         scope = "" if settings["where"] is None else " matching where"
+        through_store = joined.label_issues(context.store, space, parse(where), settings)
+        if through_store is not None:
+            rows, found = through_store
+            labels = rows.column("label")
+        else:
+            rows = context.store.get(space.name, where=parse(where), include_embeddings=True)
+            rows = rows.filter(pc.is_valid(rows.column("label")))
+            labels = rows.column("label")
         if rows.num_rows == 0:
             raise InvalidInput(
                 f"space {space.name!r} has no labelled training inputs{scope}; label_quality "
                 "needs inputs added with context='training' and labels"
             )
-        labels = rows.column("label").to_numpy(zero_copy_only=False).astype(object)
-        n_classes = len(np.unique(labels))
+        n_classes = len(pc.unique(labels))
         if n_classes < 2:
             raise InvalidInput(
                 f"the labelled training inputs{scope} of space {space.name!r} carry "
                 f"{n_classes} class; label_quality needs at least 2"
             )
-        found = label_issues(
-            embeddings_of(rows),
-            labels,
-            metric=space.metric,
-            k=settings["k"],
-            weighting=settings["weighting"],
-            exclude_duplicates=settings["exclude_duplicates"],
-        )
+        if through_store is None:
+            found = label_issues(
+                embeddings_of(rows),
+                labels.to_numpy(zero_copy_only=False).astype(object),
+                metric=space.metric,
+                k=settings["k"],
+                weighting=settings["weighting"],
+                exclude_duplicates=settings["exclude_duplicates"],
+            )
         meta = {
             "rows": rows.num_rows,
             "issues": int(found.is_issue.sum()),
