@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from chroma_algo_duplicates import joined
+from chroma_algo_duplicates.found import KINDS, TRAINING, Found, calibrated, catalogue_of
 from chroma_algo_duplicates.pairs import (
     BY_EMBEDDING,
     BY_URI,
@@ -32,9 +34,6 @@ if TYPE_CHECKING:
     from chroma_core.context import PluginContext
     from chroma_wire.types import SpaceInfo
 
-TRAINING = "training"
-# The order pairs are listed in: leakage first.
-KINDS = ("leakage", "across_datasets", "within_dataset")
 DEFAULT_K = 5
 MAX_K = 100
 DEFAULT_RATIO = 0.1
@@ -59,59 +58,14 @@ class Duplicates(Algorithm, name="duplicates"):
 
     def run(self, context: PluginContext, space: SpaceInfo, params: dict) -> Result:
         settings = _params(params)
-        store = context.store
-        metric = search_metric(space.metric)
-        table = store.get(space.name, include_embeddings=True)
-        n = table.num_rows
-        seqs = table.column("seq").to_numpy()
-        if settings["where"] is None:
-            checked = np.ones(n, dtype=bool)
-        else:
-            matching, _ = store.vectors(space.name, where=settings["where"], with_vectors=False)
-            checked = np.isin(seqs, matching)
-        queries = np.flatnonzero(checked)
-        meta: dict = {
-            "metric": metric,
-            "k": settings["k"],
-            "rows": n,
-            "rows_checked": len(queries),
-        }
-        if n == 0:
+        found = joined.pairs(context.store, space, settings)
+        if found is None:
+            found = _in_memory(context.store, space, settings)
+        meta = found.meta
+        if found.catalogue is None:
             return Result(_table(_empty_frame()), meta | {"counts": dict.fromkeys(KINDS, 0)})
-
-        x = embeddings_of(table)
-        catalogue = {
-            name: table.column(name).to_numpy(zero_copy_only=False)
-            for name in ("id", "dataset", "context", "input_uri", "label")
-        }
-        del table
-        training = np.flatnonzero(catalogue["context"] == TRAINING)
-        if settings["threshold"] is not None:
-            threshold = settings["threshold"]
-            meta |= {"threshold": threshold, "threshold_from": "given"}
-        else:
-            reference = training if len(training) >= 2 else np.arange(n)
-            threshold, median = calibrate(x, reference, settings["ratio"], metric)
-            meta |= {
-                "threshold": threshold,
-                "threshold_from": (
-                    "median nearest-neighbour distance of "
-                    f"{'training' if len(training) >= 2 else 'all'} rows x ratio"
-                    + (" squared (cosine)" if metric == "cosine" else "")
-                ),
-                "ratio": settings["ratio"],
-                "median_nn_distance": median,
-                "calibration_rows": int(min(len(reference), CALIBRATION_ROWS)),
-            }
-
-        found = neighbors(x, queries, settings["k"], metric)
-        meta["method"] = found.method
-        codes = pd.Series(catalogue["input_uri"], dtype=object).factorize()[0]
-        by_uri, starred = uri_pairs(codes, checked)
-        meta["uri_groups_starred"] = starred
-        pairs, by = merge(embedding_pairs(found, queries, threshold), by_uri, n)
-        distance = pair_distances(x, pairs[:, 0], pairs[:, 1], metric)
-
+        catalogue, pairs, distance = found.catalogue, found.pairs, found.distance
+        by = found.by
         is_training = catalogue["context"] == TRAINING
         a, b = pairs[:, 0], pairs[:, 1]
         leak = is_training[a] != is_training[b]
@@ -144,6 +98,44 @@ class Duplicates(Algorithm, name="duplicates"):
         )
         meta["returned"] = len(frame)
         return Result(_table(frame), meta)
+
+
+def _in_memory(store, space: SpaceInfo, settings: dict) -> Found:
+    """Every row's vector read, and its neighbours searched here."""
+    metric = search_metric(space.metric)
+    table = store.get(space.name, include_embeddings=True)
+    n = table.num_rows
+    seqs = table.column("seq").to_numpy()
+    if settings["where"] is None:
+        checked = np.ones(n, dtype=bool)
+    else:
+        matching, _ = store.vectors(space.name, where=settings["where"], with_vectors=False)
+        checked = np.isin(seqs, matching)
+    queries = np.flatnonzero(checked)
+    meta: dict = {"metric": metric, "k": settings["k"], "rows": n, "rows_checked": len(queries)}
+    if n == 0:
+        return Found(meta)
+    x = embeddings_of(table)
+    catalogue = catalogue_of(table)
+    del table
+    training = np.flatnonzero(catalogue["context"] == TRAINING)
+    if settings["threshold"] is not None:
+        threshold = settings["threshold"]
+        meta |= {"threshold": threshold, "threshold_from": "given"}
+    else:
+        reference = training if len(training) >= 2 else np.arange(n)
+        threshold, median = calibrate(x, reference, settings["ratio"], metric)
+        meta |= calibrated(metric, settings["ratio"], median, len(training) >= 2,
+                           int(min(len(reference), CALIBRATION_ROWS)))  # fmt: skip
+        meta["threshold"] = threshold
+    found = neighbors(x, queries, settings["k"], metric)
+    meta["method"] = found.method
+    codes = pd.Series(catalogue["input_uri"], dtype=object).factorize()[0]
+    by_uri, starred = uri_pairs(codes, checked)
+    meta["uri_groups_starred"] = starred
+    pairs, by = merge(embedding_pairs(found, queries, threshold), by_uri, n)
+    distance = pair_distances(x, pairs[:, 0], pairs[:, 1], metric)
+    return Found(meta, catalogue, pairs, by, distance)
 
 
 def _by_names(by: np.ndarray) -> np.ndarray:

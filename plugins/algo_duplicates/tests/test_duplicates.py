@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from chroma_algo_duplicates.pairs import URI_GROUP_PAIRS, embedding_pairs, neighbors, uri_pairs
 from chroma_client import Client
 from chroma_wire.errors import InvalidInput
+from tests.stores import store_environment
 
 DIM = 32
 
@@ -33,12 +36,35 @@ PLANTED = {
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
+    client = Client(path=tmp_path_factory.mktemp("duplicates") / "data")
+    yield planted(client)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def clickhouse_space(tmp_path_factory):
+    """The planted rows on ClickHouse, its inverted file trained: searched by the store."""
+    data = tmp_path_factory.mktemp("duplicates_clickhouse") / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in store_environment("clickhouse", data).items():
+            patch.setenv(key, value)
+        patch.setenv("CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS", "1000")
+        client = Client(path=data)
+    space = planted(client)
+    deadline = time.monotonic() + 60
+    while not space.status()["index"].get("generation") or space.status()["index"]["training"]:
+        assert time.monotonic() < deadline, space.status()
+        time.sleep(0.2)
+    yield space
+    client.close()
+
+
+def planted(client):
     rng = np.random.default_rng(7)
     centres = rng.standard_normal((10, DIM)) * 3
     a = clustered(rng, 1500, centres=centres)
     b = clustered(rng, 400, centres=centres)
     t = clustered(rng, 300, centres=centres)
-    client = Client(path=tmp_path_factory.mktemp("duplicates") / "data")
     space = client.space("planted")
     uris_a = [f"s3://a/{i}" for i in range(1500)]
     uris_b = [f"s3://b/{i}" for i in range(400)]
@@ -73,8 +99,7 @@ def space(tmp_path_factory):
         ids=["t-leak", "t-leak-b"],
         inferences="c2",
     )
-    yield space
-    client.close()
+    return space
 
 
 def found(frame):
@@ -107,6 +132,25 @@ def test_planted_pairs_found_with_their_kind_and_nothing_else(space):
     assert exact.distance == 0.0
     uri = frame[frame["by"] == "input_uri"].iloc[0]
     assert uri.distance > meta["threshold"] * 10
+
+
+def test_the_store_search_finds_the_same_pairs_without_reading_every_vector(
+    space, clickhouse_space
+):
+    frame = clickhouse_space.run("duplicates")
+    meta = frame.attrs["meta"]
+    assert meta["method"].startswith("clickhouse_ivf")
+    assert found(frame) == PLANTED
+    memory = space.run("duplicates").attrs["meta"]
+    # a calibration of 2,000 sampled training rows either way, drawn differently
+    assert meta["median_nn_distance"] == pytest.approx(memory["median_nn_distance"], rel=0.05)
+    assert meta["counts"] == memory["counts"] and meta["rows"] == memory["rows"]
+    exact = frame[frame["id_b"] == "a-exact"].iloc[0]
+    assert exact.distance == 0.0
+    # a filter and an explicit threshold go into the join too
+    leaks = clickhouse_space.run("duplicates", where={"dataset": "t"}, threshold=0.05)
+    assert leaks.attrs["meta"]["method"].startswith("clickhouse_ivf")
+    assert found(leaks) == {p for p in PLANTED if p[1].startswith("t-")}
 
 
 def test_explicit_threshold_is_honoured(space):
