@@ -28,6 +28,7 @@ import os
 import platform
 import resource
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -83,10 +84,6 @@ def make_data(args):
 
 
 def load(path: str, train_x, train_labels, triage_x, triage_inference) -> float:
-    # each phase's time, on stderr
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    for name in ("chroma.priority", "chroma.clickhouse.join"):
-        logging.getLogger(name).setLevel(logging.INFO)
     client = Client(path=path)
     try:
         space = client.space(SPACE)
@@ -114,6 +111,7 @@ def measure(path: str, k: int) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     for name in ("chroma.priority", "chroma.clickhouse.join"):
         logging.getLogger(name).setLevel(logging.INFO)
+    threading.Thread(target=_resident, daemon=True).start()
     client = Client(path=path)
     try:
         space = client.space(SPACE)
@@ -134,6 +132,17 @@ def measure(path: str, k: int) -> dict:
         "top_ok": bool(top["priority"].is_monotonic_decreasing) and len(top) == 50,
         "scores": scores[["id", "priority", "disagreement", "distance"]],
     }
+
+
+def _resident(every: float = 10.0) -> None:
+    """Logs the process's resident memory every few seconds, beside the phases' lines."""
+    log = logging.getLogger("bench.memory")
+    log.setLevel(logging.INFO)
+    while True:
+        with open("/proc/self/status") as status:
+            rss = next((line.split()[1] for line in status if line.startswith("VmRSS")), "0")
+        log.info("resident %.2f GiB", int(rss) / 2**20)
+        time.sleep(every)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -181,6 +190,12 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=1_000, help="rows checked by exact scan")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="where the data directory goes")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="a data directory kept after the run; when it already holds the space (from a "
+        "run with the same arguments), loading is skipped and only the scoring is timed",
+    )
     args = parser.parse_args()
     os.environ["CHROMA_SIMILARITY_BUILD"] = "lazy"
 
@@ -192,9 +207,13 @@ def main() -> None:
     )
     train_x, train_labels, triage_x, triage_inference, mistaken = make_data(args)
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        load(tmp, train_x, train_labels, triage_x, triage_inference)
+        path = args.keep or tmp
+        if args.keep and os.path.isdir(args.keep) and os.listdir(args.keep):
+            print(f"scoring the space kept in {args.keep}", flush=True)
+        else:
+            load(path, train_x, train_labels, triage_x, triage_inference)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            result = pool.apply(measure, (tmp, args.k))
+            result = pool.apply(measure, (path, args.k))
     stored = result["scores"]
     order = np.char.add("q", np.arange(args.triage).astype(str))
     priority = stored.set_index("id").loc[order, "priority"].to_numpy()

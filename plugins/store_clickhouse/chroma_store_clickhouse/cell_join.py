@@ -4,8 +4,8 @@ An analysis such as priority asks, for every row of one set (the triage rows), i
 nearest rows of another (the labelled training rows). Here that runs over the cells of the
 space's current generation, as an inverted file searches a batch of queries:
 
-- the searching rows of a run of cells are read, ``QUERY_ROWS`` at most (a run of cells is a
-  run of granules), and each is given its ``probes`` nearest cells (the store's
+- the searching rows of a run of cells are read, about ``QUERY_ROWS`` at most, in runs of
+  about equal size (a run of cells is a run of granules), and each is given its ``probes`` nearest cells (the store's
   ``clickhouse_ivf_probes``, as a k-NN query, unless the join says otherwise);
 - the other set's rows are then read once, in runs of cells of ``CELL_ROWS`` rows at most,
   skipping cells no query probes; each cell is scanned against every query that probes it
@@ -38,7 +38,7 @@ from chroma_store_clickhouse.where import compile_where, listed
 log = logging.getLogger("chroma.clickhouse.join")
 
 #: searching rows held at once
-QUERY_ROWS = 500_000
+QUERY_ROWS = 1_000_000
 #: rows of the other set read at once
 CELL_ROWS = 400_000
 #: a searching row's probes are the nearest of the AROUND · probes cells nearest its own
@@ -122,8 +122,11 @@ class _Side:
 def _pages(store, side, among, cells, searching, found, metric, query, probes):
     """Pages of neighbours (a generator: nothing is read until the first page is asked
     for)."""
+    # runs of about equal size: a run of few rows would still read most of the other set
+    runs = max(1, int(np.ceil(searching.sum() / QUERY_ROWS)))
+    limit = int(np.ceil(searching.sum() / runs)) + int(searching.max(initial=0))
     with Workers() as workers:
-        for first, last in _runs(cells.numbers, searching, QUERY_ROWS):
+        for first, last in _runs(cells.numbers, searching, limit):
             started = time.perf_counter()
             table = store._arrow(
                 side.sql("v.cell AS cell, v.seq AS seq, v.embedding AS embedding", _BETWEEN)
@@ -182,45 +185,53 @@ class _Search:
         self.seqs = seqs
         self.queries = prepared(vectors, metric)
         self.euclidean = metric != "ip"
+        probed = _probes(cells, vectors, own, probes, metric, workers)
+        width = probed.shape[1]
         # the (query, cell) pairs, sorted by cell: the queries each cell is scanned for
-        step = 8192
-        probed = np.concatenate(workers.map(
-            lambda at: cells.near_own(vectors[at : at + step], own[at : at + step], probes,
-                                      metric, AROUND * probes),
-            range(0, len(vectors), step),
-        )) if len(vectors) else np.zeros((0, min(probes, len(cells))), dtype=np.int64)  # fmt: skip
         flat = probed.ravel()
         order = np.argsort(flat, kind="stable")
-        self.query_of = order // probed.shape[1]
+        self.query_of = (order // max(width, 1)).astype(np.int32)
         self.bounds = np.searchsorted(flat[order], np.arange(len(cells) + 1))
+        del probed, flat, order
         self.probing = np.diff(self.bounds)
         self.best = np.full((len(seqs), k), np.inf, dtype=np.float32)
         self.found = np.full((len(seqs), k), -1, dtype=np.int64)
 
     def scan(self, cell_of: np.ndarray, seqs: np.ndarray, vectors: np.ndarray) -> None:
         """Scan the rows of a run of cells (ordered by cell, then seq) for the queries that
-        probe each."""
+        probe each. Each worker takes its own share of the queries through every cell, so
+        no two write the same query's best and a cell probed by few queries still keeps
+        every core busy."""
         rows = prepared(vectors, self.metric)
         places = np.searchsorted(self.cells.numbers, cell_of)
         starts = np.flatnonzero(np.r_[True, places[1:] != places[:-1]])
         ends = np.r_[starts[1:], len(places)]
-        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-            place = int(places[lo])
+        runs = [(int(places[lo]), lo, hi) for lo, hi in zip(starts.tolist(), ends.tolist(),
+                strict=True) if self.probing[places[lo]]]  # fmt: skip
+        shares = np.linspace(0, len(self.seqs), self.workers.size + 1).astype(np.int64)
+        self.workers.map(
+            lambda share: self._scan_share(rows, seqs, runs, *share),
+            list(zip(shares[:-1].tolist(), shares[1:].tolist(), strict=True)),
+        )
+
+    def _scan_share(self, rows, seqs, runs, first: int, last: int) -> None:
+        """The queries numbered ``first`` to ``last`` (excluded) against the cells of
+        ``runs``."""
+        for place, lo, hi in runs:
+            # a cell's queries are in ascending order
             queries = self.query_of[self.bounds[place] : self.bounds[place + 1]]
-            if not len(queries):
+            begin, end = np.searchsorted(queries, (first, last))
+            if begin == end:
                 continue
             origin = self.cells.centroids[place] if self.euclidean else 0.0
             block = rows[lo:hi] - origin
             norms = np.einsum("ij,ij->i", block, block) if self.euclidean else None
-            cell_seqs = seqs[lo:hi]
-            self.workers.map(
-                lambda part, b=block, n=norms, s=cell_seqs, o=origin: self._merge(part, b, n, s, o),
-                [queries[at : at + 2048] for at in range(0, len(queries), 2048)],
-            )
+            for at in range(begin, end, 2048):
+                part = queries[at : min(at + 2048, end)]
+                self._merge(part, block, norms, seqs[lo:hi], origin)
 
     def _merge(self, which, block, norms, cell_seqs, origin) -> None:
-        """The best k of queries ``which`` among ``block`` merged into theirs so far (each
-        query appears once per cell, so the threads write disjoint rows)."""
+        """The best k of queries ``which`` among ``block`` merged into theirs so far."""
         local = self.queries[which] - origin
         scores = local @ block.T
         if self.euclidean:
@@ -277,6 +288,21 @@ class _Search:
         distance[found < 0] = np.inf
         order = np.lexsort((np.where(found < 0, np.iinfo(np.int64).max, found), distance), axis=1)
         return np.take_along_axis(found, order, axis=1), np.take_along_axis(distance, order, axis=1)
+
+
+def _probes(cells: Cells, vectors, own, probes: int, metric: str, workers) -> np.ndarray:
+    """``(len(vectors), probes)`` int32 places of the cells each vector probes, worked out
+    for the vectors of a few cells at a time (they share the cells around their own)."""
+    probed = np.empty((len(vectors), min(probes, len(cells))), dtype=np.int32)
+    by_cell = np.argsort(own, kind="stable")
+    step = 8192
+
+    def probe(at: int) -> None:
+        part = by_cell[at : at + step]
+        probed[part] = cells.near_own(vectors[part], own[part], probes, metric, AROUND * probes)
+
+    workers.map(probe, range(0, len(vectors), step))
+    return probed
 
 
 def _runs(numbers: np.ndarray, counts: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:

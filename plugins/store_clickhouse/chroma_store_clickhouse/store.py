@@ -882,19 +882,21 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
         condition, params = self._condition(sid, where=where)
         if labelled:
             condition += " AND r.label IS NOT NULL"
-        after = 0
-        while True:
+        with self._lock:
+            last = self._current_max_seq(sid)
+        # a window of ``rows`` seqs holds at most ``rows`` rows, and is read through the
+        # primary key alone (a LIMIT after a filter would read on to the end each time)
+        for after in range(0, last, int(rows)):
             table = self._arrow(
                 f"SELECT r.seq AS seq, r.embedding AS embedding, r.label AS label "
                 f"FROM rows_{sid} AS r WHERE {condition} AND r.seq > {{after:UInt64}} "
-                f"ORDER BY r.seq LIMIT {int(rows)}",
-                {**params, "after": after},
+                f"AND r.seq <= {{until:UInt64}} ORDER BY r.seq",
+                {**params, "after": after, "until": after + int(rows)},
             )
             if table.num_rows == 0:
-                return
+                continue
             seqs = table.column("seq").to_numpy().astype(np.int64)
             yield seqs, matrix(table.column("embedding"), dim), strings(table.select(["label"]))
-            after = int(seqs[-1])
 
 
 # --- helpers ----------------------------------------------------------------------
