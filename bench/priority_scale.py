@@ -118,6 +118,7 @@ def measure(path: str, k: int) -> dict:
         start = time.perf_counter()
         summary = space.compute_priorities(k=k)
         computed = time.perf_counter() - start
+        logging.getLogger("bench.memory").info("reading every score back")
         start = time.perf_counter()
         scores = space.priorities(n=None)
         read = time.perf_counter() - start
@@ -134,15 +135,21 @@ def measure(path: str, k: int) -> dict:
     }
 
 
-def _resident(every: float = 10.0) -> None:
-    """Logs the process's resident memory every few seconds, beside the phases' lines."""
+def _resident(every: float = 10.0, step: float = 0.25) -> None:
+    """Logs the process's resident memory every few seconds, and at once whenever it rises
+    by ``step`` GiB above the highest so far, beside the phases' lines."""
     log = logging.getLogger("bench.memory")
     log.setLevel(logging.INFO)
+    highest, last = 0.0, 0.0
     while True:
         with open("/proc/self/status") as status:
             rss = next((line.split()[1] for line in status if line.startswith("VmRSS")), "0")
-        log.info("resident %.2f GiB", int(rss) / 2**20)
-        time.sleep(every)
+        gib = int(rss) / 2**20
+        now = time.monotonic()
+        if gib > highest + step or now - last >= every:
+            log.info("resident %.2f GiB", gib)
+            highest, last = max(highest, gib), now
+        time.sleep(0.2)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:

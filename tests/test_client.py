@@ -610,3 +610,23 @@ def test_waiting_returns_when_done_and_gives_up_after_its_timeout():
     assert _poll(lambda: next(readings), lambda r: r == 3, str, None, 0.0) == 3
     with pytest.raises(TimeoutError, match="still at"):
         _poll(lambda: 1, lambda r: False, lambda r: f"still at {r}", 0.05, 0.01)
+
+
+def test_score_components_become_columns_whatever_their_types():
+    from chroma_client.client import _components
+
+    texts = pa.chunked_array(
+        [
+            ['{"support": 0.5, "k": 10, "version": "a"}', None],
+            ['{"support": 1, "k": 10, "margin": null}', '{"version": "b", "extra": [1, 2]}'],
+        ]
+    )
+    frame = _components(texts)
+    assert list(frame.columns) == ["support", "k", "version", "margin", "extra"]
+    assert frame["support"].tolist()[:1] == [0.5] and frame["support"].iloc[2] == 1
+    assert pd.isna(frame["support"].iloc[1]) and frame["version"].tolist()[3] == "b"
+    assert list(frame["extra"].iloc[3]) == [1, 2] and frame["margin"].isna().all()
+    # a key whose type changes from row to row is read one object at a time
+    mixed = _components(pa.chunked_array([['{"x": 1}', '{"x": "one"}', None]]))
+    assert mixed["x"].tolist()[:2] == [1, "one"] and len(mixed) == 3
+    assert _components(pa.chunked_array([[]], pa.string())).empty

@@ -24,7 +24,7 @@ from chroma_algo_duplicates.pairs import (
     uri_pairs,
 )
 from chroma_core.filters import parse
-from chroma_core.store import JoinQuery, NeighborJoin
+from chroma_core.store import JoinQuery, NeighborJoin, Store
 from chroma_wire.types import SpaceInfo
 
 # a neighbour is measured exactly when the join puts it within the threshold plus this
@@ -37,7 +37,9 @@ PAIRS_AT_ONCE = 50_000
 def pairs(store, space: SpaceInfo, settings: dict) -> Found | None:
     """Every pair :mod:`chroma_algo_duplicates.plugin` reports, found through the store's
     join; None when the store cannot join the space (then the caller reads the vectors)."""
-    if not isinstance(store, NeighborJoin) or space.metric == "ip":
+    if not isinstance(store, NeighborJoin) or not isinstance(store, Store):
+        return None
+    if space.metric == "ip":
         return None
     metric = search_metric(space.metric)
     main = store.join_neighbors(space, JoinQuery(settings["where"], None, settings["k"]))

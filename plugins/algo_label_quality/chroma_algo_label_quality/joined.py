@@ -24,11 +24,12 @@ COLUMNS = ("id", "dataset", "label")
 
 
 def label_issues(
-    store, space: SpaceInfo, scored: Filter, settings: dict
-) -> tuple[pa.Table, LabelIssues] | None:
+    store, space: SpaceInfo, scored: Filter | None, settings: dict
+) -> tuple[pa.Table, LabelIssues | None] | None:
     """The rows ``scored`` selects (labelled ones only), each voted on by its nearest others
     among them, or None when the store cannot join them (then the caller reads the vectors
-    and searches in memory). The table holds ``COLUMNS``, a row per scored row."""
+    and searches in memory). The table holds ``COLUMNS``, a row per scored row; the issues
+    are None when there is nothing to score (no rows, or one class)."""
     if not isinstance(store, NeighborJoin):
         return None
     k = settings["k"]
@@ -38,18 +39,21 @@ def label_issues(
     joined = store.join_neighbors(space, query)
     if joined is None:
         return None
-    seqs, neighbors, distances, tables = [], [], [], []
+    seq_pages: list[np.ndarray] = []
+    neighbor_pages: list[np.ndarray] = []
+    distance_pages: list[np.ndarray] = []
+    tables: list[pa.Table] = []
     for page in joined.pages:
-        seqs.append(page.seqs)
-        neighbors.append(page.neighbors)
-        distances.append(page.distances.astype(np.float32))
+        seq_pages.append(page.seqs)
+        neighbor_pages.append(page.neighbors)
+        distance_pages.append(page.distances.astype(np.float32))
         tables.append(page.columns)
     rows = pa.concat_tables(tables) if tables else pa.table(
         {name: pa.array([], pa.string()) for name in COLUMNS}
     )  # fmt: skip
-    seqs = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
-    found = np.concatenate(neighbors) if neighbors else np.zeros((0, fetch), dtype=np.int64)
-    distances = np.concatenate(distances) if distances else np.zeros((0, fetch), np.float32)
+    seqs = np.concatenate(seq_pages) if seq_pages else np.zeros(0, dtype=np.int64)
+    found = np.concatenate(neighbor_pages) if neighbor_pages else np.zeros((0, fetch), np.int64)
+    distances = np.concatenate(distance_pages) if distance_pages else np.zeros((0, fetch))
     # a row deleted after the join found it has no catalogue left: it is not scored
     kept = pc.is_valid(rows.column("label")).to_numpy(zero_copy_only=False)
     if not kept.all():

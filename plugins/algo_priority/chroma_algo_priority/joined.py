@@ -59,7 +59,7 @@ class Joined:
 
 
 def start(
-    store, space: SpaceInfo, training: Filter, others: Filter, k: int
+    store, space: SpaceInfo, training: Filter | None, others: Filter | None, k: int
 ) -> JoinedNeighbors | None:
     """The join of every non-training row with the labelled training rows, or None when
     the store cannot search it (then the vectors are read and searched in memory)."""
@@ -74,7 +74,7 @@ def start(
 def score(
     store,
     space: SpaceInfo,
-    training: Filter,
+    training: Filter | None,
     queries: JoinedNeighbors,
     params: PriorityParams,
     progress,
@@ -136,12 +136,14 @@ def score(
     return Joined(ids, column, scores, seqs)
 
 
-def _training(store, space: SpaceInfo, training: Filter, workers: Workers, progress):
+def _training(store, space: SpaceInfo, training: Filter | None, workers: Workers, progress):
     """Seqs (ascending) and class codes of the labelled training rows, the classes (sorted)
     and their moments."""
     dim = space.dim or 0
     moments = Moments(dim)
-    seqs, codes, classes = [], [], {}
+    seqs: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    classes: dict[str, int] = {}
     for page_seqs, vectors, labels in NeighborJoin.of(store).vector_pages(
         space.name, training, labelled=True, rows=PAGE_ROWS
     ):

@@ -311,9 +311,10 @@ class Mahalanobis:
         means = moments.sums / moments.counts[:, None]
         centre = moments.sums.sum(axis=0) / n
         # Σ (x-m)(x-m)ᵀ over a class is Σ (x-s)(x-s)ᵀ less n (m-s)(m-s)ᵀ, for any shift s
-        apart = means - moments.shift
+        shift = moments.shift if moments.shift is not None else np.zeros(len(centre))
+        apart = means - shift
         within = moments.second - (apart * moments.counts[:, None]).T @ apart
-        off = centre - moments.shift
+        off = centre - shift
         total = lambda: moments.second - n * np.outer(off, off)  # noqa: E731
         magnitude = moments.magnitude
         dim = means.shape[1]

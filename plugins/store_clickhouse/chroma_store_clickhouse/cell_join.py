@@ -5,16 +5,18 @@ nearest rows of another (the labelled training rows). Here that runs over the ce
 space's current generation, as an inverted file searches a batch of queries:
 
 - the searching rows of a run of cells are read, about ``QUERY_ROWS`` at most, in runs of
-  about equal size (a run of cells is a run of granules), and each is given its ``probes`` nearest cells (the store's
-  ``clickhouse_ivf_probes``, as a k-NN query, unless the join says otherwise);
-- the other set's rows are then read once, in runs of cells of ``CELL_ROWS`` rows at most,
-  skipping cells no query probes; each cell is scanned against every query that probes it
-  in one matrix product, and each query keeps its best k so far;
+  about equal size (a run of cells is a run of granules), and each is given its ``probes``
+  nearest cells (the store's ``clickhouse_ivf_probes``, as a k-NN query, unless the join
+  says otherwise), among the cells around its own;
+- the other set's rows are then read once, in runs of cells of ``CELL_ROWS`` rows at most
+  (the next run read while this one is scanned), skipping cells no query probes; each
+  cell is scanned against every query that probes it in one matrix product, and each
+  query keeps its best k so far;
 - the searching rows go back with their neighbours a page of ``PAGE_QUERIES`` at a time.
 
 Distances are computed in float32 about each cell's centroid, so that data far from the
-origin keeps its precision. Memory holds a run of searching rows and a run of cells, never
-the data set. The generation is fixed when the join starts: rows added later wait for the
+origin keeps its precision. Memory holds a run of searching rows and two runs of cells,
+never the data set. The generation is fixed when the join starts: rows added later wait for the
 next join.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -141,18 +144,10 @@ def _pages(store, side, among, cells, searching, found, metric, query, probes):
             del table
             search = _Search(cells, metric, query.k, seqs, vectors, own, probes, workers)
             read, scanned = time.perf_counter() - started, 0
-            for lo, hi in _runs(cells.numbers, found * (search.probing > 0), CELL_ROWS):
-                rows = store._arrow(
-                    among.sql("v.cell AS cell, v.seq AS seq, v.embedding AS embedding", _BETWEEN)
-                    + " ORDER BY cell, seq",
-                    {**among.params, "lo": lo, "hi": hi},
-                )
-                search.scan(
-                    rows.column("cell").to_numpy().astype(np.int64),
-                    rows.column("seq").to_numpy().astype(np.int64),
-                    matrix(rows.column("embedding"), vectors.shape[1]),
-                )
-                scanned += rows.num_rows
+            runs = _runs(cells.numbers, found * (search.probing > 0), CELL_ROWS)
+            for cell_of, cell_seqs, cell_vectors in _ahead(store, among, runs, vectors.shape[1]):
+                search.scan(cell_of, cell_seqs, cell_vectors)
+                scanned += len(cell_seqs)
             neighbors, distances = search.result()
             log.info(
                 "join of space %d: %d searching rows of cells %d-%d read and probed in %.1f s, "
@@ -174,6 +169,37 @@ def _pages(store, side, among, cells, searching, found, metric, query, probes):
 
 
 _BETWEEN = "v.cell BETWEEN {lo:UInt32} AND {hi:UInt32}"
+
+
+def _ahead(store, among: _Side, runs, dim: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """The cells, seqs and vectors of the other set's rows in each run of cells, the next
+    run read while the caller scans this one (ClickHouse decompresses while numpy
+    multiplies)."""
+
+    def read(run: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        rows = store._arrow(
+            among.sql("v.cell AS cell, v.seq AS seq, v.embedding AS embedding", _BETWEEN)
+            + " ORDER BY cell, seq",
+            {**among.params, "lo": run[0], "hi": run[1]},
+        )
+        return (
+            rows.column("cell").to_numpy().astype(np.int64),
+            rows.column("seq").to_numpy().astype(np.int64),
+            matrix(rows.column("embedding"), dim),
+        )
+
+    with ThreadPoolExecutor(1, thread_name_prefix="chroma-join-read") as reader:
+        try:
+            pending = None
+            for run in runs:
+                following = reader.submit(read, run)
+                if pending is not None:
+                    yield pending.result()
+                pending = following
+            if pending is not None:
+                yield pending.result()
+        finally:
+            reader.submit(store._release_client).result()
 
 
 class _Search:

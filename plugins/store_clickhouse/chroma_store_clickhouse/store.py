@@ -119,6 +119,16 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
                 self._clients.append(client)
         return client
 
+    def _release_client(self) -> None:
+        """Close the calling thread's client: a thread about to end leaves none open."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            return
+        self._local.client = None
+        with self._lock:
+            self._clients = [c for c in self._clients if c is not client]
+        client.close()
+
     def _query(self, sql: str, params: dict | None = None) -> list[tuple]:
         return self._client().query(sql, parameters=params or {}).result_rows
 
@@ -591,13 +601,17 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
             params["mp"] = float(query.min_priority)
         limit = f" LIMIT {int(query.n)}" if query.n is not None else ""
         catalogue = ", ".join(f"r.{c} AS {c}" for c in _PRIORITY_CATALOGUE)
+        # the scores are the join's right side, the one held in memory: a space's rows
+        # outnumber its scored rows (every training row), and only scored rows are read
+        scored = f"SELECT seq FROM priorities_{sid} WHERE generation = {{g:UInt64}}"
         table = self._arrow(
             f"SELECT p.id AS id, p.priority AS priority, p.components AS components, "
             f"p.computed_at AS computed_at, {catalogue} "
-            f"FROM priorities_{sid} AS p INNER JOIN "
-            f"(SELECT r.seq AS seq, {', '.join('r.' + c for c in _PRIORITY_CATALOGUE)} "
-            f"FROM rows_{sid} AS r WHERE {condition}) AS r ON p.seq = r.seq "
-            f"WHERE p.generation = {{g:UInt64}}{extra} ORDER BY priority DESC, id ASC{limit}",
+            f"FROM rows_{sid} AS r INNER JOIN "
+            f"(SELECT seq, id, priority, components, computed_at FROM priorities_{sid} "
+            f"WHERE generation = {{g:UInt64}}) AS p ON r.seq = p.seq "
+            f"WHERE {condition} AND r.seq IN ({scored}){extra} "
+            f"ORDER BY priority DESC, id ASC{limit}",
             params,
         )
         return strings(table)
