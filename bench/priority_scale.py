@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import os
 import platform
-import resource
 import tempfile
 import threading
 import time
@@ -128,11 +127,18 @@ def measure(path: str, k: int) -> dict:
     return {
         "compute_s": computed,
         "read_s": read,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss": _high_water(),
         "summary": summary,
         "top_ok": bool(top["priority"].is_monotonic_decreasing) and len(top) == 50,
         "scores": scores[["id", "priority", "disagreement", "distance"]],
     }
+
+
+def _high_water() -> int:
+    """The process's peak resident bytes since it started its program (VmHWM; ru_maxrss
+    would count the parent's memory at the fork that spawned it)."""
+    with open("/proc/self/status") as status:
+        return 1024 * int(next(line.split()[1] for line in status if line.startswith("VmHWM")))
 
 
 def _resident(every: float = 10.0, step: float = 0.25) -> None:
