@@ -16,9 +16,13 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from functools import cache
 from pathlib import Path
 
+import pytest
+
+from chroma_client import Client
 from chroma_core.config import Settings
 
 STORES = ["sqlite", "clickhouse"]
@@ -43,3 +47,28 @@ def store_environment(name: str, path: Path) -> dict[str, str]:
 
 def store_settings(name: str, path: Path) -> Settings:
     return Settings.from_env(store_environment(name, path), path=path)
+
+
+def indexed_clickhouse_client(path: Path, train_rows: int = 1000) -> Client:
+    """An embedded client on the ClickHouse store for data under ``path``, its inverted file
+    trained once a space holds ``train_rows`` rows (few, so that tests reach the paths an
+    indexed space takes). The caller closes it."""
+    environment = {
+        **store_environment("clickhouse", path),
+        "CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS": str(train_rows),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in environment.items():
+            patch.setenv(key, value)
+        return Client(path=path)
+
+
+def wait_until_indexed(space, timeout: float = 60.0) -> None:
+    """Return once the space's inverted file has a generation and is not training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        index = space.status()["index"]
+        if index.get("generation") and not index.get("training"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the inverted file was not trained: {space.status()}")

@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +5,7 @@ import pytest
 from chroma_algo_duplicates.pairs import URI_GROUP_PAIRS, embedding_pairs, neighbors, uri_pairs
 from chroma_client import Client
 from chroma_wire.errors import InvalidInput
-from tests.stores import store_environment
+from tests.stores import indexed_clickhouse_client, wait_until_indexed
 
 DIM = 32
 
@@ -45,16 +43,9 @@ def space(tmp_path_factory):
 def clickhouse_space(tmp_path_factory):
     """The planted rows on ClickHouse, its inverted file trained: searched by the store."""
     data = tmp_path_factory.mktemp("duplicates_clickhouse") / "data"
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in store_environment("clickhouse", data).items():
-            patch.setenv(key, value)
-        patch.setenv("CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS", "1000")
-        client = Client(path=data)
+    client = indexed_clickhouse_client(data)
     space = planted(client)
-    deadline = time.monotonic() + 60
-    while not space.status()["index"].get("generation") or space.status()["index"]["training"]:
-        assert time.monotonic() < deadline, space.status()
-        time.sleep(0.2)
+    wait_until_indexed(space)
     yield space
     client.close()
 

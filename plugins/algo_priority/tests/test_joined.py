@@ -3,16 +3,13 @@ trained): the same scores as the in-memory path, read a page at a time."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from chroma_algo_priority.scores import Mahalanobis, Moments, priority_scores
-from chroma_client import Client
 from chroma_core.neighbor_search import Workers
-from tests.stores import store_environment
+from tests.stores import indexed_clickhouse_client, wait_until_indexed
 
 DIM = 16
 TRAIN = 3_000
@@ -39,23 +36,9 @@ def data(seed: int = 0):
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    for key, value in store_environment("clickhouse", tmp_path / "data").items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CHROMA_CLICKHOUSE_IVF_TRAIN_ROWS", "1000")
-    c = Client(path=tmp_path / "data")
-    yield c
-    c.close()
-
-
-def trained(space, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        index = space.status()["index"]
-        if index.get("generation") and not index.get("training"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the inverted file was not trained: {space.status()}")
+def client(tmp_path):
+    with indexed_clickhouse_client(tmp_path / "data") as opened:
+        yield opened
 
 
 def test_priorities_through_the_cells_agree_with_the_in_memory_scores(client):
@@ -76,7 +59,7 @@ def test_priorities_through_the_cells_agree_with_the_in_memory_scores(client):
         inferences=list(inference),
         dataset="d",
     )
-    trained(space)
+    wait_until_indexed(space)
     meta = space.compute_priorities()
     assert meta["search"]["method"] == "clickhouse_ivf" and meta["scored"] == TRIAGE
     assert meta["training"] == int((~unlabelled).sum())
@@ -99,7 +82,7 @@ def test_only_new_rows_are_scored_again_through_the_cells(client):
               labels=list(labels), dataset="d")  # fmt: skip
     space.add(triage_x[:-50], ids=[f"q{i}" for i in range(TRIAGE - 50)],
               context="triage", inferences=list(inference[:-50]), dataset="d")  # fmt: skip
-    trained(space)
+    wait_until_indexed(space)
     first = space.compute_priorities()
     assert first["scored"] == TRIAGE - 50
     before = space.priorities(n=None).set_index("id")
