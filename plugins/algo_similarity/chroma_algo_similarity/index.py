@@ -45,6 +45,7 @@ class SpaceIndex:
         dim: int,
         ef: int = EF_SEARCH,
         save_every: float = SAVE_EVERY_SECONDS,
+        stopping: threading.Event | None = None,
     ):
         self.path = directory / f"{space}.hnsw"
         self.meta_path = directory / f"{space}.json"
@@ -54,6 +55,9 @@ class SpaceIndex:
         self.dim = dim
         self.ef = ef
         self.save_every = save_every
+        # set when the service closes: a catch-up stops after the window it is in, before
+        # the store it reads from is closed
+        self.stopping = stopping or threading.Event()
         self.lock = threading.RLock()
         # one builder at a time; held across chunks, while ``lock`` is held only per chunk
         self.build_lock = threading.Lock()
@@ -86,7 +90,7 @@ class SpaceIndex:
         """:meth:`catch_up` with ``build_lock`` held (it is not reentrant)."""
         # rows committed later get larger seqs, so everything up to here is visible now
         upper = store.max_seq(space)
-        while self.indexed_seq < upper:
+        while self.indexed_seq < upper and not self.stopping.is_set():
             # a bounded range of seqs at a time, so memory stays bounded on big spaces
             last = min(self.indexed_seq + READ_ROWS, upper)
             window = np.arange(self.indexed_seq + 1, last + 1)

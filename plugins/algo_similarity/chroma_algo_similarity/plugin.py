@@ -89,6 +89,7 @@ class Indexes:
         self.matches = MatchCache(values["similarity_filter_cache_mb"] << 20)
         self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
         self.catching_up: set[str] = set()
         self.worker = threading.Thread(target=self._work, name="chroma-indexer", daemon=True)
         self.worker.start()
@@ -98,8 +99,9 @@ class Indexes:
             index = self.by_space.get(space)
             if index is None or index.dim != dim or index.metric != metric:
                 index = SpaceIndex(
-                    self.directory, space, metric, dim, ef=self.ef, save_every=self.save_every
-                )
+                    self.directory, space, metric, dim, ef=self.ef, save_every=self.save_every,
+                    stopping=self.stopping,
+                )  # fmt: skip
                 self.by_space[space] = index
             return index
 
@@ -142,6 +144,8 @@ class Indexes:
                 log.exception("indexing rows of %s failed", space)
 
     def close(self) -> None:
+        # a catch-up under way ends after its window; what it indexed is saved below
+        self.stopping.set()
         self.pending.put(None)
         self.worker.join(timeout=60)
         for index in list(self.by_space.values()):

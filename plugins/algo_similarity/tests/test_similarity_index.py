@@ -381,3 +381,39 @@ def test_rows_of_a_space_dropped_before_they_were_indexed_are_let_go(tmp_path, c
         assert wait_for_index(chroma, "after")["index"]["pending"] == 0
     finally:
         chroma.close()
+
+
+def test_a_catch_up_stops_at_the_end_of_its_window_when_the_service_closes(
+    tmp_path, monkeypatch
+):
+    """Closing the service while its index catches up ends the catch-up before the store
+    is closed (it read on from a closed store, and failed, when it took longer than the
+    wait for it); what it indexed is saved and the rest is caught up on the next start."""
+    from chroma_algo_similarity import index as index_module
+    from chroma_algo_similarity.index import SpaceIndex
+
+    monkeypatch.setattr(index_module, "READ_ROWS", 100)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    data = clustered(450)
+    add(chroma, "s", data)
+    index = SpaceIndex(tmp_path / "indexes", "s", "l2", 16)
+    read = chroma.store.vectors
+    windows = []
+
+    def one_window_then_close(space, **query):
+        windows.append(query["seqs"])
+        index.stopping.set()  # the service closes while this window is read
+        return read(space, **query)
+
+    monkeypatch.setattr(chroma.store, "vectors", one_window_then_close)
+    index.catch_up(chroma.store, "s")
+    assert len(windows) == 1 and index.indexed_seq == 100 and index.live == 100
+    chroma.close()
+    # a new start finds the rest in the store and catches up
+    again = service(tmp_path)
+    status = wait_for_index(again, "s")
+    assert status["index"]["indexed"] == 450
+    found, _ = neighbor_ids(again, "s", data[:5], k=1)
+    assert [ids[0] for ids in found] == [f"rs{i}" for i in range(5)]
+    again.close()
