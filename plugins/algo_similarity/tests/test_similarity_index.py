@@ -383,9 +383,7 @@ def test_rows_of_a_space_dropped_before_they_were_indexed_are_let_go(tmp_path, c
         chroma.close()
 
 
-def test_a_catch_up_stops_at_the_end_of_its_window_when_the_service_closes(
-    tmp_path, monkeypatch
-):
+def test_a_catch_up_stops_at_the_end_of_its_window_when_the_service_closes(tmp_path, monkeypatch):
     """Closing the service while its index catches up ends the catch-up before the store
     is closed (it read on from a closed store, and failed, when it took longer than the
     wait for it); what it indexed is saved and the rest is caught up on the next start."""
