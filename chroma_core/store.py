@@ -448,6 +448,14 @@ class JoinedNeighbors:
     pages: Iterator[NeighborPage]
     meta: dict = field(default_factory=dict)
 
+    def described(self) -> str:
+        """How the store searched, in a line, for an answer's meta."""
+        meta = self.meta
+        return (
+            f"{meta.get('method', 'store')}: {meta.get('probes')} of {meta.get('cells')} "
+            f"cells probed, generation {meta.get('generation')}"
+        )
+
 
 class NeighborJoin(Capability):
     """The neighbours of whole data sets searched where the rows are stored, a page at a

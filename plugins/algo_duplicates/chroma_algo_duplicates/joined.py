@@ -13,17 +13,23 @@ memory.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from chroma_algo_duplicates.found import TRAINING, Found, calibrated, catalogue_of
+from chroma_algo_duplicates.found import (
+    TRAINING,
+    Found,
+    calibrated,
+    catalogue_of,
+    checked_rows,
+    with_uri_pairs,
+)
 from chroma_algo_duplicates.pairs import (
     CALIBRATION_ROWS,
-    merge,
     pair_distances,
     search_metric,
-    uri_pairs,
+    threshold_of,
 )
 from chroma_core.filters import parse
+from chroma_core.seqs import locate
 from chroma_core.store import JoinQuery, NeighborJoin, Store
 from chroma_wire.types import SpaceInfo
 
@@ -50,11 +56,7 @@ def pairs(store, space: SpaceInfo, settings: dict) -> Found | None:
     seqs = table.column("seq").to_numpy().astype(np.int64)
     catalogue = catalogue_of(table)
     del table
-    if settings["where"] is None:
-        checked = np.ones(n, dtype=bool)
-    else:
-        matching, _ = store.vectors(space.name, where=settings["where"], with_vectors=False)
-        checked = np.isin(seqs, matching)
+    checked = checked_rows(store, space.name, settings["where"], seqs)
     meta: dict = {"metric": metric, "k": settings["k"], "rows": n,
                   "rows_checked": int(checked.sum())}  # fmt: skip
     if n == 0:
@@ -63,33 +65,26 @@ def pairs(store, space: SpaceInfo, settings: dict) -> Found | None:
         threshold = settings["threshold"]
         meta |= {"threshold": threshold, "threshold_from": "given"}
     else:
-        of_training = int((catalogue["context"] == TRAINING).sum()) >= 2
-        median, rows = _median_nearest(store, space, of_training, n)
-        threshold = median * (settings["ratio"] ** 2 if metric == "cosine" else settings["ratio"])
+        training = int((catalogue["context"] == TRAINING).sum())
+        of_training = training >= 2
+        median, rows = _median_nearest(store, space, of_training, training if of_training else n)
+        threshold = threshold_of(median, settings["ratio"], metric)
         meta |= calibrated(metric, settings["ratio"], median, of_training, rows)
         meta["threshold"] = threshold
-    found = main.meta
-    meta["method"] = (
-        f"{found.get('method', 'store')}: {found.get('probes')} of {found.get('cells')} cells "
-        f"probed, generation {found.get('generation')}"
-    )
-    near = _embedding_pairs(store, space, main.pages, threshold, metric)
-    near = _positions(seqs, near)
-    codes = pd.Series(catalogue["input_uri"], dtype=object).factorize()[0]
-    by_uri, starred = uri_pairs(codes, checked)
-    meta["uri_groups_starred"] = starred
-    both, by = merge(near, by_uri, n)
+    meta["method"] = main.described()
+    near = _positions(seqs, _embedding_pairs(store, space, main.pages, threshold, metric))
+    both, by = with_uri_pairs(near, catalogue, checked, meta)
     distance = _distances(store, space, seqs, both, metric)
     # a row deleted since the catalogue was read has no vector left: its pairs go
     kept = np.isfinite(distance)
     return Found(meta, catalogue, both[kept], by[kept], distance[kept])
 
 
-def _median_nearest(store, space: SpaceInfo, of_training: bool, n: int) -> tuple[float, int]:
+def _median_nearest(store, space: SpaceInfo, of_training: bool, count: int) -> tuple[float, int]:
     """The median distance from a sample of the training rows (all rows when fewer than
-    two are training) to their nearest other one, and the sample's size."""
+    two are training; ``count`` of them) to their nearest other one, and the sample's
+    size."""
     reference = parse({"context": TRAINING}) if of_training else None
-    count = store.vectors(space.name, where=reference, with_vectors=False)[0].size
     share = min(1.0, CALIBRATION_ROWS / max(count, 1))
     joined = store.join_neighbors(space, JoinQuery(reference, reference, 1, share))
     if joined is None:
@@ -112,8 +107,7 @@ def _embedding_pairs(store, space, pages, threshold: float, metric: str) -> np.n
             continue
         other = page.neighbors[row, column]
         got, vectors = store.vectors(space.name, seqs=np.unique(other))
-        at = np.minimum(np.searchsorted(got, other), max(len(got) - 1, 0))
-        present = (got[at] == other) if len(got) else np.zeros(len(other), dtype=bool)
+        at, present = locate(got, other)
         row, other, at = row[present], other[present], at[present]
         stacked = np.vstack([page.vectors[row], vectors[at]]) if len(row) else page.vectors[:0]
         m = len(row)
@@ -126,9 +120,8 @@ def _embedding_pairs(store, space, pages, threshold: float, metric: str) -> np.n
 def _positions(seqs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Pairs of seqs as unordered pairs of positions in ``seqs`` (ascending), each once;
     pairs naming a row not in ``seqs`` are left out."""
-    at = np.minimum(np.searchsorted(seqs, pairs), max(len(seqs) - 1, 0))
-    known = (seqs[at] == pairs).all(axis=1) if len(seqs) else np.zeros(len(pairs), bool)
-    at = np.sort(at[known], axis=1)
+    at, known = locate(seqs, pairs)
+    at = np.sort(at[known.all(axis=1)], axis=1)
     return np.unique(at, axis=0) if len(at) else at.reshape(0, 2)
 
 
@@ -140,8 +133,8 @@ def _distances(store, space, seqs: np.ndarray, pairs: np.ndarray, metric: str) -
         part = pairs[start : start + PAIRS_AT_ONCE]
         wanted = np.unique(seqs[part])
         got, vectors = store.vectors(space.name, seqs=wanted)
-        at = np.minimum(np.searchsorted(got, seqs[part]), max(len(got) - 1, 0))
-        present = (got[at] == seqs[part]).all(axis=1) if len(got) else np.zeros(len(part), bool)
+        at, found = locate(got, seqs[part])
+        present = found.all(axis=1)
         if not present.any():
             continue
         a, b = at[present, 0], at[present, 1]

@@ -126,8 +126,13 @@ def calibrate(
         sample = np.sort(rng.choice(len(reference), CALIBRATION_ROWS, replace=False))
     found = neighbors(x[reference], sample, 1, metric)
     median = float(np.median(found.distances[:, 0]))
-    scale = ratio**2 if metric == "cosine" else ratio
-    return median * scale, median
+    return threshold_of(median, ratio, metric), median
+
+
+def threshold_of(median: float, ratio: float, metric: str) -> float:
+    """The threshold calibrated from a median nearest-neighbour distance: ``median`` times
+    ``ratio``, squared for cosine (the ratio applies to the chord between unit vectors)."""
+    return median * (ratio**2 if metric == "cosine" else ratio)
 
 
 def embedding_pairs(found: Neighbors, queries: np.ndarray, threshold: float) -> np.ndarray:

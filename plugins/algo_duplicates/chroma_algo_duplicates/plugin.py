@@ -9,18 +9,24 @@ import pandas as pd
 import pyarrow as pa
 
 from chroma_algo_duplicates import joined
-from chroma_algo_duplicates.found import KINDS, TRAINING, Found, calibrated, catalogue_of
+from chroma_algo_duplicates.found import (
+    KINDS,
+    TRAINING,
+    Found,
+    calibrated,
+    catalogue_of,
+    checked_rows,
+    with_uri_pairs,
+)
 from chroma_algo_duplicates.pairs import (
     BY_EMBEDDING,
     BY_URI,
     CALIBRATION_ROWS,
     calibrate,
     embedding_pairs,
-    merge,
     neighbors,
     pair_distances,
     search_metric,
-    uri_pairs,
 )
 from chroma_core.algorithm import Algorithm
 from chroma_core.filters import parse
@@ -105,12 +111,7 @@ def _in_memory(store, space: SpaceInfo, settings: dict) -> Found:
     metric = search_metric(space.metric)
     table = store.get(space.name, include_embeddings=True)
     n = table.num_rows
-    seqs = table.column("seq").to_numpy()
-    if settings["where"] is None:
-        checked = np.ones(n, dtype=bool)
-    else:
-        matching, _ = store.vectors(space.name, where=settings["where"], with_vectors=False)
-        checked = np.isin(seqs, matching)
+    checked = checked_rows(store, space.name, settings["where"], table.column("seq").to_numpy())
     queries = np.flatnonzero(checked)
     meta: dict = {"metric": metric, "k": settings["k"], "rows": n, "rows_checked": len(queries)}
     if n == 0:
@@ -130,10 +131,7 @@ def _in_memory(store, space: SpaceInfo, settings: dict) -> Found:
         meta["threshold"] = threshold
     found = neighbors(x, queries, settings["k"], metric)
     meta["method"] = found.method
-    codes = pd.Series(catalogue["input_uri"], dtype=object).factorize()[0]
-    by_uri, starred = uri_pairs(codes, checked)
-    meta["uri_groups_starred"] = starred
-    pairs, by = merge(embedding_pairs(found, queries, threshold), by_uri, n)
+    pairs, by = with_uri_pairs(embedding_pairs(found, queries, threshold), catalogue, checked, meta)
     distance = pair_distances(x, pairs[:, 0], pairs[:, 1], metric)
     return Found(meta, catalogue, pairs, by, distance)
 

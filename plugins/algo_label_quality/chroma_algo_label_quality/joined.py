@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from chroma_algo_label_quality.confident_learning import LabelIssues, from_neighbors
 from chroma_core.filters import Filter
+from chroma_core.seqs import locate
 from chroma_core.store import JoinQuery, NeighborJoin
 from chroma_wire.types import SpaceInfo
 
@@ -64,15 +65,10 @@ def label_issues(
     if len(classes) < 2:
         return rows, None
     found = _positions(seqs, found)
-    meta = joined.meta
-    search = (
-        f"{meta.get('method', 'store')}: {meta.get('probes')} of {meta.get('cells')} cells "
-        f"probed, generation {meta.get('generation')}"
-    )
     issues = from_neighbors(
         classes, given, found, distances.astype(np.float64),
         k=int(min(k, rows.num_rows - 1)), weighting=settings["weighting"],
-        exclude_duplicates=settings["exclude_duplicates"], search=search,
+        exclude_duplicates=settings["exclude_duplicates"], search=joined.described(),
     )  # fmt: skip
     return rows, issues
 
@@ -92,6 +88,5 @@ def _positions(seqs: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
     among them (deleted since)."""
     order = np.argsort(seqs, kind="stable")
     ordered = seqs[order]
-    at = np.minimum(np.searchsorted(ordered, neighbors), max(len(ordered) - 1, 0))
-    known = (ordered[at] == neighbors) & (neighbors >= 0)
-    return np.where(known, order[at], -1)
+    at, known = locate(ordered, neighbors)
+    return np.where(known & (neighbors >= 0), order[at], -1)

@@ -35,6 +35,7 @@ from chroma_algo_priority.scores import (
 )
 from chroma_core.filters import Filter
 from chroma_core.neighbor_search import Workers
+from chroma_core.seqs import locate
 from chroma_core.store import JoinedNeighbors, JoinQuery, NeighborJoin
 from chroma_wire.errors import InvalidInput
 from chroma_wire.types import SpaceInfo
@@ -168,8 +169,8 @@ def _training(store, space: SpaceInfo, training: Filter | None, workers: Workers
 
 def _codes(seqs: np.ndarray, codes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """The class codes of rows ``wanted`` (seqs, any shape), from ``seqs`` (ascending)."""
-    at = np.minimum(np.searchsorted(seqs, wanted), len(seqs) - 1)
-    return np.where(seqs[at] == wanted, codes[at], _ADDED_SINCE)
+    at, found = locate(seqs, wanted)
+    return np.where(found, codes[at], _ADDED_SINCE)
 
 
 def _filled(distances: np.ndarray) -> np.ndarray:

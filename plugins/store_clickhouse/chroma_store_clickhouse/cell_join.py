@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from chroma_core.filters import comparisons
 from chroma_core.neighbor_search import Workers
+from chroma_core.seqs import locate
 from chroma_core.store import JoinedNeighbors, JoinQuery, NeighborPage
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.cells import Cells, prepared
@@ -267,8 +268,8 @@ class _Search:
         else:
             np.negative(scores, out=scores)
         # a row is never its own neighbour
-        at = np.minimum(np.searchsorted(cell_seqs, self.seqs[which]), len(cell_seqs) - 1)
-        mine = np.flatnonzero(cell_seqs[at] == self.seqs[which])
+        at, own = locate(cell_seqs, self.seqs[which])
+        mine = np.flatnonzero(own)
         scores[mine, at[mine]] = np.inf
         # only rows nearer than a query's k-th best so far can enter its best k: past the
         # first cells a query probes, few do, and only they are merged
@@ -359,6 +360,5 @@ def _columns(store, side, seqs: np.ndarray, names: tuple[str, ...]) -> pa.Table:
         {"seqs": seqs.tolist()},
     ))  # fmt: skip
     stored = table.column("seq").to_numpy()
-    at = np.minimum(np.searchsorted(stored, seqs), max(len(stored) - 1, 0))
-    present = stored[at] == seqs if len(stored) else np.zeros(len(seqs), dtype=bool)
+    at, present = locate(stored, seqs)
     return table.select(list(names)).take(pa.array(at, mask=~present))
