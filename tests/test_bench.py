@@ -81,3 +81,28 @@ def test_backup_bench_round_trips_and_prints_its_figures(tmp_path):
     for label in ("export rows/s", "import rows/s", "back-up B/row", "store B/row"):
         assert label in run.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_bench_streams_every_row_through_both_transports(tmp_path):
+    out = tmp_path / "stream.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "stream.py"), "--rows", "3000", "--dim", "16"]
+        + ["--producers", "3", "--batch", "50", "--json", str(out)]
+        + ["--systems", "chroma-sqlite-embedded,chroma-sqlite-http"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    results = json.loads(out.read_text())
+    for system in ("chroma-sqlite-embedded", "chroma-sqlite-http"):
+        phases = results["systems"][system]
+        for phase in ("throughput", "latency"):
+            figures = phases[phase]
+            assert figures["rows"] == 3000 and figures["rows_per_s"] > 0
+            assert 0 < figures["ack_p50_ms"] <= figures["ack_p99_ms"]
+            # 60 calls went in fewer requests
+            assert 1 <= figures["requests"] <= 60
+        assert phases["latency"]["paced_rows_per_s"] == round(
+            phases["throughput"]["rows_per_s"] * 0.5
+        )

@@ -2,6 +2,16 @@
 
 from chroma_client import errors
 from chroma_client.client import Client, Explanation, Space, SpaceSummary, Trigger
+from chroma_client.stream import Stream
 from chroma_wire import __version__
 
-__all__ = ["Client", "Explanation", "Space", "SpaceSummary", "Trigger", "__version__", "errors"]
+__all__ = [
+    "Client",
+    "Explanation",
+    "Space",
+    "SpaceSummary",
+    "Stream",
+    "Trigger",
+    "__version__",
+    "errors",
+]

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,6 +19,13 @@ from tqdm.auto import tqdm
 
 from chroma_client import backup, convert
 from chroma_client.errors import ChromaError, ConnectionFailed, InvalidInput
+from chroma_client.stream import (
+    DEFAULT_LINGER,
+    DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_MAX_PENDING_ROWS,
+    DEFAULT_RETRY_FOR,
+    Stream,
+)
 from chroma_client.transport import (
     DEFAULT_RETRIES,
     DEFAULT_RETRY_BACKOFF,
@@ -123,6 +131,7 @@ class Client:
         if not isinstance(batch_rows, int) or batch_rows < 1:
             raise InvalidInput("batch_rows must be a positive integer")
         self.batch_rows = batch_rows
+        self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
 
     @property
     def location(self) -> str:
@@ -133,7 +142,13 @@ class Client:
         return self._transport.call(op, params or {}, table)
 
     def close(self) -> None:
-        self._transport.close()
+        """Close the streams still open (each sends what it holds first), then the
+        connection, or the service when it runs in this process."""
+        try:
+            for stream in list(self._streams):
+                stream.close()
+        finally:
+            self._transport.close()
 
     def __enter__(self) -> Client:
         return self
@@ -360,6 +375,33 @@ class Space:
                 if not ready.cancel() and ready.exception() is None:
                     ready.result().discard()
         return out
+
+    def stream(
+        self,
+        *,
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        linger: float = DEFAULT_LINGER,
+        max_pending_rows: int = DEFAULT_MAX_PENDING_ROWS,
+        retry_for: float = DEFAULT_RETRY_FOR,
+    ) -> Stream:
+        """A :class:`~chroma_client.stream.Stream` into this space for production traffic:
+        any number of threads call ``stream.add(...)`` (the arguments of :meth:`add`) with
+        a few rows each; it returns a future of their ids at once, and one sender stores
+        what has queued as batches of up to ``max_batch_rows`` rows, waiting at most
+        ``linger`` seconds for more. An add blocks while ``max_pending_rows`` rows wait;
+        a batch the server cannot be reached for is sent again, under one key so it is
+        stored once, for ``retry_for`` seconds. ``stream.flush()`` waits for everything
+        added before it; ``close()`` (or leaving a ``with`` block, or closing the client)
+        sends what is left."""
+        stream = Stream(
+            self,
+            max_batch_rows=max_batch_rows,
+            linger=linger,
+            max_pending_rows=max_pending_rows,
+            retry_for=retry_for,
+        )
+        self.client._streams.add(stream)
+        return stream
 
     def get(
         self,

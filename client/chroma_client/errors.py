@@ -32,6 +32,19 @@ class RetriesExhausted(ConnectionFailed):
         self.attempts = attempts
 
 
+class StreamError(ChromaError, status=500):
+    """Rows added to a stream were not stored; ``failed_rows`` says how many, the cause is
+    chained."""
+
+    def __init__(self, detail: str, failed_rows: int = 0):
+        super().__init__(detail)
+        self.failed_rows = failed_rows
+
+
+class StreamFull(ChromaError, status=503):
+    """An add waited its whole timeout for room in the stream (``max_pending_rows``)."""
+
+
 __all__ = [
     "ChromaError",
     "Conflict",
@@ -49,5 +62,7 @@ __all__ = [
     "ProtocolMismatch",
     "RetriesExhausted",
     "ServerError",
+    "StreamError",
+    "StreamFull",
     "Unauthorized",
 ]
