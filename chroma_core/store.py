@@ -385,6 +385,39 @@ class Restore(Capability):
         still stored holds it, then it takes the next free one."""
 
 
+class SpaceSettings(Capability):
+    """Small named values kept for a space by the plugins that work on it (a space's
+    online scoring, say): durable, seen by every server of the store, dropped with the
+    space."""
+
+    ability = "keep settings for a space"
+
+    @abstractmethod
+    def space_settings(self, space: str) -> dict[str, str]:
+        """Every setting of ``space``, by name; ``NotFound`` when there is no such space."""
+
+    @abstractmethod
+    def set_space_setting(self, space: str, name: str, value: str | None) -> None:
+        """Set ``name`` to ``value`` for ``space``, or remove it (None), durably before
+        returning; ``NotFound`` when there is no such space."""
+
+
+class AddPriorities(Capability):
+    """Storing scores a few rows at a time as rows arrive, beside those stored."""
+
+    ability = "add scores to the ones stored"
+
+    @abstractmethod
+    def add_priorities(self, space: str, scores: pa.Table) -> int:
+        """Store the scores of rows that have none yet, in one transaction; returns how
+        many were stored.
+
+        ``scores`` columns as :meth:`Store.replace_priorities` takes them, one score an id.
+        Ids of rows already scored keep their score, and ids not stored (deleted since
+        they were scored) are skipped: a scorer racing a full computation, or a delete,
+        never overwrites nor resurrects anything."""
+
+
 class NeighborSearch(Capability):
     """k-NN answered inside the store: a filter pushed down to where the rows are, or the
     store's own vector index. The service asks the store first and the

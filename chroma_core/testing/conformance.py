@@ -29,11 +29,13 @@ from chroma_core.filters import parse
 from chroma_core.plugins import open_store
 from chroma_core.schema import embeddings_of, validate_rows
 from chroma_core.store import (
+    AddPriorities,
     BatchAlreadyStored,
     Capability,
     NeighborSearch,
     PagedBackup,
     Restore,
+    SpaceSettings,
     Store,
 )
 from chroma_wire.errors import Conflict, DimensionMismatch, NotFound
@@ -1183,3 +1185,53 @@ class StoreConformance:
         assert answer.seqs.shape == (1, 4)
         assert sorted(answer.seqs[0, :2].tolist()) == seqs[:2].tolist()
         assert answer.seqs[0, 2:].tolist() == [-1, -1]
+
+    # --- scores added as rows arrive, settings ---------------------------------------
+    def test_add_priorities_stores_only_rows_without_a_score(self, store, space):
+        require(store, AddPriorities)
+        store.add(space, batch(["a", "b", "c", "d"]))
+        store.delete(space, ids=["d"])
+        store.replace_priorities(space, scores({"a": 0.9}))
+        # a keeps its score, d is deleted, zzz was never stored; b once, its first score
+        added = store.add_priorities(space, scores({"a": 0.1, "b": 0.5, "d": 0.7, "zzz": 1.0}))
+        assert added == 1
+        added = store.add_priorities(space, scores({"b": 0.2, "c": 0.3}))
+        assert added == 1
+        ranked = store.priorities(space)
+        assert ids_of(ranked) == ["a", "b", "c"]
+        assert ranked.column("priority").to_pylist() == [0.9, 0.5, 0.3]
+        assert json.loads(ranked.column("components")[1].as_py()) == {"uncertainty": 0.5}
+        assert store.add_priorities(space, scores({})) == 0
+        # a full computation replaces them all, as before
+        store.replace_priorities(space, scores({"c": 0.4}))
+        store.add_priorities(space, scores({"a": 0.6}))
+        assert ids_of(store.priorities(space)) == ["a", "c"]
+        with pytest.raises(NotFound):
+            store.add_priorities("nowhere", scores({"a": 0.1}))
+
+    def test_space_settings_are_set_replaced_removed_and_kept(self, reopen):
+        store = reopen()
+        require(store, SpaceSettings)
+        store.create_space("space", "l2", {})
+        store.create_space("other", "l2", {})
+        assert store.space_settings("space") == {}
+        store.set_space_setting("space", "online", '{"k": 10}')
+        store.set_space_setting("space", "rules", "[]")
+        store.set_space_setting("other", "online", "x")
+        store.set_space_setting("space", "online", '{"k": 5}')
+        assert store.space_settings("space") == {"online": '{"k": 5}', "rules": "[]"}
+        store.set_space_setting("space", "rules", None)
+        store.set_space_setting("space", "never set", None)
+        store.close()
+
+        store = reopen()
+        assert store.space_settings("space") == {"online": '{"k": 5}'}
+        assert store.space_settings("other") == {"online": "x"}
+        with pytest.raises(NotFound):
+            store.space_settings("nowhere")
+        with pytest.raises(NotFound):
+            store.set_space_setting("nowhere", "online", "x")
+        # a space made again under a deleted one's name starts with none
+        store.delete_space("space")
+        store.create_space("space", "l2", {})
+        assert store.space_settings("space") == {}

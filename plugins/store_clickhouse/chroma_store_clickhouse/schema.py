@@ -83,6 +83,20 @@ MIGRATIONS += (
         ) ENGINE = ReplacingMergeTree(version) ORDER BY space_id""",
     ),
 )
+# Migration 4: settings the plugins keep per space (SpaceSettings); the last version written
+# of a name is its value, ``present`` 0 when it was removed.
+MIGRATIONS += (
+    (
+        f"""CREATE TABLE IF NOT EXISTS space_settings (
+            space_id UInt64,
+            name String,
+            value String,
+            present UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (space_id, name)
+        SETTINGS {DURABLE}""",
+    ),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # A retried insert with the same token within this many recent blocks is stored once.

@@ -31,6 +31,7 @@ from chroma_core.config import Settings
 from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
+    AddPriorities,
     BatchAlreadyStored,
     JoinedNeighbors,
     JoinQuery,
@@ -38,6 +39,7 @@ from chroma_core.store import (
     NeighborSearch,
     PagedBackup,
     Restore,
+    SpaceSettings,
     Store,
     check_dimension,
 )
@@ -69,7 +71,9 @@ SPACE_CACHE_SECONDS = 2.0
 _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_generation"
 
 
-class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin):
+class ClickHouseStore(
+    Store, PagedBackup, Restore, NeighborSearch, NeighborJoin, SpaceSettings, AddPriorities
+):
     """A :class:`Store` in ClickHouse that pages and restores back-ups, answers k-NN itself
     (from its inverted file, or exactly with filters pushed down), and searches the
     neighbours of whole data sets cell by cell."""
@@ -282,6 +286,7 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
             if self.ivf is not None:
                 self.ivf.forget(sid)
             self._command("DELETE FROM batch_keys WHERE space_id = {s:UInt64}", {"s": sid})
+            self._command("DELETE FROM space_settings WHERE space_id = {s:UInt64}", {"s": sid})
             self._command(
                 "DELETE FROM trigger_items WHERE trigger_id IN "
                 "(SELECT id FROM triggers WHERE space_id = {s:UInt64})",
@@ -817,6 +822,76 @@ class ClickHouseStore(Store, PagedBackup, Restore, NeighborSearch, NeighborJoin)
                 }
             )
             self._client().insert_arrow(f"priorities_{sid}", table)
+
+    # --- scores added as rows arrive, settings -------------------------------------
+    def add_priorities(self, space: str, scores: pa.Table) -> int:
+        ids = scores.column("id").combine_chunks().cast(pa.string())
+        priority = scores.column("priority").cast(pa.float64())
+        chunks = _id_chunks(ids)
+        with self._lock:
+            row = self._space_row(space, fresh=True)
+            sid, generation = row[1], row[6]
+            found = [
+                self._arrow(
+                    f"SELECT r.id AS id, r.seq AS seq FROM rows_{sid} AS r WHERE {condition}",
+                    params,
+                )
+                for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
+            ]
+            live = pa.concat_tables([strings(t) for t in found]) if found else None
+            if live is None or live.num_rows == 0:
+                return 0
+            scored = [
+                self._arrow(
+                    f"SELECT id FROM priorities_{sid} WHERE generation = {{g:UInt64}} "
+                    f"AND id IN {listed('{ids:Array(String)}')}",
+                    {"g": generation, "ids": chunk},
+                )
+                for chunk in chunks
+            ]
+            taken = pa.concat_arrays(
+                [strings(t).column("id").combine_chunks() for t in scored]
+                or [pa.array([], pa.string())]
+            )
+            position = pc.index_in(ids, live.column("id"))
+            keep = pc.and_(position.is_valid(), pc.invert(pc.is_in(ids, taken)))
+            # one score an id: the first of an id given twice
+            first = np.zeros(len(ids), dtype=bool)
+            first[np.unique(ids.to_numpy(zero_copy_only=False), return_index=True)[1]] = True
+            keep = pc.and_(keep, pa.array(first))
+            n = pc.sum(keep.cast(pa.int64())).as_py() or 0
+            if not n:
+                return 0
+            table = pa.table(
+                {
+                    "generation": pa.array(np.full(n, generation, dtype=np.uint64)),
+                    "seq": live.column("seq").take(position.filter(keep)).cast(pa.uint64()),
+                    "id": ids.filter(keep),
+                    "priority": priority.filter(keep),
+                    "components": _optional(scores, "components", len(ids)).filter(keep),
+                    "computed_at": _optional(scores, "computed_at", len(ids)).filter(keep),
+                }
+            )
+            self._client().insert_arrow(f"priorities_{sid}", table)
+            return n
+
+    def space_settings(self, space: str) -> dict[str, str]:
+        sid = self._space_row(space)[1]
+        found = self._query(
+            "SELECT name, argMax(value, version) FROM space_settings "
+            "WHERE space_id = {sid:UInt64} GROUP BY name HAVING argMax(present, version) = 1",
+            {"sid": sid},
+        )
+        return {name: value for name, value in found}
+
+    def set_space_setting(self, space: str, name: str, value: str | None) -> None:
+        with self._lock:
+            sid = self._space_row(space, fresh=True)[1]
+            self._client().insert(
+                "space_settings",
+                [[sid, name, value or "", 0 if value is None else 1, time.time_ns()]],
+                column_names=["space_id", "name", "value", "present", "version"],
+            )
 
     def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
         status = trigger.get("status")

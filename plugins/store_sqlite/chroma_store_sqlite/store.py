@@ -22,9 +22,11 @@ from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
     BATCH_KEY_RETENTION_SECONDS,
+    AddPriorities,
     BatchAlreadyStored,
     PagedBackup,
     Restore,
+    SpaceSettings,
     Store,
     check_dimension,
 )
@@ -163,6 +165,17 @@ MIGRATIONS += (
         "CREATE INDEX batch_keys_added ON batch_keys (added_at)",
     ),
 )
+# Migration 4: settings the plugins keep per space (SpaceSettings)
+MIGRATIONS += (
+    (
+        """CREATE TABLE space_settings (
+            space INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (space, name)
+        )""",
+    ),
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -176,7 +189,7 @@ _PRIORITY_CATALOGUE = [c for c in CATALOGUE_COLUMNS if c not in ("id", "metadata
 _ITEM_COLUMNS = ("id", "input_uri", "dataset", "label", "inference", "priority")
 
 
-class SqliteStore(Store, PagedBackup, Restore):
+class SqliteStore(Store, PagedBackup, Restore, SpaceSettings, AddPriorities):
     """A :class:`Store` in one SQLite file, in WAL mode, safe to share between threads; it
     pages and restores back-ups, and leaves k-NN to the index plugins."""
 
@@ -328,6 +341,7 @@ class SqliteStore(Store, PagedBackup, Restore):
             conn.execute("DELETE FROM triggers WHERE space = ?", (space_id,))
             conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
             conn.execute("DELETE FROM batch_keys WHERE space = ?", (space_id,))
+            conn.execute("DELETE FROM space_settings WHERE space = ?", (space_id,))
             conn.execute(f"DROP TABLE {_rows(space_id)}")
             conn.execute("DELETE FROM spaces WHERE space_id = ?", (space_id,))
 
@@ -624,6 +638,42 @@ class SqliteStore(Store, PagedBackup, Restore):
                 ).fetchone()
                 which = f"id {scored[0]!r:.200} already has" if scored else "an id has more than"
                 raise Conflict(f"{which} one score in space {space!r}") from None
+
+    # --- scores added as rows arrive, settings -------------------------------------
+    def add_priorities(self, space: str, scores: pa.Table) -> int:
+        ids, values, components, computed_at = _score_columns(scores)
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO priorities (space, id, priority, components, computed_at) "
+                f"SELECT ?, r.id, ?, ?, ? FROM {_rows(space_id)} AS r WHERE r.id = ? "
+                "ON CONFLICT (space, id) DO NOTHING",
+                zip(repeat(space_id), values.tolist(), components, computed_at, ids, strict=False),
+            )
+            return conn.total_changes - before
+
+    def space_settings(self, space: str) -> dict[str, str]:
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            found = conn.execute(
+                "SELECT name, value FROM space_settings WHERE space = ?", (space_id,)
+            ).fetchall()
+        return dict(found)
+
+    def set_space_setting(self, space: str, name: str, value: str | None) -> None:
+        with self._write() as conn:
+            space_id = _space(conn, space)[0]
+            if value is None:
+                conn.execute(
+                    "DELETE FROM space_settings WHERE space = ? AND name = ?", (space_id, name)
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO space_settings (space, name, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (space, name) DO UPDATE SET value = excluded.value",
+                    (space_id, name, value),
+                )
 
     def restore_trigger(self, space: str, trigger: dict, items: pa.Table) -> dict:
         columns = _columns(items, _ITEM_COLUMNS, ("id",))
