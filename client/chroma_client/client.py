@@ -477,6 +477,16 @@ class Space:
         ``wait_for_priorities``)."""
         return self.run("priority", **params).attrs["meta"]
 
+    def score_on_arrival(self, enabled: bool = True, **params) -> dict:
+        """Turn scoring on arrival on or off. On, every non-training input stored from now
+        on gets its priority within moments of being stored, with no call, and inputs
+        without a score are caught up; ``k`` and ``shrinkage`` are as for
+        :meth:`compute_priorities`. The setting is kept in the store, so it holds for
+        every server and across restarts. Returns the state ``priority_status()["online"]``
+        shows: the settings, rows waiting, rows scored, and the model of the training set
+        (rebuilt after the background refresh once labelled training inputs change)."""
+        return self.run("priority_online", enabled=enabled, **params).attrs["meta"]["online"]
+
     def wait_for_priorities(self, timeout: float | None = None, interval: float = 0.2) -> dict:
         """Block until no background priority computation of this space is running;
         returns ``priority_status()``. Raises ``TimeoutError`` after ``timeout`` seconds."""

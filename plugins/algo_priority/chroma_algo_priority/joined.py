@@ -32,6 +32,7 @@ from chroma_algo_priority.scores import (
     class_evidence,
     encode_inferences,
     evidence,
+    filled_distances,
 )
 from chroma_core.filters import Filter
 from chroma_core.neighbor_search import Workers
@@ -101,7 +102,7 @@ def score(
         distances, mahalanobis = [], []
         for page in reference.pages:
             page_codes = _codes(seqs, codes, page.seqs)
-            mean = _filled(page.distances).mean(axis=1)
+            mean = filled_distances(page.distances).mean(axis=1)
             # a row alone in the cells it probed says nothing of how far neighbours lie
             distances.append(mean[np.isfinite(mean)])
             mahalanobis.append(model.to_class(page.vectors, page_codes))
@@ -120,7 +121,7 @@ def score(
                 len(page.seqs),
             )
             neighbor_codes = _codes(seqs, codes, page.neighbors)
-            found = _filled(page.distances[:, :k])
+            found = filled_distances(page.distances[:, :k])
             part = evidence(neighbor_codes[:, :k], found, query_codes, reference_mean,
                             len(classes))  # fmt: skip
             part.update(class_evidence(
@@ -171,14 +172,3 @@ def _codes(seqs: np.ndarray, codes: np.ndarray, wanted: np.ndarray) -> np.ndarra
     """The class codes of rows ``wanted`` (seqs, any shape), from ``seqs`` (ascending)."""
     at, found = locate(seqs, wanted)
     return np.where(found, codes[at], _ADDED_SINCE)
-
-
-def _filled(distances: np.ndarray) -> np.ndarray:
-    """Distances with the slots no neighbour filled (the probed cells held fewer than k)
-    given the row's farthest found distance, so that the mean is that of the found ones;
-    a row with none found is infinitely far."""
-    missing = ~np.isfinite(distances)
-    if not missing.any():
-        return distances
-    farthest = np.where(missing, -np.inf, distances).max(axis=1, keepdims=True)
-    return np.where(missing, np.where(np.isfinite(farthest), farthest, np.inf), distances)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -16,8 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chroma_algo_priority import joined
+from chroma_algo_priority.online import Online
 from chroma_algo_priority.outputs import uncertainty
-from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
+from chroma_algo_priority.scores import (
+    PriorityParams,
+    combine,
+    priority_scores,
+    training_version,
+)
 from chroma_core.algorithm import Algorithm
 from chroma_core.config import Setting
 from chroma_core.context import PluginContext
@@ -43,6 +48,7 @@ COMPONENTS = (
     "entropy",
 )
 STATE = "algo_priority"
+ONLINE_STATE = "algo_priority.online"
 #: quiet seconds after labelled training rows arrive before stale scores are recomputed in
 #: the background (0 turns it off)
 REFRESH_SECONDS = 30.0
@@ -106,7 +112,11 @@ class Priority(Algorithm, name="priority"):
             )  # fmt: skip
         else:
             scored = self._in_memory(context.store, space, settings, only_new, progress, started)
-        return self._store(context, space, settings, only_new, scored, started, progress)
+        result = self._store(context, space, settings, only_new, scored, started, progress)
+        online: Online | None = context.existing_state(ONLINE_STATE)
+        if online is not None:
+            online.full_computation_done(space.name)
+        return result
 
     def _in_memory(self, store, space, settings, only_new, progress, started) -> _Scored:
         """The scores from every training vector and every other read into memory (the rows
@@ -336,12 +346,11 @@ def _jobs(context: PluginContext) -> Jobs:
     return context.state(STATE, Jobs)
 
 
-def training_version(seqs: pa.ChunkedArray | pa.Array, labelled: np.ndarray) -> str:
-    """A short name for the labelled training rows: rows are never changed in place, only
-    added and deleted, so their seqs name the set, and so what any score was computed from."""
-    used = np.asarray(seqs, dtype=np.int64)[labelled]
-    digest = hashlib.blake2b(np.sort(used).tobytes(), digest_size=8)
-    return digest.hexdigest()
+def _online(context: PluginContext) -> Online:
+    return context.state(
+        ONLINE_STATE,
+        lambda: Online(context, context.plugin_settings["priority_refresh_seconds"]),
+    )
 
 
 def _training_version(store, space: str) -> str:
@@ -360,6 +369,25 @@ def _stored_scores(store, space: str, version: str) -> tuple[pa.Table, int]:
         for text in scores.column("components").to_pylist()
     ]
     return scores, sum(v != version for v in versions)
+
+
+class PriorityOnline(Algorithm, name="priority_online"):
+    """Turn scoring on arrival on (``enabled=True``, with ``k`` and ``shrinkage`` as for
+    ``priority``) or off for a space: every non-training row stored afterwards gets its
+    priority as it lands, and rows without one are caught up; returns the state as
+    ``priority_status()["online"]`` shows it."""
+
+    def run(self, context, space, params):
+        enabled = checks.flag("enabled", params.pop("enabled", True))
+        settings = _params(params)
+        online = _online(context)
+        if enabled:
+            online.enable(space, settings)
+        else:
+            online.disable(space)
+        return Result(
+            pa.table({"id": pa.array([], pa.string())}), {"online": online.status(space.name)}
+        )
 
 
 class PriorityStatus(Algorithm, name="priority_status"):
@@ -381,6 +409,7 @@ class PriorityStatus(Algorithm, name="priority_status"):
             "unscored": others - scores.num_rows,
             "stale": stale,
             "job": _jobs(context).status(space.name),
+            "online": _online(context).status(space.name),
         }
         return Result(pa.table({"id": pa.array([], pa.string())}), meta)
 
@@ -417,7 +446,7 @@ def _result_table(ids, priority, components: pd.DataFrame) -> pa.Table:
 
 @hookimpl
 def chroma_algorithms():
-    return [Priority(), PriorityStatus()]
+    return [Priority(), PriorityStatus(), PriorityOnline()]
 
 
 @hookimpl
@@ -427,6 +456,7 @@ def chroma_settings():
 
 @hookimpl
 def chroma_rows_added(context, space, seqs, rows):
+    _online(context).rows_added(space, rows)
     delay = context.plugin_settings["priority_refresh_seconds"]
     if delay <= 0 or not _labelled_training(rows):
         return
@@ -459,7 +489,17 @@ def _labelled_training(rows: pa.Table) -> bool:
 
 
 @hookimpl
+def chroma_space_deleted(context, space):
+    online: Online | None = context.existing_state(ONLINE_STATE)
+    if online is not None:
+        online.forget(space.name)
+
+
+@hookimpl
 def chroma_shutdown(context):
+    online: Online | None = context.existing_state(ONLINE_STATE)
+    if online is not None:
+        online.close()
     # a computation under way finishes (and stores its scores) before the store closes
     jobs: Jobs | None = context.existing_state(STATE)
     if jobs is not None:

@@ -6,6 +6,8 @@ edge-case rules are written up in ``docs/priority.md``.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +168,25 @@ def combine(
     return np.clip(1.0 - backing * (1.0 - novelty), 0.0, 1.0)
 
 
+def filled_distances(distances: np.ndarray) -> np.ndarray:
+    """Distances with the slots no neighbour filled (the search found fewer than k) given
+    the row's farthest found distance, so that the mean is that of the found ones; a row
+    with none found is infinitely far."""
+    missing = ~np.isfinite(distances)
+    if not missing.any():
+        return distances
+    farthest = np.where(missing, -np.inf, distances).max(axis=1, keepdims=True)
+    return np.where(missing, np.where(np.isfinite(farthest), farthest, np.inf), distances)
+
+
+def training_version(seqs, labelled: np.ndarray) -> str:
+    """A short name for the labelled training rows: rows are never changed in place, only
+    added and deleted, so their seqs name the set, and so what any score was computed from."""
+    used = np.asarray(seqs, dtype=np.int64)[labelled]
+    digest = hashlib.blake2b(np.sort(used).tobytes(), digest_size=8)
+    return digest.hexdigest()
+
+
 def _support(disagreement: np.ndarray, k: int, n_classes: int) -> np.ndarray:
     """The neighbours' vote for the inference, add-one smoothed over the classes, so that
     10 of 10 votes count for more than 1 of 1 and no inference is ruled out entirely."""
@@ -320,6 +341,13 @@ class Mahalanobis:
         dim = means.shape[1]
         return cls(means, centre, within, total, n, shrinkage, workers,
                    magnitude**2 * dim * 1e-24)  # fmt: skip
+
+    def using(self, workers: Workers) -> Mahalanobis:
+        """The same model computing with ``workers`` (a model kept beyond the block of the
+        workers it was fitted with)."""
+        model = copy.copy(self)
+        model.workers = workers
+        return model
 
     def to_class(self, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Distance of each row to the mean of its class, or to the nearest mean if unknown."""

@@ -1,0 +1,520 @@
+"""Scoring on arrival: with a space's online scoring on, every non-training row stored gets
+its priority as it lands, with no call from the user.
+
+The model a full computation builds is kept in memory (:class:`Model`): the labelled
+training rows' seqs and classes, the Mahalanobis model, and the training rows' own
+neighbour distances and Mahalanobis distances to rank new rows against. It is built once
+from the store (the vectors read once, then dropped) and holds no vectors. New rows wait in
+a bounded queue per space; one thread per service takes up to ``BATCH_ROWS`` at a time,
+asks the service for their neighbours among the labelled training rows (the same search a
+client's query goes through), scores them as a full computation would, and stores the
+scores with :meth:`~chroma_core.store.AddPriorities.add_priorities`, which never overwrites
+a score. The components carry the training set's version, so ``priority_status`` counts
+them as current.
+
+What survives a restart is in the store: the setting (``SpaceSettings``, so every server
+of the store sees it) and the scores. Rows stored but not yet scored when a server stopped,
+or that overflowed the queue, are found again by a catch-up that pages through the space
+for rows without a score: when scoring is turned on, when this service first meets the
+space, and after every full computation (whose scores replace all others at once).
+
+New labelled training rows make the model stale. It keeps scoring with the old one until
+the background refresh (``priority_refresh_seconds`` after the last of them) has recomputed
+every score, and is rebuilt after it; with the refresh off, once the training rows have
+been quiet for ``MIN_QUIET_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chroma_algo_priority.outputs import uncertainty
+from chroma_algo_priority.scores import (
+    Mahalanobis,
+    PriorityParams,
+    class_evidence,
+    combine,
+    encode_inferences,
+    evidence,
+    filled_distances,
+    training_version,
+)
+from chroma_core.filters import parse
+from chroma_core.neighbor_search import Workers
+from chroma_core.seqs import locate
+from chroma_core.store import AddPriorities, PagedBackup, SpaceSettings
+from chroma_wire.errors import ChromaError, InvalidInput, NotFound
+from chroma_wire.types import SpaceInfo
+
+log = logging.getLogger("chroma.priority.online")
+
+#: the space setting that turns scoring on arrival on: JSON ``{"k", "shrinkage", "since"}``
+SETTING = "priority_online"
+LABELLED_TRAINING = {"$and": [{"context": "training"}, {"label": {"$ne": None}}]}
+#: rows scored in one pass; each pass is one neighbour search and one write
+BATCH_ROWS = 20_000
+#: rows a space may hold waiting in memory; beyond, they are found again by a catch-up
+MAX_QUEUED_ROWS = 200_000
+#: rows read a page at a time by a catch-up
+PAGE_ROWS = 20_000
+#: how long this service trusts what it last read of a space's setting (another server
+#: may change it)
+SETTING_SECONDS = 2.0
+#: quiet seconds after labelled training rows before the model is rebuilt, at the least
+MIN_QUIET_SECONDS = 30.0
+#: a failing space is tried again after this long, doubling up to ``MAX_BACKOFF_SECONDS``
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 60.0
+_ADDED_SINCE = -1  # a neighbour labelled after the model was built: counted as no class
+
+
+@dataclass
+class Model:
+    """What scoring a new row needs of the training set, without its vectors."""
+
+    params: PriorityParams
+    #: labelled training seqs, ascending, and the class code of each
+    seqs: np.ndarray
+    codes: np.ndarray
+    classes: np.ndarray
+    mahalanobis: Mahalanobis
+    #: sorted: the training rows' own mean neighbour distances and Mahalanobis distances
+    reference_mean: np.ndarray
+    reference_mahalanobis: np.ndarray
+    version: str
+    built_at: float = field(default_factory=time.time)
+
+    @property
+    def k(self) -> int:
+        return min(self.params.k, len(self.seqs) - 1)
+
+
+@dataclass
+class _Space:
+    """One online space in this service: its settings, model, and the rows waiting."""
+
+    params: PriorityParams
+    queue: deque = field(default_factory=deque)  # (ids, vectors, inferences, outputs, at)
+    queued: int = 0
+    catch_up: bool = True
+    model: Model | None = None
+    stale_since: float | None = None  # when labelled training rows last arrived
+    scored: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    retry_at: float = 0.0
+    backoff: float = FIRST_BACKOFF_SECONDS
+
+
+class Online:
+    """The online spaces of one service and the thread that scores their new rows."""
+
+    def __init__(self, context, refresh_seconds: float):
+        self.context = context
+        self.quiet_seconds = max(refresh_seconds, MIN_QUIET_SECONDS)
+        self._spaces: dict[str, _Space] = {}
+        self._settings: dict[str, tuple[float, PriorityParams | None]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # --- turning it on and off ----------------------------------------------------------
+    def enable(self, space: SpaceInfo, params: PriorityParams) -> dict:
+        SpaceSettings.of(self.context.store)
+        AddPriorities.of(self.context.store)
+        setting = {"k": params.k, "shrinkage": params.shrinkage,
+                   "since": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        self.context.store.set_space_setting(space.name, SETTING, json.dumps(setting))
+        with self._wake:
+            self._settings.pop(space.name, None)
+            current = self._spaces.get(space.name)
+            if current is None or current.params != params:
+                self._spaces[space.name] = _Space(params)
+            self._spaces[space.name].catch_up = True
+            self._start()
+            self._wake.notify_all()
+        return setting
+
+    def disable(self, space: SpaceInfo) -> None:
+        SpaceSettings.of(self.context.store).set_space_setting(space.name, SETTING, None)
+        with self._wake:
+            self._settings.pop(space.name, None)
+            self._spaces.pop(space.name, None)
+
+    def params(self, space: str) -> PriorityParams | None:
+        """The space's online settings as the store has them (read at most every
+        ``SETTING_SECONDS``), or None when it is not scored on arrival."""
+        store = self.context.store
+        if not isinstance(store, SpaceSettings):
+            return None
+        with self._lock:
+            cached = self._settings.get(space)
+        if cached is not None and time.monotonic() - cached[0] < SETTING_SECONDS:
+            return cached[1]
+        try:
+            text = store.space_settings(space).get(SETTING)
+        except NotFound:
+            text = None
+        params = None
+        if text is not None:
+            value = json.loads(text)
+            params = PriorityParams(k=int(value["k"]), shrinkage=float(value["shrinkage"]))
+        with self._lock:
+            self._settings[space] = (time.monotonic(), params)
+        return params
+
+    # --- rows arriving ----------------------------------------------------------------
+    def rows_added(self, space: SpaceInfo, rows: pa.Table) -> None:
+        """Queue the non-training rows of ``rows`` when ``space`` is scored on arrival;
+        note labelled training rows, which make the model stale."""
+        params = self.params(space.name)
+        if params is None:
+            return
+        context = rows.column("context")
+        training = pc.equal(context, "training").to_numpy(zero_copy_only=False)
+        if (
+            "label" in rows.column_names
+            and (training & rows.column("label").is_valid().to_numpy(zero_copy_only=False)).any()
+        ):
+            with self._wake:
+                entry = self._entry(space.name, params)
+                entry.stale_since = time.monotonic()
+        if training.all():
+            return
+        others = rows.filter(pa.array(~training))
+        vectors = _matrix(others)
+        item = (
+            others.column("id").to_pylist(),
+            vectors,
+            np.asarray(others.column("inference").to_pylist(), dtype=object),
+            others.column("output") if "output" in others.column_names else None,
+            time.monotonic(),
+        )
+        with self._wake:
+            entry = self._entry(space.name, params)
+            if entry.queued + len(vectors) > MAX_QUEUED_ROWS:
+                # the rows are stored: a catch-up reads them back instead of memory holding
+                # them
+                entry.queue.clear()
+                entry.queued = 0
+                entry.catch_up = True
+            else:
+                entry.queue.append(item)
+                entry.queued += len(vectors)
+            self._start()
+            self._wake.notify_all()
+
+    def full_computation_done(self, space: str) -> None:
+        """A full computation replaced every score: rows scored here meanwhile may have been
+        left out, and the model is rebuilt from the training set it read."""
+        with self._wake:
+            entry = self._spaces.get(space)
+            if entry is not None:
+                entry.catch_up = True
+                entry.model = None
+                entry.stale_since = None
+                self._wake.notify_all()
+
+    def forget(self, space: str) -> None:
+        with self._wake:
+            self._spaces.pop(space, None)
+            self._settings.pop(space, None)
+
+    def _entry(self, space: str, params: PriorityParams) -> _Space:
+        """The space's state, made (to catch up first) when this service meets it or its
+        settings changed; the scoring thread is started and woken. Called with the lock."""
+        entry = self._spaces.get(space)
+        if entry is None or entry.params != params:
+            entry = self._spaces[space] = _Space(params)
+            self._start()
+            self._wake.notify_all()
+        return entry
+
+    def status(self, space: str) -> dict | None:
+        params = self.params(space)
+        if params is None:
+            return None
+        with self._wake:
+            # a space this service had not met yet: its rows without a score are caught up
+            entry = self._entry(space, params)
+            out: dict = {"k": params.k, "shrinkage": params.shrinkage}
+            oldest = entry.queue[0][4] if entry.queue else None
+            model = entry.model
+            return out | {
+                "queued": entry.queued,
+                "waiting_seconds": round(time.monotonic() - oldest, 3) if oldest else 0.0,
+                "catching_up": entry.catch_up,
+                "scored": entry.scored,
+                "failures": entry.failures,
+                "last_error": entry.last_error,
+                "model": None if model is None else {
+                    "training": len(model.seqs), "training_version": model.version,
+                    "built_at": datetime.fromtimestamp(model.built_at, UTC).isoformat(
+                        timespec="seconds"),
+                    "stale": entry.stale_since is not None,
+                },
+            }  # fmt: skip
+
+    # --- the scoring thread ----------------------------------------------------------
+    def _start(self) -> None:
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(
+                target=self._loop, name="chroma-priority-online", daemon=True
+            )
+            self._thread.start()
+
+    def close(self, timeout: float = 60.0) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                work = None if self._closed else self._next()
+                while work is None and not self._closed:
+                    self._wake.wait(0.5)
+                    work = self._next()
+                if self._closed or work is None:
+                    # what is queued is stored: the next start's catch-up scores it
+                    return
+            name, entry, batch = work
+            try:
+                self._serve(name, entry, batch)
+            except Exception as exc:  # the thread outlives any one space's failure
+                entry.failures += 1
+                entry.last_error = getattr(exc, "detail", None) or str(exc)
+                if isinstance(exc, ChromaError):
+                    log.warning("online scoring of %s: %s", name, entry.last_error)
+                else:
+                    log.exception("online scoring of %s failed", name)
+                with self._wake:
+                    # the rows are stored: a catch-up finds them once the space is tried again
+                    entry.catch_up = True
+                    entry.retry_at = time.monotonic() + entry.backoff
+                    entry.backoff = min(entry.backoff * 2, MAX_BACKOFF_SECONDS)
+            else:
+                entry.last_error = None
+                entry.backoff = FIRST_BACKOFF_SECONDS
+
+    def _next(self) -> tuple[str, _Space, list] | None:
+        """The next space with work and up to ``BATCH_ROWS`` of its queued rows (called
+        with the lock held)."""
+        now = time.monotonic()
+        for name, entry in self._spaces.items():
+            if entry.retry_at > now:
+                continue
+            if entry.queue or entry.catch_up or self._rebuild_due(entry):
+                batch: list[tuple] = []
+                rows = 0
+                while entry.queue and (not batch or rows + len(entry.queue[0][1]) <= BATCH_ROWS):
+                    item = entry.queue.popleft()
+                    batch.append(item)
+                    rows += len(item[1])
+                entry.queued -= rows
+                return name, entry, batch
+        return None
+
+    def _rebuild_due(self, entry: _Space) -> bool:
+        """Labelled training rows arrived and have been quiet long enough."""
+        return (
+            entry.model is not None
+            and entry.stale_since is not None
+            and time.monotonic() - entry.stale_since >= self.quiet_seconds
+        )
+
+    def _serve(self, name: str, entry: _Space, batch: list) -> None:
+        space = self.context.store.get_space(name, count=False)
+        if entry.model is None or self._rebuild_due(entry):
+            entry.stale_since = None
+            entry.model = build(self.context, space, entry.params)
+        if entry.catch_up:
+            entry.catch_up = False
+            self._catch_up(space, entry)
+        if batch:
+            ids = [i for item in batch for i in item[0]]
+            vectors = np.concatenate([item[1] for item in batch])
+            inferences = np.concatenate([item[2] for item in batch])
+            outputs = _outputs([item[3] for item in batch], [len(item[0]) for item in batch])
+            entry.scored += self._score(space, entry.model, ids, vectors, inferences, outputs)
+
+    def _catch_up(self, space: SpaceInfo, entry: _Space) -> None:
+        """Score every non-training row still without a score, a page at a time."""
+        store = self.context.store
+        assert entry.model is not None
+        scored = set(store.priorities(space.name, n=None).column("id").to_pylist())
+        after, found = 0, 0
+        while True:
+            page = PagedBackup.of(store).rows_page(space.name, after_seq=after, limit=PAGE_ROWS)
+            if page.num_rows == 0:
+                break
+            after = int(page.column("seq")[-1].as_py())
+            wanted = pc.and_(
+                pc.not_equal(page.column("context"), "training"),
+                pc.invert(pc.is_in(page.column("id"), pa.array(list(scored), pa.string()))),
+            )
+            page = page.filter(wanted)
+            if page.num_rows:
+                found += page.num_rows
+                entry.scored += self._score(
+                    space, entry.model, page.column("id").to_pylist(), _matrix(page),
+                    np.asarray(page.column("inference").to_pylist(), dtype=object),
+                    page.column("output"),
+                )  # fmt: skip
+        if found:
+            log.info("online scoring of %s: caught up with %d rows", space.name, found)
+
+    def _score(
+        self,
+        space: SpaceInfo,
+        model: Model,
+        ids: list,
+        vectors: np.ndarray,
+        inferences: np.ndarray,
+        outputs: pa.ChunkedArray | pa.Array | None,
+    ) -> int:
+        """Score rows and store their scores; returns how many were stored."""
+        if not ids:
+            return 0
+        found = self.context.nearest_neighbors(space, vectors, model.k, parse(LABELLED_TRAINING))
+        scores = score_rows(model, found.seqs, found.distances, vectors, inferences, outputs)
+        components = pd.DataFrame({name: scores[name] for name in _COMPONENTS})
+        computed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        lines = components.assign(training_version=model.version).to_json(
+            orient="records", lines=True
+        )
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.string()),
+                "priority": pa.array(scores["priority"]),
+                "components": pa.array(lines.splitlines(), pa.string()),
+                "computed_at": pa.array([computed_at] * len(ids), pa.string()),
+            }
+        )
+        return AddPriorities.of(self.context.store).add_priorities(space.name, table)
+
+
+_COMPONENTS = (
+    "support", "novelty", "confidence", "disagreement", "distance", "distance_pct",
+    "mahalanobis", "mahalanobis_pct", "margin", "entropy",
+)  # fmt: skip
+
+
+def score_rows(
+    model: Model,
+    neighbor_seqs: np.ndarray,
+    distances: np.ndarray,
+    vectors: np.ndarray,
+    inferences: np.ndarray,
+    outputs: pa.ChunkedArray | pa.Array | None,
+) -> dict[str, np.ndarray]:
+    """Every component and the priority of rows whose k nearest labelled training rows
+    are ``neighbor_seqs`` at ``distances``, as a full computation scores them."""
+    query_codes = encode_inferences(inferences, model.classes, len(vectors))
+    at, known = locate(model.seqs, neighbor_seqs)
+    neighbor_codes = np.where(known, model.codes[np.minimum(at, len(model.codes) - 1)],
+                              _ADDED_SINCE)  # fmt: skip
+    found = filled_distances(np.where(neighbor_seqs >= 0, distances, np.inf))
+    scores = evidence(neighbor_codes, found, query_codes, model.reference_mean,
+                      len(model.classes))  # fmt: skip
+    with Workers() as workers:
+        mahalanobis = model.mahalanobis.using(workers).to_class(vectors, query_codes)
+    scores.update(class_evidence(mahalanobis, query_codes, model.reference_mahalanobis))
+    n = len(vectors)
+    if outputs is None:
+        outputs = pa.nulls(n, pa.list_(pa.float32()))
+    confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
+    scores["confidence"] = confidence
+    scores["priority"] = combine(scores["support"], scores["novelty"], confidence)
+    return scores
+
+
+def build(context, space: SpaceInfo, params: PriorityParams) -> Model:
+    """The model of ``space``'s labelled training rows as stored now: their vectors read
+    once, the Mahalanobis model fitted, and a reference sample of them searched for its own
+    neighbours through the same search new rows go through, so their distances compare."""
+    started = time.perf_counter()
+    store = context.store
+    where = parse(LABELLED_TRAINING)
+    catalogue = store.get(space.name, where=where)
+    labels = catalogue.column("label").to_numpy(zero_copy_only=False)
+    label_seqs = catalogue.column("seq").to_numpy().astype(np.int64)
+    del catalogue
+    if len(label_seqs) < 2:
+        raise InvalidInput(
+            f"space {space.name!r} has {len(label_seqs)} labelled training inputs; "
+            "priority needs at least 2 (add them with context='training' and labels)"
+        )
+    seqs, vectors = store.vectors(space.name, where=where)
+    at, found = locate(label_seqs, seqs)
+    keep = found  # a row labelled and read in the one snapshot each read took
+    seqs, vectors = seqs[keep], vectors[keep]
+    classes, codes = np.unique(labels[at[keep]].astype(str), return_inverse=True)
+    codes = codes.astype(np.int64)
+    k = min(params.k, len(seqs) - 1)
+    with Workers() as workers:
+        mahalanobis = Mahalanobis.of_rows(vectors, codes, len(classes), params.shrinkage, workers)
+        reference = _reference(len(seqs), params.reference_rows)
+        reference_mahalanobis = np.sort(mahalanobis.to_class(vectors[reference], codes[reference]))
+    # k + 1: the row itself is among its own neighbours
+    own = context.nearest_neighbors(space, vectors[reference], k + 1, where)
+    distances = np.where(own.seqs >= 0, own.distances, np.inf)
+    distances = _without_own(own.seqs, distances, seqs[reference], k)
+    mean = filled_distances(distances).mean(axis=1)
+    reference_mean = np.sort(mean[np.isfinite(mean)])
+    del vectors
+    labelled = np.ones(len(seqs), dtype=bool)
+    model = Model(params, seqs, codes, classes.astype(object), mahalanobis, reference_mean,
+                  reference_mahalanobis, training_version(seqs, labelled))  # fmt: skip
+    log.info("online scoring of %s: model of %d labelled training rows built in %.1f s",
+             space.name, len(seqs), time.perf_counter() - started)  # fmt: skip
+    return model
+
+
+def _reference(n: int, limit: int) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
+
+
+def _without_own(seqs: np.ndarray, distances: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` distances of each row leaving out the row itself (or, when the
+    search did not return it, the farthest)."""
+    is_own = seqs == own[:, None]
+    drop = np.where(is_own.any(axis=1), is_own.argmax(axis=1), seqs.shape[1] - 1)
+    keep = np.ones(seqs.shape, dtype=bool)
+    keep[np.arange(len(seqs)), drop] = False
+    return distances[keep].reshape(len(seqs), seqs.shape[1] - 1)[:, :k]
+
+
+def _matrix(rows: pa.Table) -> np.ndarray:
+    column = rows.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), dim).astype(np.float32, copy=False)
+
+
+def _outputs(columns: list, lengths: list[int]) -> pa.ChunkedArray:
+    parts = [
+        column.cast(pa.list_(pa.float32())) if column is not None
+        else pa.nulls(n, pa.list_(pa.float32()))
+        for column, n in zip(columns, lengths, strict=True)
+    ]  # fmt: skip
+    chunks: list[pa.Array] = []
+    for part in parts:
+        chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
+    return pa.chunked_array(chunks, pa.list_(pa.float32()))
