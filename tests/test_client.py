@@ -519,6 +519,7 @@ def test_new_inputs_are_scored_alone_until_the_training_set_changes(client, spac
         "unscored": 0,
         "stale": 0,
         "job": None,
+        "online": None,
     }
     rng = np.random.default_rng(21)
     new = space.add(rng.normal(0, 1, (6, 8)) - 4, dataset="prod", context="triage", inferences="b")

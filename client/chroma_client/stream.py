@@ -30,7 +30,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -44,8 +44,15 @@ from chroma_client.errors import (
     StreamFull,
 )
 
-if TYPE_CHECKING:
-    from chroma_client.client import Space
+
+class _Space(Protocol):
+    """What a stream needs of :class:`~chroma_client.client.Space`."""
+
+    name: str
+    client: Any
+
+    def info(self) -> Any: ...
+
 
 log = logging.getLogger("chroma.stream")
 
@@ -83,7 +90,7 @@ class Stream:
 
     def __init__(
         self,
-        space: Space,
+        space: _Space,
         *,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
         linger: float = DEFAULT_LINGER,

@@ -248,7 +248,7 @@ def test_a_version_1_file_is_split_into_one_rows_table_per_space(tmp_path):
         store.close()
 
 
-def test_a_version_2_file_gains_batch_keys(tmp_path):
+def test_a_version_2_file_gains_batch_keys_and_space_settings(tmp_path):
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:
         for migration in MIGRATIONS[:2]:
@@ -277,10 +277,12 @@ def test_a_version_2_file_gains_batch_keys(tmp_path):
             store.add("a", rows, batch_key="k")
         assert store.get("a").column("id").to_pylist() == ["old", "new"]
         with raw(store) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
             assert conn.execute("SELECT key, first_seq, count FROM batch_keys").fetchall() == [
                 ("k", 3, 1)
             ]
+        store.set_space_setting("a", "online", "{}")
+        assert store.space_settings("a") == {"online": "{}"}
     finally:
         store.close()
 
