@@ -107,10 +107,15 @@ class _Space:
     params: PriorityParams
     queue: deque = field(default_factory=deque)  # (ids, vectors, inferences, outputs, at)
     queued: int = 0
-    catch_up: bool = True
+    #: the rows a catch-up still has to read: those above this seq (0: every row, as when
+    #: the space is met; the first seq the queue dropped, when only those are missing);
+    #: None when there is none to do
+    catch_up_after: int | None = 0
     model: Model | None = None
     stale_since: float | None = None  # when labelled training rows last arrived
     scored: int = 0
+    #: rows left to a catch-up when the queue was full
+    dropped: int = 0
     failures: int = 0
     last_error: str | None = None
     retry_at: float = 0.0
@@ -142,7 +147,7 @@ class Online:
             current = self._spaces.get(space.name)
             if current is None or current.params != params:
                 self._spaces[space.name] = _Space(params)
-            self._spaces[space.name].catch_up = True
+            _catch_up_after(self._spaces[space.name], 0)
             self._start()
             self._wake.notify_all()
         return setting
@@ -176,7 +181,7 @@ class Online:
         return params
 
     # --- rows arriving ----------------------------------------------------------------
-    def rows_added(self, space: SpaceInfo, rows: pa.Table) -> None:
+    def rows_added(self, space: SpaceInfo, seqs: np.ndarray, rows: pa.Table) -> None:
         """Queue the non-training rows of ``rows`` when ``space`` is scored on arrival;
         note labelled training rows, which make the model stale."""
         params = self.params(space.name)
@@ -201,15 +206,18 @@ class Online:
             np.asarray(others.column("inference").to_pylist(), dtype=object),
             others.column("output") if "output" in others.column_names else None,
             time.monotonic(),
+            int(np.asarray(seqs)[~training].min()),
         )
         with self._wake:
             entry = self._entry(space.name, params)
             if entry.queued + len(vectors) > MAX_QUEUED_ROWS:
-                # the rows are stored: a catch-up reads them back instead of memory holding
-                # them
+                # the rows are stored: a catch-up reads them back from the first one dropped
+                # instead of memory holding them
+                first = min([item[5], *(waiting[5] for waiting in entry.queue)])
+                entry.dropped += entry.queued + len(vectors)
                 entry.queue.clear()
                 entry.queued = 0
-                entry.catch_up = True
+                _catch_up_after(entry, first - 1)
             else:
                 entry.queue.append(item)
                 entry.queued += len(vectors)
@@ -222,7 +230,7 @@ class Online:
         with self._wake:
             entry = self._spaces.get(space)
             if entry is not None:
-                entry.catch_up = True
+                _catch_up_after(entry, 0)
                 entry.model = None
                 entry.stale_since = None
                 self._wake.notify_all()
@@ -255,8 +263,9 @@ class Online:
             return out | {
                 "queued": entry.queued,
                 "waiting_seconds": round(time.monotonic() - oldest, 3) if oldest else 0.0,
-                "catching_up": entry.catch_up,
+                "catching_up": entry.catch_up_after is not None,
                 "scored": entry.scored,
+                "dropped": entry.dropped,
                 "failures": entry.failures,
                 "last_error": entry.last_error,
                 "model": None if model is None else {
@@ -304,7 +313,7 @@ class Online:
                     log.exception("online scoring of %s failed", name)
                 with self._wake:
                     # the rows are stored: a catch-up finds them once the space is tried again
-                    entry.catch_up = True
+                    _catch_up_after(entry, min((item[5] for item in batch), default=1) - 1)
                     entry.retry_at = time.monotonic() + entry.backoff
                     entry.backoff = min(entry.backoff * 2, MAX_BACKOFF_SECONDS)
             else:
@@ -318,7 +327,7 @@ class Online:
         for name, entry in self._spaces.items():
             if entry.retry_at > now:
                 continue
-            if entry.queue or entry.catch_up or self._rebuild_due(entry):
+            if entry.queue or entry.catch_up_after is not None or self._rebuild_due(entry):
                 batch: list[tuple] = []
                 rows = 0
                 while entry.queue and (not batch or rows + len(entry.queue[0][1]) <= BATCH_ROWS):
@@ -342,9 +351,9 @@ class Online:
         if entry.model is None or self._rebuild_due(entry):
             entry.stale_since = None
             entry.model = build(self.context, space, entry.params)
-        if entry.catch_up:
-            entry.catch_up = False
-            self._catch_up(space, entry)
+        if entry.catch_up_after is not None:
+            after, entry.catch_up_after = entry.catch_up_after, None
+            self._catch_up(space, entry, after)
         if batch:
             ids = [i for item in batch for i in item[0]]
             vectors = np.concatenate([item[1] for item in batch])
@@ -352,12 +361,19 @@ class Online:
             outputs = _outputs([item[3] for item in batch], [len(item[0]) for item in batch])
             entry.scored += self._score(space, entry.model, ids, vectors, inferences, outputs)
 
-    def _catch_up(self, space: SpaceInfo, entry: _Space) -> None:
-        """Score every non-training row still without a score, a page at a time."""
+    def _catch_up(self, space: SpaceInfo, entry: _Space, after: int) -> None:
+        """Score the non-training rows above seq ``after`` still without a score, a page at
+        a time. From the start, the scored ids are read first so that they are not scored
+        again; from a later seq (rows the queue dropped) nearly none are, and
+        ``add_priorities`` keeps the first score of any that was."""
         store = self.context.store
         assert entry.model is not None
-        scored = set(store.priorities(space.name, n=None).column("id").to_pylist())
-        after, found = 0, 0
+        scored = (
+            pa.array(store.priorities(space.name, n=None).column("id").to_pylist(), pa.string())
+            if after == 0
+            else pa.array([], pa.string())
+        )
+        found = 0
         while True:
             page = PagedBackup.of(store).rows_page(space.name, after_seq=after, limit=PAGE_ROWS)
             if page.num_rows == 0:
@@ -365,7 +381,7 @@ class Online:
             after = int(page.column("seq")[-1].as_py())
             wanted = pc.and_(
                 pc.not_equal(page.column("context"), "training"),
-                pc.invert(pc.is_in(page.column("id"), pa.array(list(scored), pa.string()))),
+                pc.invert(pc.is_in(page.column("id"), scored)),
             )
             page = page.filter(wanted)
             if page.num_rows:
@@ -406,6 +422,13 @@ class Online:
             }
         )
         return AddPriorities.of(self.context.store).add_priorities(space.name, table)
+
+
+def _catch_up_after(entry: _Space, after: int) -> None:
+    """Ask for a catch-up of the rows above seq ``after`` (joined with one pending)."""
+    entry.catch_up_after = (
+        after if entry.catch_up_after is None else min(entry.catch_up_after, after)
+    )
 
 
 _COMPONENTS = (

@@ -456,7 +456,7 @@ def chroma_settings():
 
 @hookimpl
 def chroma_rows_added(context, space, seqs, rows):
-    _online(context).rows_added(space, rows)
+    _online(context).rows_added(space, seqs, rows)
     delay = context.plugin_settings["priority_refresh_seconds"]
     if delay <= 0 or not _labelled_training(rows):
         return

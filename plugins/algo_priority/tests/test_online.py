@@ -159,3 +159,25 @@ def test_rows_waiting_when_the_server_is_killed_are_scored_after_its_restart(sto
         client.close()
     finally:
         server.stop()
+
+
+def test_rows_beyond_the_queue_are_read_back_from_the_store_and_scored_once(client, monkeypatch):
+    from chroma_algo_priority import online
+
+    # the queue holds 60 rows: most of what arrives is dropped from memory at once
+    monkeypatch.setattr(online, "MAX_QUEUED_ROWS", 60)
+    means, train_x, labels = labelled()
+    space = client.space("overflow")
+    space.add(train_x, dataset="train", labels=labels)
+    space.score_on_arrival()
+    x, inference = triage(means, 600, seed=6)
+    ids = [f"q{i}" for i in range(600)]
+    for at in range(0, 600, 50):
+        space.add(x[at : at + 50], dataset="prod", context="triage",
+                  inferences=inference[at : at + 50], ids=ids[at : at + 50])  # fmt: skip
+    scores = wait_for_scores(space, ids)
+    assert len(scores) == 600 and scores["id"].is_unique
+    status = space.priority_status()["online"]
+    assert status["queued"] <= 60 and status["catching_up"] is False
+    # rows did go past the queue, and were scored all the same
+    assert status["dropped"] > 0
