@@ -118,11 +118,12 @@ def stream(space, args, means: np.ndarray, pid: int) -> dict:
     memory: list[tuple[float, float]] = []
 
     def poll() -> None:
-        """Every 20 ms, one read of the scores of every sampled call acknowledged and not
-        yet seen complete."""
+        """Every 20 ms, one read of the scores of the sampled calls acknowledged and not yet
+        seen complete."""
         while not done.is_set():
             with lock:
-                waiting = {n: ids for n, ids in sampled.items() if n in acked}
+                # the oldest 100 calls waiting: one read of at most 100 × batch ids
+                waiting = dict(sorted((n, ids) for n, ids in sampled.items() if n in acked)[:100])
             if waiting:
                 wanted = [i for ids in waiting.values() for i in ids]
                 found = set(space.priorities(n=None, where={"id": {"$in": wanted}})["id"])

@@ -375,6 +375,9 @@ class Online:
         )
         found = 0
         while True:
+            if self._closed:
+                # what is left is stored: the next start's catch-up reads it
+                return
             page = PagedBackup.of(store).rows_page(space.name, after_seq=after, limit=PAGE_ROWS)
             if page.num_rows == 0:
                 break
