@@ -778,6 +778,18 @@ class ClickHouseStore(
             self._check_new_ids(space, sid, rows.column("id"), seqs, start)
             self._insert_rows(row, rows, seqs, _restore_token(sid, seqs))
 
+    def _live_ids(self, sid: int, chunks: list[list[str]]) -> pa.Table | None:
+        """``id`` and ``seq`` of the stored rows among the ids of ``chunks`` (lists of ids);
+        None for no chunk."""
+        found = [
+            self._arrow(
+                f"SELECT r.id AS id, r.seq AS seq FROM rows_{sid} AS r WHERE {condition}",
+                params,
+            )
+            for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
+        ]
+        return pa.concat_tables([strings(t) for t in found]) if found else None
+
     def restore_priorities(self, space: str, scores: pa.Table) -> None:
         priority = scores.column("priority").cast(pa.float64())
         n = scores.num_rows
@@ -786,14 +798,7 @@ class ClickHouseStore(
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, generation = row[1], row[6]
-            found = [
-                self._arrow(
-                    f"SELECT r.id AS id, r.seq AS seq FROM rows_{sid} AS r WHERE {condition}",
-                    params,
-                )
-                for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
-            ]
-            live = pa.concat_tables([strings(t) for t in found]) if found else None
+            live = self._live_ids(sid, chunks)
             position = pc.index_in(ids, live.column("id") if live else pa.array([], pa.string()))
             if position.null_count:
                 first = ids.filter(position.is_null())[0].as_py()
@@ -831,14 +836,7 @@ class ClickHouseStore(
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, generation = row[1], row[6]
-            found = [
-                self._arrow(
-                    f"SELECT r.id AS id, r.seq AS seq FROM rows_{sid} AS r WHERE {condition}",
-                    params,
-                )
-                for condition, params in (self._condition(sid, ids=chunk) for chunk in chunks)
-            ]
-            live = pa.concat_tables([strings(t) for t in found]) if found else None
+            live = self._live_ids(sid, chunks)
             if live is None or live.num_rows == 0:
                 return 0
             scored = [
