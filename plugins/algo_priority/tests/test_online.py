@@ -93,7 +93,17 @@ def test_rows_stored_after_it_is_on_are_scored_with_no_call(client):
     assert not any(i.startswith("t") for i in space.priorities(n=None)["id"])
 
 
-def test_it_is_off_until_turned_on_and_off_again_when_turned_off(client):
+@pytest.fixture
+def sqlite_client(tmp_path, monkeypatch):
+    """The switches below are the plugin's own, whatever the store: SQLite only."""
+    monkeypatch.setenv("CHROMA_STORE", "sqlite")
+    monkeypatch.setenv("CHROMA_PRIORITY_REFRESH_SECONDS", "0")
+    with Client(path=tmp_path / "data") as opened:
+        yield opened
+
+
+def test_it_is_off_until_turned_on_and_off_again_when_turned_off(sqlite_client):
+    client = sqlite_client
     means, train_x, labels = labelled()
     space = client.space("switch")
     space.add(train_x, dataset="train", labels=labels)
@@ -112,7 +122,8 @@ def test_it_is_off_until_turned_on_and_off_again_when_turned_off(client):
         space.score_on_arrival(k=0)
 
 
-def test_a_space_without_labelled_training_rows_is_scored_once_it_has_them(client):
+def test_a_space_without_labelled_training_rows_is_scored_once_it_has_them(sqlite_client):
+    client = sqlite_client
     means, train_x, labels = labelled()
     space = client.space("empty")
     space.score_on_arrival()
