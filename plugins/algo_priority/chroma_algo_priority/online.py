@@ -50,8 +50,10 @@ from chroma_algo_priority.scores import (
     filled_distances,
     training_version,
 )
+from chroma_algo_priority.stored import COMPONENTS, scores_table
 from chroma_core.filters import parse
 from chroma_core.neighbor_search import Workers
+from chroma_core.schema import embeddings_of
 from chroma_core.seqs import locate
 from chroma_core.store import AddPriorities, PagedBackup, SpaceSettings
 from chroma_wire.errors import ChromaError, InvalidInput, NotFound
@@ -101,11 +103,26 @@ class Model:
 
 
 @dataclass
+class _Waiting:
+    """Rows of one add, queued to be scored."""
+
+    ids: list
+    vectors: np.ndarray
+    inferences: np.ndarray
+    outputs: pa.ChunkedArray | None
+    first_seq: int
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
 class _Space:
     """One online space in this service: its settings, model, and the rows waiting."""
 
     params: PriorityParams
-    queue: deque = field(default_factory=deque)  # (ids, vectors, inferences, outputs, at)
+    queue: deque[_Waiting] = field(default_factory=deque)
     queued: int = 0
     #: the rows a catch-up still has to read: those above this seq (0: every row, as when
     #: the space is met; the first seq the queue dropped, when only those are missing);
@@ -144,11 +161,7 @@ class Online:
         self.context.store.set_space_setting(space.name, SETTING, json.dumps(setting))
         with self._wake:
             self._settings.pop(space.name, None)
-            current = self._spaces.get(space.name)
-            if current is None or current.params != params:
-                self._spaces[space.name] = _Space(params)
-            _catch_up_after(self._spaces[space.name], 0)
-            self._start()
+            _catch_up_after(self._entry(space.name, params), 0)
             self._wake.notify_all()
         return setting
 
@@ -199,28 +212,26 @@ class Online:
         if training.all():
             return
         others = rows.filter(pa.array(~training))
-        vectors = _matrix(others)
-        item = (
+        item = _Waiting(
             others.column("id").to_pylist(),
-            vectors,
+            embeddings_of(others),
             np.asarray(others.column("inference").to_pylist(), dtype=object),
             others.column("output") if "output" in others.column_names else None,
-            time.monotonic(),
             int(np.asarray(seqs)[~training].min()),
         )
         with self._wake:
             entry = self._entry(space.name, params)
-            if entry.queued + len(vectors) > MAX_QUEUED_ROWS:
+            if entry.queued + len(item) > MAX_QUEUED_ROWS:
                 # the rows are stored: a catch-up reads them back from the first one dropped
                 # instead of memory holding them
-                first = min([item[5], *(waiting[5] for waiting in entry.queue)])
-                entry.dropped += entry.queued + len(vectors)
+                first = min(waiting.first_seq for waiting in [item, *entry.queue])
+                entry.dropped += entry.queued + len(item)
                 entry.queue.clear()
                 entry.queued = 0
                 _catch_up_after(entry, first - 1)
             else:
                 entry.queue.append(item)
-                entry.queued += len(vectors)
+                entry.queued += len(item)
             self._start()
             self._wake.notify_all()
 
@@ -258,7 +269,7 @@ class Online:
             # a space this service had not met yet: its rows without a score are caught up
             entry = self._entry(space, params)
             out: dict = {"k": params.k, "shrinkage": params.shrinkage}
-            oldest = entry.queue[0][4] if entry.queue else None
+            oldest = entry.queue[0].queued_at if entry.queue else None
             model = entry.model
             return out | {
                 "queued": entry.queued,
@@ -313,14 +324,14 @@ class Online:
                     log.exception("online scoring of %s failed", name)
                 with self._wake:
                     # the rows are stored: a catch-up finds them once the space is tried again
-                    _catch_up_after(entry, min((item[5] for item in batch), default=1) - 1)
+                    _catch_up_after(entry, min((w.first_seq for w in batch), default=1) - 1)
                     entry.retry_at = time.monotonic() + entry.backoff
                     entry.backoff = min(entry.backoff * 2, MAX_BACKOFF_SECONDS)
             else:
                 entry.last_error = None
                 entry.backoff = FIRST_BACKOFF_SECONDS
 
-    def _next(self) -> tuple[str, _Space, list] | None:
+    def _next(self) -> tuple[str, _Space, list[_Waiting]] | None:
         """The next space with work and up to ``BATCH_ROWS`` of its queued rows (called
         with the lock held)."""
         now = time.monotonic()
@@ -328,12 +339,11 @@ class Online:
             if entry.retry_at > now:
                 continue
             if entry.queue or entry.catch_up_after is not None or self._rebuild_due(entry):
-                batch: list[tuple] = []
+                batch: list[_Waiting] = []
                 rows = 0
-                while entry.queue and (not batch or rows + len(entry.queue[0][1]) <= BATCH_ROWS):
-                    item = entry.queue.popleft()
-                    batch.append(item)
-                    rows += len(item[1])
+                while entry.queue and (not batch or rows + len(entry.queue[0]) <= BATCH_ROWS):
+                    batch.append(entry.queue.popleft())
+                    rows += len(batch[-1])
                 entry.queued -= rows
                 return name, entry, batch
         return None
@@ -346,7 +356,7 @@ class Online:
             and time.monotonic() - entry.stale_since >= self.quiet_seconds
         )
 
-    def _serve(self, name: str, entry: _Space, batch: list) -> None:
+    def _serve(self, name: str, entry: _Space, batch: list[_Waiting]) -> None:
         space = self.context.store.get_space(name, count=False)
         if entry.model is None or self._rebuild_due(entry):
             entry.stale_since = None
@@ -355,10 +365,10 @@ class Online:
             after, entry.catch_up_after = entry.catch_up_after, None
             self._catch_up(space, entry, after)
         if batch:
-            ids = [i for item in batch for i in item[0]]
-            vectors = np.concatenate([item[1] for item in batch])
-            inferences = np.concatenate([item[2] for item in batch])
-            outputs = _outputs([item[3] for item in batch], [len(item[0]) for item in batch])
+            ids = [i for waiting in batch for i in waiting.ids]
+            vectors = np.concatenate([waiting.vectors for waiting in batch])
+            inferences = np.concatenate([waiting.inferences for waiting in batch])
+            outputs = _outputs(batch)
             entry.scored += self._score(space, entry.model, ids, vectors, inferences, outputs)
 
     def _catch_up(self, space: SpaceInfo, entry: _Space, after: int) -> None:
@@ -390,7 +400,7 @@ class Online:
             if page.num_rows:
                 found += page.num_rows
                 entry.scored += self._score(
-                    space, entry.model, page.column("id").to_pylist(), _matrix(page),
+                    space, entry.model, page.column("id").to_pylist(), embeddings_of(page),
                     np.asarray(page.column("inference").to_pylist(), dtype=object),
                     page.column("output"),
                 )  # fmt: skip
@@ -411,19 +421,11 @@ class Online:
             return 0
         found = self.context.nearest_neighbors(space, vectors, model.k, parse(LABELLED_TRAINING))
         scores = score_rows(model, found.seqs, found.distances, vectors, inferences, outputs)
-        components = pd.DataFrame({name: scores[name] for name in _COMPONENTS})
-        computed_at = datetime.now(UTC).isoformat(timespec="seconds")
-        lines = components.assign(training_version=model.version).to_json(
-            orient="records", lines=True
-        )
-        table = pa.table(
-            {
-                "id": pa.array(ids, pa.string()),
-                "priority": pa.array(scores["priority"]),
-                "components": pa.array(lines.splitlines(), pa.string()),
-                "computed_at": pa.array([computed_at] * len(ids), pa.string()),
-            }
-        )
+        components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
+        table = scores_table(
+            ids, scores["priority"], components.assign(training_version=model.version),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )  # fmt: skip
         return AddPriorities.of(self.context.store).add_priorities(space.name, table)
 
 
@@ -432,12 +434,6 @@ def _catch_up_after(entry: _Space, after: int) -> None:
     entry.catch_up_after = (
         after if entry.catch_up_after is None else min(entry.catch_up_after, after)
     )
-
-
-_COMPONENTS = (
-    "support", "novelty", "confidence", "disagreement", "distance", "distance_pct",
-    "mahalanobis", "mahalanobis_pct", "margin", "entropy",
-)  # fmt: skip
 
 
 def score_rows(
@@ -527,20 +523,13 @@ def _without_own(seqs: np.ndarray, distances: np.ndarray, own: np.ndarray, k: in
     return distances[keep].reshape(len(seqs), seqs.shape[1] - 1)[:, :k]
 
 
-def _matrix(rows: pa.Table) -> np.ndarray:
-    column = rows.column("embedding").combine_chunks()
-    dim = column.type.list_size
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(column), dim).astype(np.float32, copy=False)
-
-
-def _outputs(columns: list, lengths: list[int]) -> pa.ChunkedArray:
-    parts = [
-        column.cast(pa.list_(pa.float32())) if column is not None
-        else pa.nulls(n, pa.list_(pa.float32()))
-        for column, n in zip(columns, lengths, strict=True)
-    ]  # fmt: skip
+def _outputs(batch: list[_Waiting]) -> pa.ChunkedArray:
+    """The outputs of the rows of ``batch``, null for adds sent without any."""
+    kind = pa.list_(pa.float32())
     chunks: list[pa.Array] = []
-    for part in parts:
-        chunks.extend(part.chunks if isinstance(part, pa.ChunkedArray) else [part])
-    return pa.chunked_array(chunks, pa.list_(pa.float32()))
+    for waiting in batch:
+        if waiting.outputs is None:
+            chunks.append(pa.nulls(len(waiting), kind))
+        else:
+            chunks.extend(waiting.outputs.cast(kind).chunks)
+    return pa.chunked_array(chunks, kind)

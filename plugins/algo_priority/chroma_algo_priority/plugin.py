@@ -23,6 +23,7 @@ from chroma_algo_priority.scores import (
     priority_scores,
     training_version,
 )
+from chroma_algo_priority.stored import COMPONENTS, scores_table
 from chroma_core.algorithm import Algorithm
 from chroma_core.config import Setting
 from chroma_core.context import PluginContext
@@ -35,18 +36,6 @@ from chroma_wire.types import Result, SpaceInfo
 
 log = logging.getLogger("chroma.priority")
 
-COMPONENTS = (
-    "support",
-    "novelty",
-    "confidence",
-    "disagreement",
-    "distance",
-    "distance_pct",
-    "mahalanobis",
-    "mahalanobis_pct",
-    "margin",
-    "entropy",
-)
 STATE = "algo_priority"
 ONLINE_STATE = "algo_priority.online"
 #: quiet seconds after labelled training rows arrive before stale scores are recomputed in
@@ -198,7 +187,7 @@ class Priority(Algorithm, name="priority"):
             summary["kept"] = kept.num_rows
         if not ids:
             if kept is None:
-                empty = _scores_table([], [], pd.DataFrame(), computed_at)
+                empty = scores_table([], [], pd.DataFrame(), computed_at)
                 store.replace_priorities(space.name, empty)
             return Result(_result_table([], [], pd.DataFrame()), {"scored": 0, **summary})
         confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
@@ -207,7 +196,7 @@ class Priority(Algorithm, name="priority"):
         scores["priority"] = combine(scores["support"], scores["novelty"], confidence)
         progress("storing")
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
-        stored = _scores_table(
+        stored = scores_table(
             ids, scores["priority"], components.assign(training_version=version), computed_at
         )
         if kept is not None:
@@ -421,18 +410,6 @@ def _params(params: dict) -> PriorityParams:
     return PriorityParams(
         k=checks.required_int("k", k, 1, 1000),
         shrinkage=checks.required_float("shrinkage", shrinkage, 0, 1),
-    )
-
-
-def _scores_table(ids, priority, components: pd.DataFrame, computed_at: str) -> pa.Table:
-    lines = components.to_json(orient="records", lines=True).splitlines() if len(ids) else []
-    return pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "priority": pa.array(np.asarray(priority, dtype=np.float64)),
-            "components": pa.array(lines, pa.string()),
-            "computed_at": pa.array([computed_at] * len(ids), pa.string()),
-        }
     )
 
 
