@@ -15,6 +15,7 @@ import click
 
 from chroma_cli.backup import export, import_
 from chroma_cli.load import LoadError, LoadInterrupted, load
+from chroma_cli.rules import rules
 from chroma_cli.sources import SourceError
 from chroma_cli.spaces import neighbors, priorities, spaces, stats
 from chroma_cli.triggers import trigger, triggers
@@ -35,7 +36,9 @@ def run(arguments: tuple[str, ...]) -> None:
     server.main(list(arguments), prog="chroma run")
 
 
-COMMANDS = [run, load, spaces, stats, priorities, neighbors, trigger, triggers, export, import_]
+COMMANDS = [
+    run, load, spaces, stats, priorities, neighbors, trigger, triggers, rules, export, import_
+]  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
@@ -43,7 +46,7 @@ COMMANDS = [run, load, spaces, stats, priorities, neighbors, trigger, triggers, 
 @click.pass_context
 def cli(context: click.Context) -> None:
     """Chroma from the shell: load embeddings, look at spaces, neighbours and priorities,
-    record retraining triggers, run the server.
+    record retraining triggers and keep rules that record them, run the server.
 
     Every command but run works on a server (--url or CHROMA_URL) or, without one, on the
     data directory in this process (--path, CHROMA_PATH, default ./chroma_data)."""

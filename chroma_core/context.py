@@ -3,8 +3,8 @@
 Every hook that runs on a live service, and every :meth:`Algorithm.run`, receives the same
 context as its ``context`` argument. It holds what plugins use and nothing of the service's
 own workings: the store, the core and plugin settings, the metrics, a place for each plugin's
-state, and the two service operations a plugin may build on (running another algorithm, and
-the k-NN query every client query goes through).
+state, and the three service operations a plugin may build on (running another algorithm,
+the k-NN query every client query goes through, and recording a retraining trigger).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class PluginContext:
         metrics: Metrics,
         run: Callable[[SpaceInfo, str, dict], Result],
         nearest_neighbors: Callable[[SpaceInfo, np.ndarray, int, Filter | None], Neighbors],
+        trigger_retraining: Callable[[SpaceInfo, dict, frozenset[str]], dict],
     ):
         self.store = store
         self.settings = settings
@@ -51,6 +52,7 @@ class PluginContext:
         self.metrics = metrics
         self._run = run
         self._nearest_neighbors = nearest_neighbors
+        self._trigger_retraining = trigger_retraining
         self._states: dict[str, Any] = {}
         # re-entrant: a factory may ask for another plugin's state
         self._lock = threading.RLock()
@@ -82,3 +84,13 @@ class PluginContext:
         space's dimension) among those matching ``where`` (a parsed filter), found as a
         client's query is; seqs and distances, -1 where fewer than ``k`` rows match."""
         return self._nearest_neighbors(space, queries, k, where)
+
+    def trigger_retraining(
+        self, space: SpaceInfo, rule: dict, exclude: frozenset[str] = frozenset()
+    ) -> dict:
+        """Record a retraining trigger as ``space.trigger_retraining`` does, selected by
+        ``rule`` (a dict with ``id``, ``name`` and the selection: ``n``, ``min_priority``,
+        ``where``, ``strategy``, ``note``; checked by the caller), never taking an input
+        in ``exclude``; the trigger's handlers deliver it and its ``selection`` names the
+        rule. ``InvalidInput`` when no scored input qualifies."""
+        return self._trigger_retraining(space, rule, exclude)

@@ -79,6 +79,12 @@ def chroma_trigger_created(context: PluginContext, trigger: dict, items: pa.Tabl
 
 
 @hookspec
+def chroma_started(context: PluginContext) -> None:
+    """The service is open (its store too): start background work that needs no request,
+    quickly (a thread, not the work itself)."""
+
+
+@hookspec
 def chroma_metrics(context: PluginContext) -> None:
     """``/metrics`` is being read: bring this plugin's gauges in ``context.metrics`` up to date."""
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pluggy
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chroma_core import filters, restore, selection
 from chroma_core.algorithm import Algorithm
@@ -83,8 +84,10 @@ class Chroma:
             metrics=self.metrics,
             run=self._run,
             nearest_neighbors=self._search,
+            trigger_retraining=self._rule_trigger,
         )
         self._closed = False
+        self.hook.chroma_started(context=self.context)
 
     # --- plugin support -----------------------------------------------------
     def version(self) -> dict:
@@ -292,6 +295,20 @@ class Chroma:
         """A plugin's run of another algorithm (``context.run``)."""
         return self._algorithm(algorithm).run(self.context, info, dict(params))
 
+    def _rule_trigger(self, info: SpaceInfo, rule: dict, exclude: frozenset[str]) -> dict:
+        """A plugin's trigger from a rule (``context.trigger_retraining``)."""
+        return self._trigger(
+            info,
+            rule.get("n"),
+            rule.get("min_priority"),
+            rule.get("where"),
+            rule.get("note"),
+            rule.get("strategy", "top_priority"),
+            None,
+            exclude,
+            {"name": rule["name"], "id": rule["id"]},
+        )
+
     def _algorithm(self, name: str) -> Algorithm:
         if name not in self._algorithms:
             raise NotFound(
@@ -352,16 +369,45 @@ class Chroma:
                 "trigger_retraining needs n or min_priority to select inputs "
                 "(strategy 'diverse' needs n, its budget)"
             )
-        pool = n if strategy == "top_priority" else selection.pool_size(n, 1 << 62)
+        return self._trigger(info, n, min_priority, where, note, strategy, duplicate_radius)
+
+    def _trigger(
+        self,
+        info: SpaceInfo,
+        n: int | None,
+        min_priority: float | None,
+        where: dict | None,
+        note: str | None,
+        strategy: str,
+        duplicate_radius: float | None,
+        exclude: frozenset[str] = frozenset(),
+        rule: dict | None = None,
+    ) -> dict:
+        """The selection and recording of :meth:`trigger_retraining` once its arguments are
+        checked; inputs in ``exclude`` are never taken, and ``rule`` (the trigger rule that
+        fired, when one did) is kept in the trigger's selection."""
+        space = info.name
+        pool = n
+        if strategy == "diverse" and n is not None:
+            pool = selection.pool_size(n, 1 << 62)
+        if pool is not None and exclude:
+            pool += len(exclude)
         scored = self.store.priorities(
             space, n=pool, where=filters.parse(where), min_priority=min_priority
         )
+        if exclude and scored.num_rows:
+            taken = pc.is_in(scored.column("id"), pa.array(sorted(exclude), pa.string()))
+            scored = scored.filter(pc.invert(taken))
+            if n is not None and strategy == "top_priority":
+                scored = scored.slice(0, n)
         if scored.num_rows == 0:
             raise InvalidInput(
                 f"no scored inputs in space {space!r} match the selection; "
                 "run compute_priorities first or widen the selection"
             )
         record = {"strategy": strategy, "n": n, "min_priority": min_priority, "where": where}
+        if rule is not None:
+            record["rule"] = rule
         if strategy == "diverse":
             scored, record = self._diverse(info, scored, n, duplicate_radius, record)
         items = scored.select(["id", "input_uri", "dataset", "label", "inference", "priority"])

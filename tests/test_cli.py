@@ -274,6 +274,57 @@ def test_trigger_and_triggers(scored):
     assert "count: 2" in text and "status: pending" in text and "  manifest:" in text
 
 
+def test_rules_add_list_fire_and_remove(scored):
+    server, client = scored
+    env = {"CHROMA_URL": server.url}
+    space = client.space("ruled")
+    train = vectors(100, 30)
+    space.add(train, dataset="train", labels=(train[:, 0] > 0).astype(int))
+    space.add(vectors(30, 31), dataset="prod", context="triage", ids=[f"r{i}" for i in range(30)])
+    space.compute_priorities()
+    made = json.loads(
+        ok(
+            "rules",
+            "add",
+            "ruled",
+            "weekly",
+            "--when",
+            "schedule",
+            "-n",
+            "4",
+            "--every",
+            "1w",
+            "--strategy",
+            "diverse",
+            "--json",
+            env=env,
+        )  # fmt: skip
+    )
+    assert made["every"] == 604_800 and made["n"] == 4 and made["strategy"] == "diverse"
+    deadline = time.monotonic() + 30
+    while not client.triggers(space="ruled") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (fired,) = client.triggers(space="ruled")
+    assert fired.selection["rule"]["name"] == "weekly" and fired.count == 4
+    listed = json.loads(ok("rules", "list", "ruled", "--json", env=env))
+    assert [(r["name"], r["fired"], r["last_trigger"]) for r in listed] == [("weekly", 1, fired.id)]
+    text = ok("rules", "list", "ruled", env=env).splitlines()
+    assert text[0].split()[:3] == ["name", "when", "n"]
+    assert text[1].split()[:3] == ["weekly", "schedule", "4"]
+    # the flags a kind needs, named as flags
+    line = fails("rules", "add", "ruled", "x", "--when", "priority", "-n", "5", status=2, env=env)
+    assert "--when priority needs --min-priority" in line
+    line = fails("rules", "add", "ruled", "x", "--when", "schedule", "-n", "5", "--every",
+                 "soon", status=2, env=env)  # fmt: skip
+    assert "'soon' is not a duration" in line
+    line = fails("rules", "add", "ruled", "weekly", "--when", "schedule", "-n", "5", "--every",
+                 "1d", env=env)  # fmt: skip
+    assert "already holds a trigger rule named 'weekly'" in line
+    assert "weekly" in ok("rules", "remove", "ruled", "weekly", env=env)
+    assert ok("rules", "list", "ruled", env=env).strip() == "no trigger rules"
+    assert "no trigger rule named 'weekly'" in fails("rules", "remove", "ruled", "weekly", env=env)
+
+
 def test_load_against_a_server_and_undo_on_failure(scored, tmp_path):
     server, client = scored
     x = vectors(500, 20)

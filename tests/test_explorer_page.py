@@ -205,6 +205,34 @@ def test_triggers_fire_for_the_filtered_top_and_for_a_selection(browser, explore
     assert not errors
 
 
+def test_trigger_rules_are_added_listed_and_removed_on_the_page(browser, explorer):
+    server, client, seeded = explorer
+    space = client.space(seeded["space"])
+    page, errors = open_page(browser, f"{server.url}/#space={seeded['space']}")
+    rules = page.locator("#rule-table tbody tr")
+    expect(page.locator("#rule-empty")).to_be_visible()
+    page.fill("#rule-name", "daily-sample")
+    page.select_option("#rule-when", "schedule")
+    expect(page.locator("#rule-value")).to_have_attribute("placeholder", "hours, e.g. 24")
+    page.fill("#rule-value", "24")
+    page.fill("#rule-n", "3")
+    page.click("#rule-button")
+    expect(rules).to_have_count(1)
+    expect(rules.first).to_contain_text("every 24 h")
+    (made,) = space.trigger_rules().to_dict("records")
+    assert (made["name"], made["when"], made["every"], made["n"]) == ("daily-sample", "schedule",
+                                                                        86_400, 3)  # fmt: skip
+    # a refused rule says why, in the status line
+    page.fill("#rule-name", "daily-sample")
+    page.fill("#rule-value", "24")
+    page.click("#rule-button")
+    expect(page.locator("#status")).to_contain_text("already holds a trigger rule")
+    rules.first.get_by_role("button", name="Remove").click()
+    expect(rules).to_have_count(0)
+    assert space.trigger_rules().empty
+    assert not errors
+
+
 def test_a_screenshot_of_the_page_in_use(browser, explorer, tmp_path):
     server, client, seeded = explorer
     page, errors = open_page(browser, f"{server.url}/#space={seeded['space']}")

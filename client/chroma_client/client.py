@@ -487,6 +487,58 @@ class Space:
         (rebuilt after the background refresh once labelled training inputs change)."""
         return self.run("priority_online", enabled=enabled, **params).attrs["meta"]["online"]
 
+    # --- trigger rules --------------------------------------------------------
+    def add_trigger_rule(
+        self,
+        name: str,
+        when: str,
+        n: int,
+        *,
+        min_priority: float | None = None,
+        where: dict | None = None,
+        dataset: str | None = None,
+        strategy: str = "top_priority",
+        every: float | None = None,
+        note: str | None = None,
+    ) -> dict:
+        """Keep a rule that records a retraining trigger by itself as data arrives; the
+        trigger handlers deliver it (webhook, manifest) as for :meth:`trigger_retraining`.
+
+        - ``when="priority"``: as soon as ``n`` scored inputs matching ``where`` reach
+          ``min_priority``, a trigger takes ``n`` of them (with scoring on arrival, new
+          inputs are scored as they land);
+        - ``when="drift"``: when the ``drift`` algorithm flags ``dataset``, a trigger takes
+          ``n`` of its inputs, at most once every ``every`` seconds (default a day);
+        - ``when="schedule"``: every ``every`` seconds, a trigger takes ``n`` inputs
+          (``strategy="diverse"`` spreads them over the space).
+
+        A rule never takes an input one of its earlier triggers holds, and fires once for
+        what it sees: its record is its triggers in the store, so a restart does not fire
+        it again. The rule is kept in the store (every server sees it); returns it."""
+        params = {
+            "action": "add",
+            "name": name,
+            "when": when,
+            "n": n,
+            "min_priority": min_priority,
+            "where": where,
+            "dataset": dataset,
+            "strategy": strategy,
+            "every": every,
+            "note": note,
+        }
+        return self.run("trigger_rules", **params).attrs["meta"]["rule"]
+
+    def trigger_rules(self) -> pd.DataFrame:
+        """This space's trigger rules, one row each, with what each has done: ``fired``
+        (triggers recorded), ``last_trigger``, ``last_fired_at``, ``checked_at`` and
+        ``last_error`` (why the last check could not select, e.g. no scored inputs)."""
+        return self.run("trigger_rules")
+
+    def remove_trigger_rule(self, name: str) -> dict:
+        """Drop the trigger rule ``name``; the triggers it recorded stay. Returns the rule."""
+        return self.run("trigger_rules", action="remove", name=name).attrs["meta"]["removed"]
+
     def wait_for_priorities(self, timeout: float | None = None, interval: float = 0.2) -> dict:
         """Block until no background priority computation of this space is running;
         returns ``priority_status()``. Raises ``TimeoutError`` after ``timeout`` seconds."""

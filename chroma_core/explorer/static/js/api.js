@@ -63,6 +63,8 @@ export const api = {
     call("POST", `${space(name)}/priorities`, { n, where }).then((r) => r.rows),
   trigger: (name, params) =>
     call("POST", `${space(name)}/triggers`, params).then((r) => r.trigger),
+  rules: (name, params = {}) =>
+    call("POST", `${space(name)}/run/trigger_rules`, { params }).then((r) => r.rows),
   triggers: (name) =>
     call("GET", `api/v1/triggers?space=${encodeURIComponent(name)}`).then((r) => r.triggers),
 };

@@ -133,7 +133,7 @@ async function loadSpace(name) {
   clearDetails();
   updateSelection();
   if (!data.n) showMessage("This space holds no embeddings yet.");
-  await Promise.all([loadPriorities(), loadTriggers()]);
+  await Promise.all([loadPriorities(), loadTriggers(), loadRules()]);
   setStatus("");
   document.body.dataset.state = "ready";
 }
@@ -509,6 +509,68 @@ async function loadTriggers() {
   $("trigger-empty").hidden = triggers.length > 0;
 }
 
+// --- trigger rules ----------------------------------------------------------
+const RULE_VALUE = { priority: "min priority, e.g. 0.9", schedule: "hours, e.g. 24", drift: "dataset" };
+
+function describeRule(rule) {
+  if (rule.when === "priority") return `priority ≥ ${rule.min_priority}`;
+  if (rule.when === "drift") return `${rule.dataset} drifts`;
+  const hours = rule.every / 3600;
+  return `every ${hours >= 1 ? `${+hours.toFixed(2)} h` : `${rule.every} s`}`;
+}
+
+function showRules(rules) {
+  $("rule-table").tBodies[0].replaceChildren(
+    ...rules.map((rule) => {
+      const remove = el("button", { type: "button", title: `remove rule ${rule.name}` }, "Remove");
+      remove.addEventListener("click", guarded(() => removeRule(rule.name)));
+      return el(
+        "tr",
+        { title: rule.last_fired_at ? `last fired ${rule.last_fired_at}` : "not fired yet" },
+        el("td", {}, rule.name),
+        el("td", {}, describeRule(rule)),
+        el("td", { class: "num" }, count.format(rule.n)),
+        el("td", { class: "num" }, count.format(rule.fired)),
+        el("td", {}, rule.last_error ?? ""),
+        el("td", {}, remove),
+      );
+    }),
+  );
+  $("rule-empty").hidden = rules.length > 0;
+}
+
+async function loadRules() {
+  const space = state.space;
+  const rules = await api.rules(space);
+  if (state.space === space) showRules(rules);
+}
+
+async function addRule(event) {
+  event.preventDefault();
+  const when = $("rule-when").value;
+  const value = $("rule-value").value.trim();
+  const params = { action: "add", name: $("rule-name").value.trim(), when, n: Number($("rule-n").value) };
+  if (when === "priority") params.min_priority = Number(value);
+  else if (when === "schedule") params.every = Number(value) * 3600;
+  else params.dataset = value;
+  const button = $("rule-button");
+  button.disabled = true;
+  try {
+    showRules(await api.rules(state.space, params));
+    setStatus(`Rule ${params.name} added: it fires by itself as data arrives.`, "ok");
+    $("rule-name").value = "";
+  } catch (error) {
+    fail(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function removeRule(name) {
+  showRules(await api.rules(state.space, { action: "remove", name }));
+  setStatus(`Rule ${name} removed; its triggers stay.`, "ok");
+}
+
 // --- controls ---------------------------------------------------------------
 function guarded(work) {
   return (...args) => work(...args).catch(fail);
@@ -524,6 +586,10 @@ function bind() {
   $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));
   $("zoom-fit").addEventListener("click", () => map.fit());
   $("trigger-button").addEventListener("click", trigger);
+  $("rule-form").addEventListener("submit", guarded(addRule));
+  $("rule-when").addEventListener("change", () => {
+    $("rule-value").placeholder = RULE_VALUE[$("rule-when").value];
+  });
   $("clear-selection").addEventListener("click", () => select([], false));
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape") select([], false);
