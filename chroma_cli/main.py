@@ -19,6 +19,7 @@ from chroma_cli.rules import rules
 from chroma_cli.sources import SourceError
 from chroma_cli.spaces import neighbors, priorities, spaces, stats
 from chroma_cli.triggers import trigger, triggers
+from chroma_cli.watch import watch
 from chroma_client import __version__
 from chroma_client.errors import ChromaError
 
@@ -37,7 +38,8 @@ def run(arguments: tuple[str, ...]) -> None:
 
 
 COMMANDS = [
-    run, load, spaces, stats, priorities, neighbors, trigger, triggers, rules, export, import_
+    run, load, spaces, stats, priorities, neighbors, trigger, triggers, rules, watch, export,
+    import_,
 ]  # fmt: skip
 
 

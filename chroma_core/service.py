@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 import uuid
 from dataclasses import replace
 
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chroma_core import filters, restore, selection
+from chroma_core import watch as watching
 from chroma_core.algorithm import Algorithm
 from chroma_core.config import Settings
 from chroma_core.context import PluginContext
@@ -32,6 +35,7 @@ from chroma_core.plugins import (
 from chroma_core.schema import embedding_matrix, embeddings_of, validate_rows
 from chroma_core.store import (
     BatchAlreadyStored,
+    FollowRows,
     NeighborSearch,
     PagedBackup,
     Restore,
@@ -39,8 +43,16 @@ from chroma_core.store import (
 )
 from chroma_wire import __version__, checks
 from chroma_wire.checks import check_batch_key, check_space_name, check_unicode
-from chroma_wire.errors import Conflict, DimensionMismatch, InvalidInput, NotFound
-from chroma_wire.limits import MAX_DIM, MAX_K, MAX_PAGE_BYTES, MAX_PAGE_ROWS, MAX_QUERIES
+from chroma_wire.errors import Conflict, DimensionMismatch, InvalidInput, NotFound, NotSupported
+from chroma_wire.limits import (
+    MAX_DIM,
+    MAX_K,
+    MAX_PAGE_BYTES,
+    MAX_PAGE_ROWS,
+    MAX_QUERIES,
+    MAX_WATCH_EVENTS,
+    MAX_WATCH_SECONDS,
+)
 from chroma_wire.protocol import PROTOCOL_VERSION
 from chroma_wire.types import (
     METRICS,
@@ -52,6 +64,10 @@ from chroma_wire.types import (
 )
 
 log = logging.getLogger("chroma.service")
+
+#: how often a waiting watch looks again, and how many may wait at once
+WATCH_POLL_SECONDS = 0.1
+MAX_WAITING_WATCHES = 32
 
 
 class Chroma:
@@ -87,6 +103,8 @@ class Chroma:
             trigger_retraining=self._rule_trigger,
         )
         self._closed = False
+        self._watch_lock = threading.Lock()
+        self._watchers = 0
         self.hook.chroma_started(context=self.context)
 
     # --- plugin support -----------------------------------------------------
@@ -434,6 +452,38 @@ class Chroma:
             "duplicates": [{"id": ids[d], "of": ids[p]} for d, p in duplicates],
         }
         return scored.take(chosen.picked), record
+
+    def watch(self, space: str, *, after=None, min_priority=None, where=None, wait=0.0, limit=1000):
+        """New scored inputs and triggers of ``space`` after position ``after`` (None: from
+        now), waiting up to ``wait`` seconds for one (:mod:`chroma_core.watch`)."""
+        self._space(space)
+        store = self.store
+        if not isinstance(store, FollowRows):
+            raise NotSupported(f"the {store.name} store cannot be watched (it cannot follow rows)")
+        min_priority = checks.optional_float("min_priority", min_priority)
+        wait = checks.required_float("wait", wait, 0, MAX_WATCH_SECONDS)
+        limit = checks.required_int("limit", limit, 1, MAX_WATCH_EVENTS)
+        parsed = filters.parse(
+            watching.NOT_TRAINING if where is None else {"$and": [watching.NOT_TRAINING, where]}
+        )
+        position = watching.now(store, space) if after is None else watching.parse_position(after)
+        with self._watch_lock:
+            # past this many waiting at once, a watch answers at once (its client asks
+            # again): waiting watches each hold a worker thread
+            if self._watchers >= MAX_WAITING_WATCHES:
+                wait = 0.0
+            self._watchers += 1
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                answer = watching.events_after(store, space, position, min_priority, parsed, limit)
+                if answer["events"] or self._closed or time.monotonic() >= deadline:
+                    return answer
+                position = watching.parse_position(answer["position"])
+                time.sleep(min(WATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        finally:
+            with self._watch_lock:
+                self._watchers -= 1
 
     def triggers(self, space: str | None = None, status: str | None = None) -> list[dict]:
         if space is not None:

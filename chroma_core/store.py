@@ -418,6 +418,30 @@ class AddPriorities(Capability):
         never overwrites nor resurrects anything."""
 
 
+class FollowRows(Capability):
+    """Reading rows in the order they were stored, each with its score: what a watch of a
+    space follows."""
+
+    ability = "follow rows in the order they are stored"
+
+    @abstractmethod
+    def scored_rows_after(
+        self, space: str, *, after_seq: int, limit: int, where: Filter | None = None
+    ) -> pa.Table:
+        """Up to ``limit`` rows matching ``where`` with a seq above ``after_seq``, in seq
+        order, each with its stored score.
+
+        Columns: ``seq`` (int64), ``id``, ``dataset``, ``context``, ``input_uri``,
+        ``inference``, ``label``, ``priority`` (float64) and ``computed_at``; the last two
+        null for a row without a score. ``NotFound`` when there is no such space."""
+
+    @abstractmethod
+    def last_seq(self, space: str) -> int:
+        """The highest seq of a row stored in ``space`` (0 when none is). A space's rows
+        become visible in seq order: every row with a lower seq is readable once this one
+        is, so a reader that has read up to it has missed none."""
+
+
 class NeighborSearch(Capability):
     """k-NN answered inside the store: a filter pushed down to where the rows are, or the
     store's own vector index. The service asks the store first and the

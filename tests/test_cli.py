@@ -325,6 +325,29 @@ def test_rules_add_list_fire_and_remove(scored):
     assert "no trigger rule named 'weekly'" in fails("rules", "remove", "ruled", "weekly", env=env)
 
 
+def test_watch_prints_new_scored_inputs_and_resumes_after_a_position(scored):
+    server, client = scored
+    env = {"CHROMA_URL": server.url}
+    space = client.space("watched")
+    train = vectors(100, 40)
+    space.add(train, dataset="train", labels=(train[:, 0] > 0).astype(int))
+    space.add(vectors(5, 41), dataset="prod", context="triage", ids=[f"w{i}" for i in range(5)])
+    space.compute_priorities()
+    lines = ok("watch", "watched", "--after", "0:0", "--timeout", "1", "--json", env=env)
+    events = [json.loads(line) for line in lines.splitlines()]
+    assert [e["input"]["id"] for e in events] == [f"w{i}" for i in range(5)]
+    scores = space.priorities(n=None).set_index("id")["priority"]
+    assert [e["input"]["priority"] for e in events] == pytest.approx(
+        [scores[f"w{i}"] for i in range(5)]
+    )
+    after = events[2]["position"]
+    text = ok("watch", "watched", "--after", after, "--timeout", "0.5", env=env).splitlines()
+    assert [line.split()[:2] for line in text] == [["input", "w3"], ["input", "w4"]]
+    assert text[-1].endswith(f"position={events[4]['position']}")
+    line = fails("watch", "watched", "--after", "yesterday", "--timeout", "1", env=env)
+    assert "after must be a position a watch returned" in line
+
+
 def test_load_against_a_server_and_undo_on_failure(scored, tmp_path):
     server, client = scored
     x = vectors(500, 20)

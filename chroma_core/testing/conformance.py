@@ -32,6 +32,7 @@ from chroma_core.store import (
     AddPriorities,
     BatchAlreadyStored,
     Capability,
+    FollowRows,
     NeighborSearch,
     PagedBackup,
     Restore,
@@ -105,6 +106,10 @@ def ids_of(table: pa.Table) -> list[str]:
 
 def seqs_of(table: pa.Table) -> list[int]:
     return table.column("seq").to_pylist()
+
+
+def seqs_of_added(seqs) -> list[int]:
+    return [int(s) for s in seqs]
 
 
 def scores(priorities: dict[str, float]) -> pa.Table:
@@ -1208,6 +1213,39 @@ class StoreConformance:
         assert ids_of(store.priorities(space)) == ["a", "c"]
         with pytest.raises(NotFound):
             store.add_priorities("nowhere", scores({"a": 0.1}))
+
+    def test_scored_rows_after_follow_seq_order_with_each_score(self, store, space):
+        require(store, FollowRows)
+        assert store.last_seq(space) == 0
+        assert store.scored_rows_after(space, after_seq=0, limit=10).num_rows == 0
+        first = seqs_of_added(store.add(space, batch(["a", "b"], context="training")))
+        later = store.add(
+            space, batch(["c", "d", "e"], context="triage", dataset=["x", "y", "x"], label="l")
+        )
+        store.delete(space, ids=["d"])
+        store.replace_priorities(space, scores({"c": 0.75}))
+        store.add_priorities(space, scores({"e": 0.25}))
+        assert store.last_seq(space) == int(later[-1])
+        found = store.scored_rows_after(space, after_seq=0, limit=10)
+        assert ids_of(found) == ["a", "b", "c", "e"]
+        assert seqs_of(found) == [*first, int(later[0]), int(later[2])]
+        assert found.column("priority").to_pylist() == [None, None, 0.75, 0.25]
+        assert found.column("computed_at").to_pylist()[:2] == [None, None]
+        assert found.column("computed_at")[2].as_py() is not None
+        assert found.column("dataset").to_pylist() == ["cifar10", "cifar10", "x", "x"]
+        assert found.column("label").to_pylist() == [None, None, "l", "l"]
+        assert found.column("seq").type == pa.int64()
+        assert found.column("priority").type == pa.float64()
+        # a page starts after a seq and stops at its limit, filtered by where
+        page = store.scored_rows_after(space, after_seq=first[1], limit=1)
+        assert ids_of(page) == ["c"]
+        where = parse({"context": "triage"})
+        assert ids_of(store.scored_rows_after(space, after_seq=0, limit=10, where=where)) == [
+            "c",
+            "e",
+        ]
+        with pytest.raises(NotFound):
+            store.scored_rows_after("nowhere", after_seq=0, limit=1)
 
     def test_space_settings_are_set_replaced_removed_and_kept(self, reopen):
         store = reopen()

@@ -3,6 +3,7 @@
 from chroma_client import errors
 from chroma_client.client import Client, Explanation, Space, SpaceSummary, Trigger
 from chroma_client.stream import Stream
+from chroma_client.watch import Watch, Watched
 from chroma_wire import __version__
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "SpaceSummary",
     "Stream",
     "Trigger",
+    "Watch",
+    "Watched",
     "__version__",
     "errors",
 ]

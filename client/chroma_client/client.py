@@ -33,6 +33,8 @@ from chroma_client.transport import (
     Http,
     Outgoing,
 )
+from chroma_client.watch import Watch
+from chroma_wire.limits import MAX_WATCH_SECONDS
 
 DEFAULT_BATCH_ROWS = 50_000
 
@@ -486,6 +488,39 @@ class Space:
         shows: the settings, rows waiting, rows scored, and the model of the training set
         (rebuilt after the background refresh once labelled training inputs change)."""
         return self.run("priority_online", enabled=enabled, **params).attrs["meta"]["online"]
+
+    def watch(
+        self,
+        *,
+        min_priority: float | None = None,
+        where: dict | None = None,
+        after: str | None = None,
+        wait: float = 10.0,
+        timeout: float | None = None,
+        retry_for: float = 60.0,
+    ) -> Watch:
+        """Follow this space live: iterate over the returned :class:`Watch` for new inputs
+        with their scores (at least ``min_priority``, matching ``where``; training inputs
+        never) and new triggers (by a call or a rule), as :class:`Watched` events.
+
+        Inputs show in the order they were stored, each once it is scored (with
+        :meth:`score_on_arrival`, within moments). ``after`` resumes after an event's
+        ``position`` (None: from now), missing nothing and repeating nothing. Each
+        request waits up to ``wait`` seconds (at most 30) for an event; iteration ends
+        after ``timeout`` seconds (None: never). A server out of reach is asked again for
+        up to ``retry_for`` seconds in a row."""
+        if not isinstance(wait, int | float) or not 0 <= wait <= MAX_WATCH_SECONDS:
+            raise InvalidInput(f"wait is seconds from 0 to {MAX_WATCH_SECONDS:g}, not {wait!r}")
+        return Watch(
+            self,
+            after=after,
+            min_priority=min_priority,
+            where=where,
+            wait=wait,
+            timeout=timeout,
+            retry_for=retry_for,
+            trigger=lambda raw: Trigger(**raw),
+        )
 
     # --- trigger rules --------------------------------------------------------
     def add_trigger_rule(

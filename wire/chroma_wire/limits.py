@@ -20,3 +20,6 @@ MAX_INT = (1 << 63) - 1
 #: lists and dicts inside one parameter; deeper ones would exhaust Python's stack in the
 #: code that reads them (json, repr), far below which a where filter stops at 16 levels
 MAX_NESTING = 64
+#: seconds a watch waits for an event before it answers with none, and events in one answer
+MAX_WATCH_SECONDS = 30.0
+MAX_WATCH_EVENTS = 10_000

@@ -33,6 +33,7 @@ from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
     AddPriorities,
     BatchAlreadyStored,
+    FollowRows,
     JoinedNeighbors,
     JoinQuery,
     NeighborJoin,
@@ -72,7 +73,14 @@ _SPACE_COLUMNS = "name, space_id, metric, dim, model, created_at, priority_gener
 
 
 class ClickHouseStore(
-    Store, PagedBackup, Restore, NeighborSearch, NeighborJoin, SpaceSettings, AddPriorities
+    Store,
+    PagedBackup,
+    Restore,
+    NeighborSearch,
+    NeighborJoin,
+    SpaceSettings,
+    AddPriorities,
+    FollowRows,
 ):
     """A :class:`Store` in ClickHouse that pages and restores back-ups, answers k-NN itself
     (from its inverted file, or exactly with filters pushed down), and searches the
@@ -739,6 +747,30 @@ class ClickHouseStore(
             params,
         )
         return _rows_table(table, dim)
+
+    def scored_rows_after(
+        self, space: str, *, after_seq: int, limit: int, where: Filter | None = None
+    ) -> pa.Table:
+        row = self._space_row(space)
+        sid, generation = row[1], row[6]
+        condition, params = self._condition(sid, where=where, after=after_seq)
+        params["g"] = generation
+        inner = ", ".join(f"r.{c} AS {c}" for c in ("seq", "id", *_PRIORITY_CATALOGUE))
+        outer = ", ".join(f"w.{c} AS {c}" for c in ("seq", "id", *_PRIORITY_CATALOGUE))
+        table = self._arrow(
+            f"SELECT {outer}, p.priority AS priority, p.computed_at AS computed_at FROM "
+            f"(SELECT {inner} FROM rows_{sid} AS r WHERE {condition} ORDER BY r.seq "
+            f"LIMIT {int(limit)}) AS w "
+            f"LEFT JOIN (SELECT seq, priority, computed_at FROM priorities_{sid} "
+            f"WHERE generation = {{g:UInt64}} AND seq > {{after:UInt64}}) AS p ON w.seq = p.seq "
+            f"ORDER BY seq SETTINGS join_use_nulls = 1",
+            params,
+        )
+        return strings(table)
+
+    def last_seq(self, space: str) -> int:
+        sid = self._space_row(space)[1]
+        return int(self._query(f"SELECT max(seq) FROM rows_{sid}")[0][0] or 0)
 
     def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
         row = self._space_row(space)

@@ -24,6 +24,7 @@ from chroma_core.store import (
     BATCH_KEY_RETENTION_SECONDS,
     AddPriorities,
     BatchAlreadyStored,
+    FollowRows,
     PagedBackup,
     Restore,
     SpaceSettings,
@@ -189,7 +190,7 @@ _PRIORITY_CATALOGUE = [c for c in CATALOGUE_COLUMNS if c not in ("id", "metadata
 _ITEM_COLUMNS = ("id", "input_uri", "dataset", "label", "inference", "priority")
 
 
-class SqliteStore(Store, PagedBackup, Restore, SpaceSettings, AddPriorities):
+class SqliteStore(Store, PagedBackup, Restore, SpaceSettings, AddPriorities, FollowRows):
     """A :class:`Store` in one SQLite file, in WAL mode, safe to share between threads; it
     pages and restores back-ups, and leaves k-NN to the index plugins."""
 
@@ -566,6 +567,29 @@ class SqliteStore(Store, PagedBackup, Restore, SpaceSettings, AddPriorities):
                 params,
             ).fetchall()
         return _rows_table(records, dim or 0)
+
+    def scored_rows_after(
+        self, space: str, *, after_seq: int, limit: int, where: Filter | None = None
+    ) -> pa.Table:
+        catalogue = ", ".join(f"r.{name}" for name in _PRIORITY_CATALOGUE)
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            condition, params = _rows_condition(space_id, where=where, after_seq=after_seq)
+            records = conn.execute(
+                f"SELECT r.seq, r.id, {catalogue}, p.priority, p.computed_at "
+                f"FROM {_rows(space_id)} AS r LEFT JOIN priorities AS p "
+                "ON p.space = :space AND p.id = r.id "
+                f"WHERE {condition} ORDER BY r.seq" + _page(limit, 0, params),
+                params,
+            ).fetchall()
+        names = ["seq", "id", *_PRIORITY_CATALOGUE, "priority", "computed_at"]
+        return _table(records, names, {"seq": pa.int64(), "priority": pa.float64()})
+
+    def last_seq(self, space: str) -> int:
+        with self._read() as conn:
+            space_id = _space(conn, space)[0]
+            found = conn.execute(f"SELECT max(seq) FROM {_rows(space_id)}").fetchone()
+        return int(found[0] or 0)
 
     def priorities_page(self, space: str, *, after_id: str | None, limit: int) -> pa.Table:
         with self._read() as conn:
