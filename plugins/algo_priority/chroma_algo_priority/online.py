@@ -2,15 +2,17 @@
 its priority as it lands, with no call from the user.
 
 The model a full computation builds is kept in memory (:class:`Model`): the labelled
-training rows' seqs and classes, the Mahalanobis model, and the training rows' own
+training rows' seqs and classes, an HNSW graph of their vectors (hnswlib, the same metric
+and distances as the service's search), the Mahalanobis model, and the training rows' own
 neighbour distances and Mahalanobis distances to rank new rows against. It is built once
-from the store (the vectors read once, then dropped) and holds no vectors. New rows wait in
-a bounded queue per space; one thread per service takes up to ``BATCH_ROWS`` at a time,
-asks the service for their neighbours among the labelled training rows (the same search a
-client's query goes through), scores them as a full computation would, and stores the
-scores with :meth:`~chroma_core.store.AddPriorities.add_priorities`, which never overwrites
-a score. The components carry the training set's version, so ``priority_status`` counts
-them as current.
+from the store (the vectors read once, into the graph). New rows wait in a bounded queue
+per space; one thread per service takes up to ``BATCH_ROWS`` at a time, finds their
+neighbours among the labelled training rows in the model's own graph (an unfiltered
+search of exactly those rows, where the space's index would have to filter every other
+row out), scores them as a full computation would, and stores the scores with
+:meth:`~chroma_core.store.AddPriorities.add_priorities`, which never overwrites a score.
+The components carry the training set's version, so ``priority_status`` counts them as
+current.
 
 What survives a restart is in the store: the setting (``SpaceSettings``, so every server
 of the store sees it) and the scores. Rows stored but not yet scored when a server stopped,
@@ -34,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import hnswlib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -78,6 +81,12 @@ MIN_QUIET_SECONDS = 30.0
 #: a failing space is tried again after this long, doubling up to ``MAX_BACKOFF_SECONDS``
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
+#: the model's graph of labelled training rows: links per node, the breadth of its
+#: construction, and of a search at the least (``SEARCH_EF_PER_K`` times k above that)
+GRAPH_M = 16
+GRAPH_EF_CONSTRUCTION = 100
+GRAPH_MIN_EF = 64
+SEARCH_EF_PER_K = 8
 _ADDED_SINCE = -1  # a neighbour labelled after the model was built: counted as no class
 
 
@@ -95,11 +104,41 @@ class Model:
     reference_mean: np.ndarray
     reference_mahalanobis: np.ndarray
     version: str
+    #: the labelled training rows' vectors, labelled by their position in ``seqs``
+    graph: Graph
     built_at: float = field(default_factory=time.time)
 
     @property
     def k(self) -> int:
         return min(self.params.k, len(self.seqs) - 1)
+
+    def neighbors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The seqs and distances of the ``k`` nearest labelled training rows of each of
+        ``vectors``, as the service's search measures them."""
+        positions, distances = self.graph.search(vectors, k)
+        return self.seqs[positions], distances
+
+
+class Graph:
+    """An HNSW graph of vectors labelled 0..n-1, searched as the service's k-NN measures
+    distance (L2 as its square root; cosine and inner product as hnswlib gives them)."""
+
+    def __init__(self, vectors: np.ndarray, metric: str, threads: int):
+        self.metric = metric
+        self.threads = threads
+        self.index = hnswlib.Index(space=metric, dim=vectors.shape[1])
+        self.index.init_index(
+            max_elements=max(1, len(vectors)), ef_construction=GRAPH_EF_CONSTRUCTION, M=GRAPH_M
+        )
+        self.index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.index.set_ef(max(GRAPH_MIN_EF, SEARCH_EF_PER_K * k))
+        labels, distances = self.index.knn_query(vectors, k=k, num_threads=self.threads)
+        distances = distances.astype(np.float32, copy=False)
+        if self.metric == "l2":
+            distances = np.sqrt(np.maximum(distances, 0))
+        return labels.astype(np.int64), distances
 
 
 @dataclass
@@ -419,8 +458,8 @@ class Online:
         """Score rows and store their scores; returns how many were stored."""
         if not ids:
             return 0
-        found = self.context.nearest_neighbors(space, vectors, model.k, parse(LABELLED_TRAINING))
-        scores = score_rows(model, found.seqs, found.distances, vectors, inferences, outputs)
+        seqs, distances = model.neighbors(vectors, model.k)
+        scores = score_rows(model, seqs, distances, vectors, inferences, outputs)
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         table = scores_table(
             ids, scores["priority"], components.assign(training_version=model.version),
@@ -492,16 +531,16 @@ def build(context, space: SpaceInfo, params: PriorityParams) -> Model:
         mahalanobis = Mahalanobis.of_rows(vectors, codes, len(classes), params.shrinkage, workers)
         reference = _reference(len(seqs), params.reference_rows)
         reference_mahalanobis = np.sort(mahalanobis.to_class(vectors[reference], codes[reference]))
+    graph = Graph(vectors, space.metric, Workers().size)
     # k + 1: the row itself is among its own neighbours
-    own = context.nearest_neighbors(space, vectors[reference], k + 1, where)
-    distances = np.where(own.seqs >= 0, own.distances, np.inf)
-    distances = _without_own(own.seqs, distances, seqs[reference], k)
+    positions, distances = graph.search(vectors[reference], k + 1)
+    distances = _without_own(seqs[positions], distances, seqs[reference], k)
     mean = filled_distances(distances).mean(axis=1)
     reference_mean = np.sort(mean[np.isfinite(mean)])
     del vectors
     labelled = np.ones(len(seqs), dtype=bool)
     model = Model(params, seqs, codes, classes.astype(object), mahalanobis, reference_mean,
-                  reference_mahalanobis, training_version(seqs, labelled))  # fmt: skip
+                  reference_mahalanobis, training_version(seqs, labelled), graph)  # fmt: skip
     log.info("online scoring of %s: model of %d labelled training rows built in %.1f s",
              space.name, len(seqs), time.perf_counter() - started)  # fmt: skip
     return model
