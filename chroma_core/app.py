@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -58,7 +59,23 @@ def error_response(error: ChromaError, headers: dict | None = None) -> JSONRespo
     )
 
 
+#: operations whose small calls may run on the event loop itself, without the trip to a
+#: worker thread (a thread switch each way, often more than the work of one small query)
+INLINE_OPS = frozenset({"nearest_neighbors", "get"})
+#: a call is small when its body is at most this many bytes, it has no filter, and it
+#: asks for at most ``INLINE_ROWS`` queries or ids...
+INLINE_BODY_BYTES = 64 << 10
+INLINE_ROWS = 16
+#: ...and it runs inline only while the operation's last call took at most this long: a
+#: slow answer (an index being loaded, a cold cache) sends the next ones to the workers,
+#: so the loop is never held for long
+INLINE_SECONDS = 0.005
+
+
 def endpoint(op: str, chroma: Chroma, numbers: tuple[str, ...] = ()):
+    # whether the last call of this operation was quick enough to run the next inline
+    quick = [False]
+
     async def handle(request: Request) -> Response:
         carried = {TRANSPORT_HEADER: "shm" if SHM_HEADER in request.headers else "socket"}
         try:
@@ -72,14 +89,44 @@ def endpoint(op: str, chroma: Chroma, numbers: tuple[str, ...] = ()):
             body = await _body(request, chroma.settings.max_body_bytes)
         except ChromaError as exc:
             return error_response(exc, carried)
+        if (
+            op in INLINE_OPS
+            and quick[0]
+            and SHM_HEADER not in request.headers
+            and len(body or b"") <= INLINE_BODY_BYTES
+        ):
+            decoded = _decoded(request, body, numbers, carried)
+            if isinstance(decoded, Response):
+                return decoded
+            if _small(*decoded):
+                started = time.perf_counter()
+                try:
+                    return _answer(op, chroma, request, *decoded, carried)
+                finally:
+                    quick[0] = time.perf_counter() - started <= INLINE_SECONDS
+            return await run_in_threadpool(_answer, op, chroma, request, *decoded, carried)
         # decoding, the operation and encoding take one trip to a worker thread: each trip
         # costs a thread switch, which is most of a small query's time on a busy machine
-        return await run_in_threadpool(_serve, op, chroma, request, body, carried, numbers)
+        started = time.perf_counter()
+        try:
+            return await run_in_threadpool(_serve, op, chroma, request, body, carried, numbers)
+        finally:
+            quick[0] = time.perf_counter() - started <= INLINE_SECONDS
 
     return handle
 
 
-def _serve(op, chroma: Chroma, request: Request, body: bytes | None, carried: dict, numbers=()):
+def _small(params: dict, table) -> bool:
+    if params.get("where") is not None:
+        return False
+    ids = params.get("ids")
+    if ids is not None and (not isinstance(ids, list) or len(ids) > INLINE_ROWS):
+        return False
+    return table is None or table.num_rows <= INLINE_ROWS
+
+
+def _decoded(request: Request, body: bytes | None, numbers, carried: dict):
+    """The parameters and table of a request, or the error response that refuses it."""
     try:
         params, table = _decode(request, body)
         params.update(request.query_params)
@@ -88,12 +135,26 @@ def _serve(op, chroma: Chroma, request: Request, body: bytes | None, carried: di
             # whatever the path holds reaches the operation, which names what is wrong
             if re.fullmatch(r"-?[0-9]{1,30}", params[name]):
                 params[name] = int(params[name])
+    except Unreadable as exc:
+        return error_response(exc, {**carried, SHM_HEADER: SHM_UNREADABLE})
+    except ChromaError as exc:
+        return error_response(exc, carried)
+    return params, table
+
+
+def _serve(op, chroma: Chroma, request: Request, body: bytes | None, carried: dict, numbers=()):
+    decoded = _decoded(request, body, numbers, carried)
+    if isinstance(decoded, Response):
+        return decoded
+    return _answer(op, chroma, request, *decoded, carried)
+
+
+def _answer(op, chroma: Chroma, request: Request, params: dict, table, carried: dict):
+    try:
         result, out = api.call(chroma, op, params, table)
         # for the request log: the rows a request sent (an add), else the rows its reply carries
         rows = table if table is not None else out
         request.state.rows = None if rows is None else rows.num_rows
-    except Unreadable as exc:
-        return error_response(exc, {**carried, SHM_HEADER: SHM_UNREADABLE})
     except ChromaError as exc:
         return error_response(exc, carried)
     except Exception:

@@ -65,6 +65,8 @@ from chroma_wire.types import (
 
 log = logging.getLogger("chroma.service")
 
+#: neighbours in an answer at most for it to be joined with their rows in Python
+SMALL_ANSWER = 64
 #: how often a waiting watch looks again, and how many may wait at once
 WATCH_POLL_SECONDS = 0.1
 MAX_WAITING_WATCHES = 32
@@ -665,6 +667,31 @@ def _drop_self(seqs, dists, self_seqs, k):
     return seqs[keep].reshape(shape)[:, :k], dists[keep].reshape(shape)[:, :k]
 
 
+def _small_neighbors_table(query: pa.Array, rank, seqs, distances, rows: pa.Table) -> pa.Table:
+    """:func:`_neighbors_table` of a few neighbours, joined in Python: for a single query,
+    a fraction of the time of Arrow's kernels, each of which costs more to call than
+    the work it does on ten rows."""
+    stored = rows.select(["seq", "id", *NEIGHBOR_COLUMNS]).to_pydict()
+    at = {seq: i for i, seq in enumerate(stored["seq"])}
+    # a row deleted between the search and this look-up drops out here
+    keep = [j for j, seq in enumerate(seqs.tolist()) if seq in at]
+    rows_at = [at[seq] for seq in seqs[keep].tolist()]
+    schema = rows.schema
+    columns = [
+        query.take(pa.array(keep, pa.int64())),
+        pa.array(np.asarray(rank, dtype=np.int32)[keep]),
+        pa.array([stored["id"][i] for i in rows_at], schema.field("id").type),
+        pa.array(np.asarray(distances, dtype=np.float32)[keep]),
+        *[
+            pa.array([stored[c][i] for i in rows_at], schema.field(c).type)
+            for c in NEIGHBOR_COLUMNS
+        ],
+    ]
+    return pa.Table.from_arrays(
+        columns, names=["query", "rank", "id", "distance", *NEIGHBOR_COLUMNS]
+    )
+
+
 def _neighbors_table(query: pa.Array, rank, seqs, distances, rows: pa.Table | None) -> pa.Table:
     """One row per (query, neighbour); ``query`` is the query's id, or its index."""
     seqs = np.asarray(seqs, dtype=np.int64)
@@ -673,6 +700,8 @@ def _neighbors_table(query: pa.Array, rank, seqs, distances, rows: pa.Table | No
             {"seq": pa.array([], pa.int64()), "id": pa.array([], pa.string())}
             | {c: pa.array([], pa.string()) for c in NEIGHBOR_COLUMNS}
         )
+    if len(seqs) <= SMALL_ANSWER:
+        return _small_neighbors_table(query, rank, seqs, distances, rows)
     stored = rows.column("seq").to_numpy()
     order = np.argsort(stored)
     at = np.searchsorted(stored[order], seqs).clip(max=max(len(stored) - 1, 0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from chroma_client import Client, transport
@@ -65,6 +66,88 @@ def test_malformed_and_truncated_arrow_bodies_are_refused(server, space_name):
     )
     assert response.status_code == 400 and "sneaky" in response.json()["detail"]
     assert space.count() == 2
+
+
+def test_small_calls_answered_on_the_event_loop_match_the_workers(server, space_name, monkeypatch):
+    """Small k-NN and get calls run on the event loop once the operation is quick, large or
+    filtered ones on the workers: the answers and the errors are the same either way."""
+    import chroma_core.app as app_module
+
+    client = Client(server.url)
+    space = client.space(space_name)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    space.add(x, dataset=["a", "b", "c"] * 100, ids=[f"r{i}" for i in range(300)])
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    first = [space.nearest_neighbors(queries[i : i + 1], k=5) for i in range(20)]
+    # the same queries in one call (more than INLINE_ROWS: on the workers)
+    assert len(queries[:20]) > app_module.INLINE_ROWS
+    together = space.nearest_neighbors(queries[:20], k=5)
+    for i, alone in enumerate(first):
+        expected = together[together["query"] == i]
+        assert alone["id"].tolist() == expected["id"].tolist()
+        assert alone["distance"].tolist() == pytest.approx(expected["distance"].tolist())
+    filtered = space.nearest_neighbors(queries[:1], k=5, where={"dataset": "a"})
+    assert set(filtered["dataset"]) == {"a"}
+    got = space.get(ids=["r1", "r2"])
+    assert got["id"].tolist() == ["r1", "r2"] and got["dataset"].tolist() == ["b", "c"]
+    from chroma_client.errors import InvalidInput, NotFound
+
+    for _ in range(3):  # errors on the quick path are the typed errors of the workers
+        with pytest.raises(NotFound, match="r999"):
+            space.nearest_neighbors(ids=["r999"], k=3)
+        with pytest.raises(InvalidInput, match="k must be"):
+            space.nearest_neighbors(queries[:1], k=0)
+
+
+# Starlette's in-process test client, built on httpx, says it will move to another library
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_only_small_unfiltered_calls_of_a_quick_operation_skip_the_workers(tmp_path, monkeypatch):
+    from starlette.testclient import TestClient
+
+    import chroma_core.app as app_module
+    from chroma_core.config import Settings
+    from chroma_wire.protocol import encode_arrow as encode
+
+    handed: list[str] = []
+    real = app_module.run_in_threadpool
+
+    async def counting(function, *args, **kwargs):
+        handed.append(args[0] if args else function.__name__)
+        return await real(function, *args, **kwargs)
+
+    monkeypatch.setattr(app_module, "run_in_threadpool", counting)
+    app = app_module.create_app(Settings.from_env(path=tmp_path / "data"))
+    with TestClient(app) as http:
+        base = "/api/v1/spaces/s"
+        http.post("/api/v1/spaces", json={"name": "s"})
+        rows = pa.table({"id": ["a", "b", "c"], "dataset": ["d"] * 3,
+                         "context": ["training"] * 3,
+                         "embedding": pa.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]],
+                                               pa.list_(pa.float32(), 2))})  # fmt: skip
+        headers = {"Content-Type": ARROW_TYPE, PROTOCOL_HEADER: PROTOCOL_VERSION}
+        assert http.post(f"{base}/rows", content=encode({}, rows), headers=headers).is_success
+
+        def query(n: int, where=None):
+            table = pa.table({"embedding": pa.array([[0.1, 0.9]] * n, pa.list_(pa.float32(), 2))})
+            params = {"k": 2} if where is None else {"k": 2, "where": where}
+            reply = http.post(f"{base}/nearest_neighbors", content=encode(params, table),
+                              headers=headers)  # fmt: skip
+            assert reply.is_success, reply.text
+
+        handed.clear()
+        query(1)  # the first call of the operation goes to the workers
+        query(1)
+        query(1)
+        assert handed == ["nearest_neighbors"]
+        query(app_module.INLINE_ROWS + 1)  # too many queries
+        query(1, where={"dataset": "d"})  # a filter
+        assert handed == ["nearest_neighbors"] * 3
+        handed.clear()
+        http.post(f"{base}/get", json={"ids": ["a"]})  # a new operation: workers first
+        http.post(f"{base}/get", json={"ids": ["a"]})
+        http.post(f"{base}/count", json={})  # not an operation that runs inline
+        assert handed == ["get", "count"]
 
 
 def test_protocol_mismatch_is_refused_both_ways(server, monkeypatch):

@@ -242,7 +242,7 @@ class Client:
     def trigger_items(self, trigger_id: int) -> pd.DataFrame:
         """The inputs a trigger selected, highest priority first."""
         _, table = self._call("trigger_items", {"trigger_id": trigger_id})
-        return table.to_pandas()
+        return convert.frame(table)
 
     # --- introspection ------------------------------------------------------
     def plugins(self) -> list[dict]:
@@ -456,14 +456,14 @@ class Space:
         info, out = self._call(
             "nearest_neighbors", {"ids": _id_list(ids), "k": k, "where": where}, table
         )
-        frame = out.to_pandas()
+        frame = convert.frame(out)
         frame.attrs["meta"] = info.get("meta", {})
         return frame
 
     def run(self, algorithm: str, **params) -> pd.DataFrame:
         """Run any installed algorithm plugin by name; ``frame.attrs["meta"]`` is its summary."""
         info, out = self._call("run", {"algorithm": algorithm, "params": params})
-        frame = out.to_pandas()
+        frame = convert.frame(out)
         frame.attrs["meta"] = info.get("meta", {})
         return frame
 
@@ -751,7 +751,7 @@ def _rows_frame(table: pa.Table) -> pd.DataFrame:
         output = table.column("output").to_pylist()
         table = table.drop_columns(["embedding", "output"])
     metadata = table.column("metadata").to_pylist()
-    frame = table.drop_columns(["metadata"]).to_pandas()
+    frame = convert.frame(table.drop_columns(["metadata"]))
     frame["metadata"] = [json.loads(m) if m else {} for m in metadata]
     if embedding is not None:
         frame["embedding"] = list(embedding)
@@ -784,7 +784,7 @@ def _components(texts: pa.ChunkedArray) -> pd.DataFrame:
 
 def _priorities_frame(table: pa.Table) -> pd.DataFrame:
     texts = table.column("components")
-    frame = table.drop_columns(["components"]).to_pandas()
+    frame = convert.frame(table.drop_columns(["components"]))
     components = _components(texts)
     components.index = frame.index
     columns = ["id", "priority", *components.columns]
