@@ -7,6 +7,7 @@ import logging
 import re
 import time
 
+import pyarrow as pa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -98,13 +99,14 @@ def endpoint(op: str, chroma: Chroma, numbers: tuple[str, ...] = ()):
             decoded = _decoded(request, body, numbers, carried)
             if isinstance(decoded, Response):
                 return decoded
-            if _small(*decoded):
+            params, table = decoded
+            if _small(params, table):
                 started = time.perf_counter()
                 try:
-                    return _answer(op, chroma, request, *decoded, carried)
+                    return _answer(op, chroma, request, params, table, carried)
                 finally:
                     quick[0] = time.perf_counter() - started <= INLINE_SECONDS
-            return await run_in_threadpool(_answer, op, chroma, request, *decoded, carried)
+            return await run_in_threadpool(_answer, op, chroma, request, params, table, carried)
         # decoding, the operation and encoding take one trip to a worker thread: each trip
         # costs a thread switch, which is most of a small query's time on a busy machine
         started = time.perf_counter()
@@ -125,7 +127,9 @@ def _small(params: dict, table) -> bool:
     return table is None or table.num_rows <= INLINE_ROWS
 
 
-def _decoded(request: Request, body: bytes | None, numbers, carried: dict):
+def _decoded(
+    request: Request, body: bytes | None, numbers, carried: dict
+) -> tuple[dict, pa.Table | None] | Response:
     """The parameters and table of a request, or the error response that refuses it."""
     try:
         params, table = _decode(request, body)
@@ -146,7 +150,8 @@ def _serve(op, chroma: Chroma, request: Request, body: bytes | None, carried: di
     decoded = _decoded(request, body, numbers, carried)
     if isinstance(decoded, Response):
         return decoded
-    return _answer(op, chroma, request, *decoded, carried)
+    params, table = decoded
+    return _answer(op, chroma, request, params, table, carried)
 
 
 def _answer(op, chroma: Chroma, request: Request, params: dict, table, carried: dict):
