@@ -96,3 +96,13 @@ def where_option(command):
         help='a filter as JSON, e.g. \'{"dataset": "prod-2026-11"}\' or '
         '\'{"confidence": {"$lt": 0.5}}\'',
     )(command)
+
+
+def strategy_option(command):
+    return click.option(
+        "--strategy",
+        type=click.Choice(["top_priority", "diverse"]),
+        default="top_priority",
+        show_default=True,
+        help="diverse: high priorities spread over the space, near-copies skipped",
+    )(command)

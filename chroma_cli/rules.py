@@ -7,7 +7,7 @@ import re
 import click
 
 from chroma_cli import output
-from chroma_cli.options import json_option, where_option, with_client
+from chroma_cli.options import json_option, strategy_option, where_option, with_client
 from chroma_client import Client, Space
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -64,13 +64,7 @@ def list_(client: Client, space: str, as_json: bool) -> None:
     help="a schedule's period; for the others the least time between two triggers "
     "(90s, 15m, 12h, 1d; drift default 1d)",
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(["top_priority", "diverse"]),
-    default="top_priority",
-    show_default=True,
-    help="diverse: high priorities spread over the space, near-copies skipped",
-)
+@strategy_option
 @click.option("--note", help="a note stored with each trigger")
 @where_option
 @with_client

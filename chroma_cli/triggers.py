@@ -8,7 +8,7 @@ import click
 import pandas as pd
 
 from chroma_cli import output
-from chroma_cli.options import json_option, where_option, with_client
+from chroma_cli.options import json_option, strategy_option, where_option, with_client
 from chroma_client import Client, Space, Trigger
 
 
@@ -16,13 +16,7 @@ from chroma_client import Client, Space, Trigger
 @click.argument("space")
 @click.option("-n", "n", type=click.IntRange(min=1), help="how many inputs (the budget)")
 @click.option("--min-priority", type=float, help="every input scoring at least this")
-@click.option(
-    "--strategy",
-    type=click.Choice(["top_priority", "diverse"]),
-    default="top_priority",
-    show_default=True,
-    help="diverse: high priorities spread over the space, near-copies skipped",
-)
+@strategy_option
 @click.option("--note", help="a note stored with the trigger")
 @where_option
 @with_client

@@ -72,3 +72,11 @@ def wait_until_indexed(space, timeout: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"the inverted file was not trained: {space.status()}")
+
+
+def embedded_client(store: str, path: Path, monkeypatch, **extra: str) -> Client:
+    """A client running ``store`` in this process on ``path``, with ``extra`` ``CHROMA_*``
+    variables set for the test."""
+    for key, value in {**store_environment(store, path), **extra}.items():
+        monkeypatch.setenv(key, value)
+    return Client(path=path)

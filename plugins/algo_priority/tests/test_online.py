@@ -14,7 +14,7 @@ from chroma_client import Client
 from chroma_client.errors import InvalidInput
 from tests.conftest import Server
 from tests.reliability import server_env
-from tests.stores import STORES, store_environment
+from tests.stores import STORES, embedded_client
 
 DIM = 16
 TRAIN = 2_000
@@ -49,10 +49,8 @@ def wait_for_scores(space, ids: list[str], timeout: float = 120.0) -> pd.DataFra
 
 @pytest.fixture(params=STORES)
 def client(request, tmp_path, monkeypatch):
-    for key, value in store_environment(request.param, tmp_path / "data").items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CHROMA_PRIORITY_REFRESH_SECONDS", "0")
-    with Client(path=tmp_path / "data") as opened:
+    no_refresh = {"CHROMA_PRIORITY_REFRESH_SECONDS": "0"}
+    with embedded_client(request.param, tmp_path / "data", monkeypatch, **no_refresh) as opened:
         yield opened
 
 
