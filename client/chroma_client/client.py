@@ -611,10 +611,12 @@ class Space:
         **params,
     ) -> pd.DataFrame:
         """Labelled training inputs ranked by how likely their label is wrong (highest
-        ``issue_score`` first), with ``suggested_label``, ``is_issue`` and the voting
-        ``neighbors``; ``frame.attrs["meta"]`` has counts and per-class thresholds. Other
-        parameters (``weighting``, ``exclude_duplicates``) go to the ``label_quality``
-        algorithm (docs/priority.md, "Label quality")."""
+        ``issue_score`` first), with ``suggested_label``, ``is_issue``, the voting
+        ``neighbors`` and each signal's p(given label): ``vote_quality`` (the neighbours)
+        and ``probe_quality`` (a linear probe fitted out of fold); ``frame.attrs["meta"]``
+        has counts, per-class thresholds and the weight the two were mixed with. Other
+        parameters (``weighting``, ``exclude_duplicates``, ``probe=False`` for the votes
+        alone) go to the ``label_quality`` algorithm (docs/priority.md, "Label quality")."""
         return self.run("label_quality", k=k, where=where, n=n, only_issues=only_issues, **params)
 
     def drift(self, **params) -> pd.DataFrame:

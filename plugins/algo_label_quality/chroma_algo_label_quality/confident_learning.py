@@ -1,4 +1,7 @@
-"""Training labels that are likely wrong: confident learning on out-of-fold k-NN votes.
+"""Training labels that are likely wrong: confident learning on out-of-fold class
+probabilities, from the votes of each row's k nearest other rows and, when given, a linear
+probe's out-of-fold probabilities (:mod:`chroma_core.linear_probe`), mixed with the weight
+that best ranks the given labels above the others.
 
 Pure numpy. The neighbour search is ``chroma_core.neighbours.knn``: an exact chunked scan on
 small sets and checked inverted lists on large ones. The method is written up in the
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chroma_core import linear_probe
 from chroma_core.neighbor_search import EXACT_LIMIT, knn
 
 METRICS = ("l2", "cosine", "ip")
@@ -25,12 +29,19 @@ TOLERANCE = 1e-9
 _BLOCK_BYTES = 64 * 2**20
 
 
+#: the weights of the neighbour vote tried against the probe (1 - weight)
+VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
 @dataclass
 class LabelIssues:
     """Per labelled row: the given and suggested class (codes into ``classes``),
     ``label_quality`` p(given | x), ``issue_score`` 1 - p(given | x), ``is_issue``,
-    ``neighbors`` (n, k) int64 row indices that voted (-1 where fewer voted). Per class:
-    ``thresholds`` t_c and ``counts``. ``search`` says how neighbours were found."""
+    ``neighbors`` (n, k) int64 row indices that voted (-1 where fewer voted), and the two
+    signals' own p(given | x): ``vote_quality`` and ``probe_quality`` (None without a
+    probe). Per class: ``thresholds`` t_c and ``counts``. ``search`` says how neighbours
+    were found; ``vote_weight`` is the neighbour vote's share of the mix and ``log_loss``
+    the mean log loss of the given labels under each signal and the mix."""
 
     classes: np.ndarray
     given: np.ndarray
@@ -43,6 +54,12 @@ class LabelIssues:
     counts: np.ndarray
     k: int
     search: str
+    vote_quality: np.ndarray | None = None
+    probe_quality: np.ndarray | None = None
+    vote_weight: float = 1.0
+    log_loss: dict | None = None
+    #: the fitted probe, when one was
+    probe: linear_probe.Probe | None = None
 
 
 def label_issues(
@@ -54,8 +71,11 @@ def label_issues(
     weighting: str = "distance",
     exclude_duplicates: bool = False,
     exact_limit: int = EXACT_LIMIT,
+    probe: bool = True,
 ) -> LabelIssues:
-    """Score how likely each row's label is wrong from the labels of its k nearest other rows.
+    """Score how likely each row's label is wrong from the labels of its k nearest other
+    rows and, with ``probe``, a linear probe's out-of-fold probabilities (fitted on the
+    rows as the metric compares them: unit length for cosine).
 
     ``x`` is (n, d), ``labels`` (n,) with no None and at least two distinct values. With
     ``exclude_duplicates`` rows whose embedding is identical to the row's (distance 0) do not
@@ -83,10 +103,21 @@ def label_issues(
     fetch = min(n - 1, 2 * k) if exclude_duplicates else k
     found, distances = knn(x, x, fetch, metric, exclude_self=True, exact_limit=exact_limit)
     search = "exact" if n * n <= exact_limit else "inverted lists"
-    return from_neighbors(
+    fitted = linear_probe.fit(_as_compared(x, metric), given, len(classes)) if probe else None
+    issues = from_neighbors(
         classes, given, found, distances, k=k, weighting=weighting,
         exclude_duplicates=exclude_duplicates, search=search,
+        probe=None if fitted is None else fitted.out_of_fold,
     )  # fmt: skip
+    issues.probe = fitted
+    return issues
+
+
+def _as_compared(x: np.ndarray, metric: str) -> np.ndarray:
+    if metric != "cosine":
+        return x
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def from_neighbors(
@@ -99,10 +130,14 @@ def from_neighbors(
     weighting: str,
     exclude_duplicates: bool,
     search: str,
+    probe: np.ndarray | None = None,
 ) -> LabelIssues:
     """Confident learning on the votes of neighbours found by any search: ``found`` (n, m)
     row indices nearest first, -1 where fewer were found, ``distances`` theirs; ``given``
-    the rows' class codes into ``classes``. The first ``k`` that may vote do."""
+    the rows' class codes into ``classes``. The first ``k`` that may vote do. With
+    ``probe`` (n, C) out-of-fold probabilities, each row's p(c | x) is the mix
+    ``w votes + (1 - w) probe`` whose ``w`` in ``VOTE_WEIGHTS`` best ranks each row's given
+    label above its other classes (:func:`chroma_core.linear_probe.mix_weight`)."""
     n, n_classes = len(given), len(classes)
     voters = found >= 0
     if exclude_duplicates:
@@ -119,9 +154,28 @@ def from_neighbors(
     votes_of = np.where(voters, given[np.maximum(neighbors, 0)], 0)
     blocks = _blocks(n, n_classes)
 
-    label_quality = np.empty(n)
+    vote_quality = np.empty(n)
     for block in blocks:
         p = _probabilities(votes_of[block], weights[block], n_classes)
+        vote_quality[block] = p[np.arange(len(p)), given[block]]
+    vote_weight, losses = 1.0, None
+    probe_quality = None
+    if probe is not None:
+        probe_quality = probe[np.arange(n), given]
+        losses = {w: _mix_loss(w, vote_quality, probe_quality) for w in VOTE_WEIGHTS}
+        check = linear_probe._sample(n, linear_probe.MIX_CHECK_ROWS)
+        votes = _probabilities(votes_of[check], weights[check], n_classes)
+        vote_weight, _ = linear_probe.mix_weight(votes, probe[check], given[check], VOTE_WEIGHTS)
+
+    def mixed(block: slice) -> np.ndarray:
+        p = _probabilities(votes_of[block], weights[block], n_classes)
+        if probe is None:
+            return p
+        return vote_weight * p + (1.0 - vote_weight) * probe[block]
+
+    label_quality = np.empty(n)
+    for block in blocks:
+        p = mixed(block)
         label_quality[block] = p[np.arange(len(p)), given[block]]
     counts = np.bincount(given, minlength=n_classes)
     thresholds = np.bincount(given, weights=label_quality, minlength=n_classes) / counts
@@ -129,7 +183,7 @@ def from_neighbors(
     suggested = np.empty(n, dtype=np.int64)
     is_issue = np.empty(n, dtype=bool)
     for block in blocks:
-        p = _probabilities(votes_of[block], weights[block], n_classes)
+        p = mixed(block)
         rows, own = np.arange(len(p)), given[block]
         eligible = p >= thresholds[None, :] - TOLERANCE
         confident = np.where(eligible, p, -1.0)
@@ -153,7 +207,18 @@ def from_neighbors(
         counts=counts,
         k=k,
         search=search,
-    )
+        vote_quality=vote_quality,
+        probe_quality=probe_quality,
+        vote_weight=vote_weight,
+        log_loss=None if losses is None else {
+            "votes": losses[1.0], "probe": losses[0.0], "mixed": losses[vote_weight],
+        },
+    )  # fmt: skip
+
+
+def _mix_loss(weight: float, votes: np.ndarray, probe: np.ndarray) -> float:
+    """The mean log loss of the given labels when p(given) is the mix."""
+    return float(-np.mean(np.log(np.maximum(weight * votes + (1 - weight) * probe, 1e-12))))
 
 
 def _weights(distances: np.ndarray, voters: np.ndarray, weighting: str) -> np.ndarray:

@@ -23,7 +23,8 @@ MAX_K = 1000
 
 class LabelQuality(Algorithm, name="label_quality"):
     """Labelled training inputs ranked by how likely their label is wrong: confident
-    learning on the out-of-fold votes of their k nearest training neighbours."""
+    learning on out-of-fold class probabilities, the votes of their k nearest training
+    neighbours mixed with a linear probe's."""
 
     def run(self, context, space, params):
         settings = _params(params)
@@ -56,6 +57,7 @@ class LabelQuality(Algorithm, name="label_quality"):
                 k=settings["k"],
                 weighting=settings["weighting"],
                 exclude_duplicates=settings["exclude_duplicates"],
+                probe=settings["probe"],
             )
         meta = {
             "rows": rows.num_rows,
@@ -64,8 +66,16 @@ class LabelQuality(Algorithm, name="label_quality"):
             "k": found.k,
             "weighting": settings["weighting"],
             "exclude_duplicates": settings["exclude_duplicates"],
-            "method": "confident learning on out-of-fold k-NN votes, issue_score = 1 - p(given)",
+            "method": (
+                "confident learning on out-of-fold p(class): k-NN votes mixed with a linear "
+                "probe, issue_score = 1 - p(given)"
+                if found.probe is not None
+                else "confident learning on out-of-fold k-NN votes, issue_score = 1 - p(given)"
+            ),
             "search": found.search,
+            "vote_weight": found.vote_weight,
+            "log_loss": found.log_loss,
+            "probe": _probe_meta(found, settings, through_store is not None),
             "per_class": {
                 str(label): {
                     "rows": int(found.counts[c]),
@@ -78,6 +88,17 @@ class LabelQuality(Algorithm, name="label_quality"):
         return Result(_table(rows, found, settings), meta)
 
 
+def _probe_meta(found: LabelIssues, settings: dict, joined: bool) -> dict | None:
+    if found.probe is not None:
+        probe = found.probe
+        return {"model": "regularised linear discriminant", "folds": probe.folds,
+                "shrinkage": probe.shrinkage, "temperature": probe.temperature}  # fmt: skip
+    if settings["probe"] and joined:
+        return {"skipped": "the probe is fitted in memory; a space joined in the store is "
+                           "scored by its neighbour votes alone"}  # fmt: skip
+    return None
+
+
 def _params(params: dict) -> dict:
     k = params.pop("k", 10)
     weighting = params.pop("weighting", "distance")
@@ -85,6 +106,7 @@ def _params(params: dict) -> dict:
     n = params.pop("n", None)
     only_issues = params.pop("only_issues", False)
     exclude_duplicates = params.pop("exclude_duplicates", False)
+    probe = params.pop("probe", True)
     checks.check_all_used("label_quality", params)
     k = checks.required_int("k", k, 1, MAX_K)
     weighting = checks.choice("weighting", weighting, WEIGHTINGS)
@@ -98,6 +120,7 @@ def _params(params: dict) -> dict:
         "n": checks.optional_int("n", n, 1),
         "only_issues": checks.flag("only_issues", only_issues),
         "exclude_duplicates": checks.flag("exclude_duplicates", exclude_duplicates),
+        "probe": checks.flag("probe", probe),
     }
 
 
@@ -123,9 +146,17 @@ def _table(rows: pa.Table, found: LabelIssues, settings: dict) -> pa.Table:
             "label_quality": pa.array(found.label_quality[order]),
             "issue_score": pa.array(found.issue_score[order]),
             "is_issue": pa.array(found.is_issue[order]),
+            "vote_quality": _column(found.vote_quality, order),
+            "probe_quality": _column(found.probe_quality, order),
             "neighbors": pa.ListArray.from_arrays(pa.array(offsets), neighbor_ids),
         }
     )
+
+
+def _column(values: np.ndarray | None, order: np.ndarray) -> pa.Array:
+    if values is None:
+        return pa.nulls(len(order), pa.float64())
+    return pa.array(values[order], pa.float64())
 
 
 @hookimpl

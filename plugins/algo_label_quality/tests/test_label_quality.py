@@ -65,7 +65,7 @@ def test_row_at_its_cluster_centre_is_not_flagged():
 def test_a_row_never_votes_for_itself():
     x = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]], dtype=np.float32)
     labels = names(np.array([0, 0, 1, 1, 1, 1]))
-    found = label_issues(x, labels, k=2, weighting="uniform")
+    found = label_issues(x, labels, k=2, weighting="uniform", probe=False)
     assert (found.neighbors != np.arange(6)[:, None]).all()
     # row 2 sits among class 0; its own label 1 must not rescue it
     assert found.is_issue[2] and found.classes[found.suggested[2]] == "class-0"
@@ -77,9 +77,10 @@ def test_exact_duplicates_can_be_kept_from_voting():
     intruder = centres[0] + 0.01
     x = np.vstack([x, intruder, intruder]).astype(np.float32)
     labels = names(np.append(given, [3, 3]))
-    kept = label_issues(x, labels, k=10)
-    assert not kept.is_issue[-1]  # its twin with the same wrong label vouches for it
-    excluded = label_issues(x, labels, k=10, exclude_duplicates=True)
+    # the neighbour votes alone: a twin with the same wrong label vouches for it
+    kept = label_issues(x, labels, k=10, probe=False)
+    assert not kept.is_issue[-1]
+    excluded = label_issues(x, labels, k=10, exclude_duplicates=True, probe=False)
     assert excluded.is_issue[-2:].all()
     assert excluded.neighbors[-1].tolist().count(len(x) - 2) == 0
     assert (excluded.classes[excluded.suggested[-2:]] == "class-0").all()
@@ -87,11 +88,49 @@ def test_exact_duplicates_can_be_kept_from_voting():
 
 def test_inverted_lists_agree_with_the_exact_search():
     x, _, given, flipped, _ = planted(n=3000)
-    exact = label_issues(x, names(given), k=10)
-    approximate = label_issues(x, names(given), k=10, exact_limit=1000)
+    exact = label_issues(x, names(given), k=10, probe=False)
+    approximate = label_issues(x, names(given), k=10, exact_limit=1000, probe=False)
     assert exact.search == "exact" and approximate.search == "inverted lists"
     assert auroc(approximate.issue_score, flipped) > 0.95
     assert (exact.is_issue == approximate.is_issue).mean() > 0.99
+
+
+def linear(n: int = 3000, d: int = 64, rate: float = 0.1, seed: int = 0):
+    """Isotropic Gaussian rows split by one hyperplane: the neighbours of a row in 64
+    dimensions straddle the boundary at random, the boundary itself is clean."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    true = (x @ rng.normal(size=d) > 0).astype(int)
+    flipped = rng.random(n) < rate
+    return x, true, np.where(flipped, 1 - true, true), flipped
+
+
+def test_the_probe_wins_where_the_neighbour_vote_is_noisy_but_the_boundary_is_clean():
+    x, true, given, flipped = linear()
+    votes = label_issues(x, names(given), k=10, probe=False)
+    mixed = label_issues(x, names(given), k=10)
+    assert auroc(votes.issue_score, flipped) < 0.85  # the votes are noisy here
+    assert auroc(mixed.issue_score, flipped) > 0.95
+    assert auroc(mixed.issue_score, flipped) > auroc(votes.issue_score, flipped) + 0.1
+    # the mix leans on the signal that predicts the given labels better
+    assert mixed.vote_weight <= 0.25
+    assert mixed.log_loss["probe"] < mixed.log_loss["votes"]
+    assert mixed.log_loss["mixed"] <= min(mixed.log_loss["probe"], mixed.log_loss["votes"])
+    np.testing.assert_allclose(votes.label_quality, mixed.vote_quality)
+    assert flipped[mixed.is_issue].mean() >= 0.8
+    assert (mixed.classes[mixed.suggested[flipped]] == names(true[flipped])).mean() >= 0.9
+
+
+def test_with_the_probe_planted_errors_in_clusters_still_rank_first():
+    x, true, given, flipped, _ = planted()
+    found = label_issues(x, names(given), k=10)
+    assert found.probe is not None and found.probe_quality is not None
+    assert auroc(found.issue_score, flipped) > 0.95
+    assert flipped[found.is_issue].mean() >= 0.9 and found.is_issue[flipped].mean() >= 0.5
+    # each signal's own p(given) is kept, and the mix lies between them
+    low = np.minimum(found.vote_quality, found.probe_quality)
+    high = np.maximum(found.vote_quality, found.probe_quality)
+    assert ((found.label_quality >= low - 1e-12) & (found.label_quality <= high + 1e-12)).all()
 
 
 def test_bad_arguments_raise_value_errors():
@@ -143,6 +182,8 @@ def test_client_run_ranks_planted_errors(client):
         "label_quality",
         "issue_score",
         "is_issue",
+        "vote_quality",
+        "probe_quality",
         "neighbors",
     ]
     assert len(frame) == 2000 and set(frame["id"]) == set(ids)
@@ -241,7 +282,9 @@ def test_label_issues_through_the_cells_agree_with_an_exact_search(indexed):
     assert len(frame) == N and set(frame["id"]) == set(ids)
     assert frame["issue_score"].is_monotonic_decreasing
 
-    exact = label_issues(x, labels, k=10, exact_limit=np.iinfo(np.int64).max)
+    # a space joined in the store is scored by its votes alone
+    assert "skipped" in meta["probe"] and frame["probe_quality"].isna().all()
+    exact = label_issues(x, labels, k=10, exact_limit=np.iinfo(np.int64).max, probe=False)
     got = frame.set_index("id").loc[ids]
     # nearly every row was voted on by the same neighbours as an exact search finds
     close = np.isclose(got["label_quality"].to_numpy(), exact.label_quality, atol=1e-9)

@@ -12,6 +12,9 @@ three passes, none holding more than a page of vectors:
    (the in-memory path measures the latter against every training row);
 3. every non-training row with its neighbours among the labelled training rows.
 
+The linear probe of the in-memory path is not fitted here: its ``probe_support`` is left
+empty and the neighbours alone back each inference (``vote_weight`` 1).
+
 Neighbours come from the cells each row probes, not an exhaustive scan: a neighbour the
 probes miss is replaced by the next nearest, as with the in-memory inverted lists.
 """
@@ -134,6 +137,10 @@ def score(
             progress("scoring", rows=done, of=queries.rows)
     scores = {name: np.concatenate([p[name] for p in parts]) if parts else np.zeros(0)
               for name in (parts[0] if parts else {})}  # fmt: skip
+    # the linear probe is fitted in memory: rows scored in the store are backed by their
+    # neighbours alone
+    scores["probe_support"] = np.full(len(ids), np.nan)
+    scores["vote_weight"] = np.ones(len(ids))
     column = pa.chunked_array(outputs) if outputs else pa.chunked_array([], pa.null())
     return Joined(ids, column, scores, seqs)
 

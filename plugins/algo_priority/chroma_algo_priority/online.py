@@ -46,14 +46,19 @@ from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import (
     Mahalanobis,
     PriorityParams,
+    backing_inputs,
     class_evidence,
     combine,
     encode_inferences,
     evidence,
     filled_distances,
+    fit_probe,
+    probe_evidence,
     training_version,
+    vote_weight,
 )
 from chroma_algo_priority.stored import COMPONENTS, scores_table
+from chroma_core import linear_probe
 from chroma_core.filters import parse
 from chroma_core.neighbor_search import Workers
 from chroma_core.schema import embeddings_of
@@ -106,6 +111,11 @@ class Model:
     version: str
     #: the labelled training rows' vectors, labelled by their position in ``seqs``
     graph: Graph
+    #: the linear probe of the labelled training rows, and the neighbours' share of the
+    #: backing it is mixed with
+    probe: linear_probe.Probe
+    vote_weight: float
+    metric: str
     built_at: float = field(default_factory=time.time)
 
     @property
@@ -495,12 +505,14 @@ def score_rows(
     with Workers() as workers:
         mahalanobis = model.mahalanobis.using(workers).to_class(vectors, query_codes)
     scores.update(class_evidence(mahalanobis, query_codes, model.reference_mahalanobis))
+    scores.update(probe_evidence(model.probe, vectors, query_codes, model.metric,
+                                 model.vote_weight))  # fmt: skip
     n = len(vectors)
     if outputs is None:
         outputs = pa.nulls(n, pa.list_(pa.float32()))
     confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
     scores["confidence"] = confidence
-    scores["priority"] = combine(scores["support"], scores["novelty"], confidence)
+    scores["priority"] = combine(backing_inputs(scores), scores["novelty"], confidence)
     return scores
 
 
@@ -532,15 +544,20 @@ def build(context, space: SpaceInfo, params: PriorityParams) -> Model:
         reference = _reference(len(seqs), params.reference_rows)
         reference_mahalanobis = np.sort(mahalanobis.to_class(vectors[reference], codes[reference]))
     graph = Graph(vectors, space.metric, Workers().size)
+    probe = fit_probe(vectors, codes, len(classes), space.metric)
     # k + 1: the row itself is among its own neighbours
     positions, distances = graph.search(vectors[reference], k + 1)
-    distances = _without_own(seqs[positions], distances, seqs[reference], k)
+    own = _own_slot(positions, reference)
+    distances = _drop_slot(distances, own, k)
+    neighbor_codes = codes[_drop_slot(positions, own, k)]
+    weight = vote_weight(neighbor_codes, codes[reference], probe, reference, len(classes))
     mean = filled_distances(distances).mean(axis=1)
     reference_mean = np.sort(mean[np.isfinite(mean)])
     del vectors
     labelled = np.ones(len(seqs), dtype=bool)
     model = Model(params, seqs, codes, classes.astype(object), mahalanobis, reference_mean,
-                  reference_mahalanobis, training_version(seqs, labelled), graph)  # fmt: skip
+                  reference_mahalanobis, training_version(seqs, labelled), graph, probe,
+                  weight, space.metric)  # fmt: skip
     log.info("online scoring of %s: model of %d labelled training rows built in %.1f s",
              space.name, len(seqs), time.perf_counter() - started)  # fmt: skip
     return model
@@ -552,14 +569,18 @@ def _reference(n: int, limit: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
 
 
-def _without_own(seqs: np.ndarray, distances: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-    """The first ``k`` distances of each row leaving out the row itself (or, when the
-    search did not return it, the farthest)."""
-    is_own = seqs == own[:, None]
-    drop = np.where(is_own.any(axis=1), is_own.argmax(axis=1), seqs.shape[1] - 1)
-    keep = np.ones(seqs.shape, dtype=bool)
-    keep[np.arange(len(seqs)), drop] = False
-    return distances[keep].reshape(len(seqs), seqs.shape[1] - 1)[:, :k]
+def _own_slot(positions: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Each row's slot holding itself among its neighbours (the last slot when the search
+    did not return it)."""
+    is_own = positions == own[:, None]
+    return np.where(is_own.any(axis=1), is_own.argmax(axis=1), positions.shape[1] - 1)
+
+
+def _drop_slot(values: np.ndarray, slot: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` values of each row without the one in ``slot``."""
+    keep = np.ones(values.shape, dtype=bool)
+    keep[np.arange(len(values)), slot] = False
+    return values[keep].reshape(len(values), values.shape[1] - 1)[:, :k]
 
 
 def _outputs(batch: list[_Waiting]) -> pa.ChunkedArray:

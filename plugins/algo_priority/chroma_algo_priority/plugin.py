@@ -19,6 +19,7 @@ from chroma_algo_priority.online import Online
 from chroma_algo_priority.outputs import uncertainty
 from chroma_algo_priority.scores import (
     PriorityParams,
+    backing_inputs,
     combine,
     priority_scores,
     training_version,
@@ -193,7 +194,7 @@ class Priority(Algorithm, name="priority"):
         confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
         scores["confidence"] = confidence
         with_outputs = ~np.isnan(confidence)
-        scores["priority"] = combine(scores["support"], scores["novelty"], confidence)
+        scores["priority"] = combine(backing_inputs(scores), scores["novelty"], confidence)
         progress("storing")
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         stored = scores_table(
@@ -210,9 +211,14 @@ class Priority(Algorithm, name="priority"):
             "Time to read, score and store the priorities of a space, by space.",
             ("space",),
         ).observe(seconds, space=space.name)
+        probe_used = bool(len(ids)) and not np.isnan(scores["probe_support"]).all()
         meta = {
             "scored": len(ids),
             "training": scored.training,
+            "vote_weight": float(scores["vote_weight"][0]) if probe_used else 1.0,
+            "probe": "linear probe fitted on the labelled training rows"
+            if probe_used
+            else "not fitted: rows scored in the store are backed by their neighbours alone",
             "k": settings.k,
             "shrinkage": settings.shrinkage,
             "computed_at": computed_at,

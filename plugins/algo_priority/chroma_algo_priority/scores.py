@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chroma_core import linear_probe
 from chroma_core.neighbor_search import (
     EXACT_LIMIT,
     NeighborSearch,
@@ -26,6 +27,8 @@ from chroma_core.neighbor_search import (
 log = logging.getLogger("chroma.priority")
 
 REFERENCE_ROWS = 100_000
+#: the shares of the neighbour vote tried against the linear probe (1 - the share)
+VOTE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: ``novelty`` starts at this quantile of the training rows' own neighbour distances
 NOVELTY_QUANTILE = 0.99
 
@@ -36,6 +39,8 @@ _NONE = np.array(None, dtype=object)
 _SCORE_KEYS = (
     "priority",
     "support",
+    "probe_support",
+    "vote_weight",
     "novelty",
     "disagreement",
     "distance",
@@ -104,7 +109,9 @@ def priority_scores(
     with Workers() as workers:
         search = NeighborSearch(train_x, metric, params.exact_limit, workers)
         reference = _reference_rows(len(train_x), params.reference_rows)
-        _, reference_distances = search.query(train_x[reference], k, own=reference)
+        reference_neighbors, reference_distances = search.query(
+            train_x[reference], k, own=reference
+        )
         neighbors, distances = search.query(query_x, k)
         del search
 
@@ -115,8 +122,77 @@ def priority_scores(
     reference_mean = np.sort(reference_distances.mean(axis=1))
     scores = evidence(train_codes[neighbors], distances, query_codes, reference_mean, len(classes))
     scores.update(class_evidence(mahalanobis, query_codes, reference_mahalanobis))
-    return {"priority": combine(scores["support"], scores["novelty"]), **scores,
+    probe = fit_probe(train_x, train_codes, len(classes), metric)
+    weight = vote_weight(
+        train_codes[reference_neighbors], train_codes[reference], probe, reference, len(classes)
+    )
+    scores.update(probe_evidence(probe, query_x, query_codes, metric, weight))
+    return {"priority": combine(backing_inputs(scores), scores["novelty"]), **scores,
             "neighbors": neighbors}  # fmt: skip
+
+
+def fit_probe(
+    train_x: np.ndarray, train_codes: np.ndarray, n_classes: int, metric: str
+) -> linear_probe.Probe:
+    """The linear probe of the labelled training rows, as the metric compares them."""
+    return linear_probe.fit(as_compared(train_x, metric), train_codes, n_classes)
+
+
+def as_compared(x: np.ndarray, metric: str) -> np.ndarray:
+    """Rows as ``metric`` compares them: unit length for cosine, as they are otherwise."""
+    if metric != "cosine":
+        return x
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def vote_weight(
+    neighbor_codes: np.ndarray,
+    own_codes: np.ndarray,
+    probe: linear_probe.Probe,
+    rows: np.ndarray,
+    n_classes: int,
+) -> float:
+    """The neighbours' share of an input's backing: of ``VOTE_WEIGHTS``, the mix of the
+    neighbour vote (each training row in ``rows`` voted on by its neighbours
+    ``neighbor_codes``, itself left out; p(c) = (votes for c + 1) / (k + C), as ``support``)
+    and the probe (out of fold) that best ranks the rows' own labels above their other
+    classes (:func:`chroma_core.linear_probe.mix_weight`). A check on the training labels
+    alone."""
+    n, k = neighbor_codes.shape
+    counts = np.zeros((n, n_classes))
+    valid = neighbor_codes >= 0
+    np.add.at(counts, (np.nonzero(valid)[0], neighbor_codes[valid]), 1.0)
+    votes = (counts + 1.0) / (k + n_classes)
+    weight, _ = linear_probe.mix_weight(votes, probe.out_of_fold[rows], own_codes, VOTE_WEIGHTS)
+    return weight
+
+
+def probe_evidence(
+    probe: linear_probe.Probe, x: np.ndarray, query_codes: np.ndarray, metric: str, weight: float
+) -> dict[str, np.ndarray]:
+    """``probe_support``: the probe's p(inference | x) (with no inference, its most likely
+    class's; an inference no training row carries, none), and ``vote_weight``."""
+    p = probe.probabilities(as_compared(x, metric))
+    n = len(x)
+    support = np.zeros(n)
+    known = query_codes >= 0
+    support[known] = p[np.flatnonzero(known), query_codes[known]]
+    missing = query_codes == _MISSING
+    support[missing] = p[missing].max(axis=1) if missing.any() else 0.0
+    return {"probe_support": support, "vote_weight": np.full(n, weight)}
+
+
+def backing_inputs(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """How far the training inputs back each inference: the neighbours' ``support`` and
+    the probe's, mixed by ``vote_weight`` (the neighbours alone where there is no probe)."""
+    support = scores["support"]
+    probe = scores.get("probe_support")
+    if probe is None:
+        return support
+    weight = scores["vote_weight"]
+    known = ~np.isnan(probe)
+    return np.where(known, weight * support + (1 - weight) * np.where(known, probe, 0.0), support)
 
 
 def evidence(

@@ -11,6 +11,8 @@ import pyarrow as pa
 #: the components stored beside each priority, in the order the results show them
 COMPONENTS = (
     "support",
+    "probe_support",
+    "vote_weight",
     "novelty",
     "confidence",
     "disagreement",

@@ -55,13 +55,19 @@ def test_unsure_outputs_raise_an_input_above_its_sure_twin(tmp_path):
     assert scores.loc[unsure, "priority"] > scores.loc[sure, "priority"]
     assert scores.loc[unsure, "entropy"] == pytest.approx(1.0)
     assert np.isnan(scores.loc[plain, "margin"])
-    # the geometric mean of the neighbours' support and the model's confidence backs it
+
+    # the geometric mean of the training inputs' backing (the neighbours' support mixed
+    # with the probe's) and the model's confidence backs it
+    def inputs(row):
+        weight = scores.loc[row, "vote_weight"]
+        return weight * scores.loc[row, "support"] + (1 - weight) * scores.loc[row, "probe_support"]
+
     for row in (sure, unsure):
-        backing = np.sqrt(scores.loc[row, "support"] * scores.loc[row, "confidence"])
+        backing = np.sqrt(inputs(row) * scores.loc[row, "confidence"])
         expected = 1 - backing * (1 - scores.loc[row, "novelty"])
         assert scores.loc[row, "priority"] == pytest.approx(expected)
     assert scores.loc[plain, "priority"] == pytest.approx(
-        1 - scores.loc[plain, "support"] * (1 - scores.loc[plain, "novelty"])
+        1 - inputs(plain) * (1 - scores.loc[plain, "novelty"])
     )
     client.close()
 

@@ -5,12 +5,21 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from chroma_algo_priority.scores import PriorityParams, combine, priority_scores
+from chroma_algo_priority.scores import VOTE_WEIGHTS, PriorityParams, combine, priority_scores
+from chroma_core import linear_probe
 from chroma_core.neighbor_search import knn
 
 METRICS = ["l2", "cosine", "ip"]
 # what every score carries: the priority, each component behind it, and the neighbours
-KEYS = {"priority", "support", "novelty", "disagreement", "neighbors"} | {
+KEYS = {
+    "priority",
+    "support",
+    "probe_support",
+    "vote_weight",
+    "novelty",
+    "disagreement",
+    "neighbors",
+} | {  # fmt: skip
     f"{component}{suffix}" for component in ("distance", "mahalanobis") for suffix in ("", "_pct")
 }
 
@@ -336,7 +345,20 @@ def test_components_match_their_definitions():
     np.testing.assert_allclose(
         scores["novelty"], np.clip(scores["distance"] / edge - 1, 0, 1), atol=1e-6
     )
-    np.testing.assert_allclose(scores["priority"], 1 - scores["support"] * (1 - scores["novelty"]))
+    # the probe's p(inference | x); with no inference, its most likely class's
+    probe = linear_probe.fit(train_x, np.searchsorted(classes, train_labels.astype(str)), 3)
+    p = probe.probabilities(query_x)
+    expected_probe = np.array(
+        [
+            p[i].max() if c is None else p[i, list(classes).index(c)]
+            for i, c in enumerate(inferences)
+        ]
+    )
+    np.testing.assert_allclose(scores["probe_support"], expected_probe)
+    weight = scores["vote_weight"]
+    assert len(set(weight)) == 1 and weight[0] in VOTE_WEIGHTS
+    backing = weight * scores["support"] + (1 - weight) * scores["probe_support"]
+    np.testing.assert_allclose(scores["priority"], 1 - backing * (1 - scores["novelty"]))
 
 
 def test_scores_are_bounded_and_shaped():
