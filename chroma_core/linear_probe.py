@@ -48,11 +48,12 @@ class Probe:
     out_of_fold: np.ndarray
     weights: np.ndarray  # (d, C)
     bias: np.ndarray  # (C,)
+    metric: str = "l2"
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((len(x), self.n_classes))
         for start in range(0, len(x), _BLOCK_ROWS):
-            block = np.asarray(x[start : start + _BLOCK_ROWS], dtype=np.float64)
+            block = as_compared(np.asarray(x[start : start + _BLOCK_ROWS], np.float64), self.metric)
             out[start : start + len(block)] = _softmax(
                 (block @ self.weights + self.bias) / self.temperature
             )
@@ -72,13 +73,20 @@ class _Statistics:
 
 
 def fit(
-    x: np.ndarray, codes: np.ndarray, n_classes: int, *, folds: int = FOLDS, seed: int = 0
+    x: np.ndarray,
+    codes: np.ndarray,
+    n_classes: int,
+    *,
+    metric: str = "l2",
+    folds: int = FOLDS,
+    seed: int = 0,
 ) -> Probe:
-    """Fit a probe on rows ``x`` (n, d) of classes ``codes`` (n,) in ``0..n_classes-1``.
+    """Fit a probe on rows ``x`` (n, d) of classes ``codes`` (n,) in ``0..n_classes-1``, as
+    ``metric`` compares them (unit length for cosine, as they are for l2 and ip).
 
     Folds are stratified by class (each class's rows dealt out in a seeded random order).
     ``ValueError`` when fewer than two classes have rows or a row is not finite."""
-    x = np.asarray(x)
+    x = as_compared(np.asarray(x), metric)
     codes = np.asarray(codes, dtype=np.int64)
     n, d = x.shape
     if len(codes) != n:
@@ -118,7 +126,15 @@ def fit(
     weights, bias = _linear(total, shrinkage)
     # scores of raw rows: fold the centring into the bias
     bias = bias - centre @ weights
-    return Probe(n_classes, shrinkage, temperature, folds, loss, out_of_fold, weights, bias)
+    return Probe(n_classes, shrinkage, temperature, folds, loss, out_of_fold, weights, bias, metric)
+
+
+def as_compared(x: np.ndarray, metric: str) -> np.ndarray:
+    """Rows as ``metric`` compares them: unit length for cosine, as they are otherwise."""
+    if metric != "cosine":
+        return x
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def _sample(n: int, limit: int) -> np.ndarray:

@@ -103,7 +103,7 @@ def label_issues(
     fetch = min(n - 1, 2 * k) if exclude_duplicates else k
     found, distances = knn(x, x, fetch, metric, exclude_self=True, exact_limit=exact_limit)
     search = "exact" if n * n <= exact_limit else "inverted lists"
-    fitted = linear_probe.fit(_as_compared(x, metric), given, len(classes)) if probe else None
+    fitted = linear_probe.fit(x, given, len(classes), metric=metric) if probe else None
     issues = from_neighbors(
         classes, given, found, distances, k=k, weighting=weighting,
         exclude_duplicates=exclude_duplicates, search=search,
@@ -111,13 +111,6 @@ def label_issues(
     )  # fmt: skip
     issues.probe = fitted
     return issues
-
-
-def _as_compared(x: np.ndarray, metric: str) -> np.ndarray:
-    if metric != "cosine":
-        return x
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 def from_neighbors(

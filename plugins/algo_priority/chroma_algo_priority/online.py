@@ -115,7 +115,6 @@ class Model:
     #: backing it is mixed with
     probe: linear_probe.Probe
     vote_weight: float
-    metric: str
     built_at: float = field(default_factory=time.time)
 
     @property
@@ -505,8 +504,7 @@ def score_rows(
     with Workers() as workers:
         mahalanobis = model.mahalanobis.using(workers).to_class(vectors, query_codes)
     scores.update(class_evidence(mahalanobis, query_codes, model.reference_mahalanobis))
-    scores.update(probe_evidence(model.probe, vectors, query_codes, model.metric,
-                                 model.vote_weight))  # fmt: skip
+    scores.update(probe_evidence(model.probe, vectors, query_codes, model.vote_weight))
     n = len(vectors)
     if outputs is None:
         outputs = pa.nulls(n, pa.list_(pa.float32()))
@@ -557,7 +555,7 @@ def build(context, space: SpaceInfo, params: PriorityParams) -> Model:
     labelled = np.ones(len(seqs), dtype=bool)
     model = Model(params, seqs, codes, classes.astype(object), mahalanobis, reference_mean,
                   reference_mahalanobis, training_version(seqs, labelled), graph, probe,
-                  weight, space.metric)  # fmt: skip
+                  weight)  # fmt: skip
     log.info("online scoring of %s: model of %d labelled training rows built in %.1f s",
              space.name, len(seqs), time.perf_counter() - started)  # fmt: skip
     return model

@@ -126,7 +126,7 @@ def priority_scores(
     weight = vote_weight(
         train_codes[reference_neighbors], train_codes[reference], probe, reference, len(classes)
     )
-    scores.update(probe_evidence(probe, query_x, query_codes, metric, weight))
+    scores.update(probe_evidence(probe, query_x, query_codes, weight))
     return {"priority": combine(backing_inputs(scores), scores["novelty"]), **scores,
             "neighbors": neighbors}  # fmt: skip
 
@@ -135,15 +135,7 @@ def fit_probe(
     train_x: np.ndarray, train_codes: np.ndarray, n_classes: int, metric: str
 ) -> linear_probe.Probe:
     """The linear probe of the labelled training rows, as the metric compares them."""
-    return linear_probe.fit(as_compared(train_x, metric), train_codes, n_classes)
-
-
-def as_compared(x: np.ndarray, metric: str) -> np.ndarray:
-    """Rows as ``metric`` compares them: unit length for cosine, as they are otherwise."""
-    if metric != "cosine":
-        return x
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+    return linear_probe.fit(train_x, train_codes, n_classes, metric=metric)
 
 
 def vote_weight(
@@ -169,11 +161,11 @@ def vote_weight(
 
 
 def probe_evidence(
-    probe: linear_probe.Probe, x: np.ndarray, query_codes: np.ndarray, metric: str, weight: float
+    probe: linear_probe.Probe, x: np.ndarray, query_codes: np.ndarray, weight: float
 ) -> dict[str, np.ndarray]:
     """``probe_support``: the probe's p(inference | x) (with no inference, its most likely
     class's; an inference no training row carries, none), and ``vote_weight``."""
-    p = probe.probabilities(as_compared(x, metric))
+    p = probe.probabilities(x)
     n = len(x)
     support = np.zeros(n)
     known = query_codes >= 0
