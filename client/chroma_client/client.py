@@ -485,8 +485,9 @@ class Space:
         without a score are caught up; ``k`` and ``shrinkage`` are as for
         :meth:`compute_priorities`. The setting is kept in the store, so it holds for
         every server and across restarts. Returns the state ``priority_status()["online"]``
-        shows: the settings, rows waiting, rows scored, and the model of the training set
-        (rebuilt after the background refresh once labelled training inputs change)."""
+        shows: the settings, rows waiting, rows scored, ``building`` while a model is being
+        built, and the model of the training set (rebuilt after the background refresh
+        once labelled training inputs change)."""
         return self.run("priority_online", enabled=enabled, **params).attrs["meta"]["online"]
 
     def watch(

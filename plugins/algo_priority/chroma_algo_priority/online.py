@@ -177,6 +177,8 @@ class _Space:
     #: None when there is none to do
     catch_up_after: int | None = 0
     model: Model | None = None
+    #: when the model being built now started, or None
+    building_since: float | None = None
     stale_since: float | None = None  # when labelled training rows last arrived
     scored: int = 0
     #: rows left to a catch-up when the queue was full
@@ -327,6 +329,11 @@ class Online:
                 "dropped": entry.dropped,
                 "failures": entry.failures,
                 "last_error": entry.last_error,
+                "building": None if entry.building_since is None else {
+                    "since": datetime.fromtimestamp(entry.building_since, UTC).isoformat(
+                        timespec="seconds"),
+                    "seconds": round(time.time() - entry.building_since, 1),
+                },
                 "model": None if model is None else {
                     "training": len(model.seqs), "training_version": model.version,
                     "built_at": datetime.fromtimestamp(model.built_at, UTC).isoformat(
@@ -408,7 +415,12 @@ class Online:
         space = self.context.store.get_space(name, count=False)
         if entry.model is None or self._rebuild_due(entry):
             entry.stale_since = None
-            entry.model = build(self.context, space, entry.params)
+            # the build reads every labelled training row: minutes at a million
+            entry.building_since = time.time()
+            try:
+                entry.model = build(self.context, space, entry.params)
+            finally:
+                entry.building_since = None
         if entry.catch_up_after is not None:
             after, entry.catch_up_after = entry.catch_up_after, None
             self._catch_up(space, entry, after)

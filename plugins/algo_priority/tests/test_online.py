@@ -4,6 +4,7 @@ when a server stops are scored after its restart, and nothing is scored twice.""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -118,6 +119,36 @@ def test_it_is_off_until_turned_on_and_off_again_when_turned_off(sqlite_client):
     assert len(space.priorities(n=None)) == 10
     with pytest.raises(InvalidInput, match="k must be"):
         space.score_on_arrival(k=0)
+
+
+def test_the_status_says_while_the_model_is_being_built(sqlite_client, monkeypatch):
+    import chroma_algo_priority.online as online
+
+    real = online.build
+    release = threading.Event()
+
+    def slow_build(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(online, "build", slow_build)
+    means, train_x, labels = labelled()
+    space = sqlite_client.space("slow")
+    space.add(train_x, dataset="train", labels=labels)
+    space.score_on_arrival()
+    x, inference = triage(means, 10, seed=5)
+    ids = [f"q{i}" for i in range(10)]
+    space.add(x, dataset="prod", context="triage", inferences=inference, ids=ids)
+    deadline = time.monotonic() + 10
+    while space.priority_status()["online"]["building"] is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status = space.priority_status()["online"]
+    assert status["building"] is not None and status["model"] is None
+    assert status["building"]["seconds"] >= 0 and status["building"]["since"]
+    release.set()
+    assert len(wait_for_scores(space, ids)) == 10
+    status = space.priority_status()["online"]
+    assert status["building"] is None and status["model"]["training"] == TRAIN
 
 
 def test_a_space_without_labelled_training_rows_is_scored_once_it_has_them(sqlite_client):
