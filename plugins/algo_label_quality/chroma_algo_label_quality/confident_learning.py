@@ -166,10 +166,10 @@ def from_neighbors(
             return p
         return vote_weight * p + (1.0 - vote_weight) * probe[block]
 
-    label_quality = np.empty(n)
-    for block in blocks:
-        p = mixed(block)
-        label_quality[block] = p[np.arange(len(p)), given[block]]
+    # p(given) of the mix is the mix of each signal's p(given)
+    label_quality = vote_quality
+    if probe_quality is not None:
+        label_quality = vote_weight * vote_quality + (1.0 - vote_weight) * probe_quality
     counts = np.bincount(given, minlength=n_classes)
     thresholds = np.bincount(given, weights=label_quality, minlength=n_classes) / counts
 

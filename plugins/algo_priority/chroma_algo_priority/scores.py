@@ -152,9 +152,9 @@ def vote_weight(
     classes (:func:`chroma_core.linear_probe.mix_weight`). A check on the training labels
     alone."""
     n, k = neighbor_codes.shape
-    counts = np.zeros((n, n_classes))
     valid = neighbor_codes >= 0
-    np.add.at(counts, (np.nonzero(valid)[0], neighbor_codes[valid]), 1.0)
+    cells = np.nonzero(valid)[0] * n_classes + neighbor_codes[valid]
+    counts = np.bincount(cells, minlength=n * n_classes).reshape(n, n_classes)
     votes = (counts + 1.0) / (k + n_classes)
     weight, _ = linear_probe.mix_weight(votes, probe.out_of_fold[rows], own_codes, VOTE_WEIGHTS)
     return weight
