@@ -39,6 +39,15 @@ def triage(means, n: int, seed: int):
     return x, [f"c{c}" for c in inference]
 
 
+def online_space(client, name: str):
+    """A space of labelled training rows, scored on arrival, and the class means."""
+    means, train_x, labels = labelled()
+    space = client.space(name)
+    space.add(train_x, dataset="train", labels=labels)
+    space.score_on_arrival()
+    return space, means
+
+
 def wait_for_scores(space, ids: list[str], timeout: float = 120.0) -> pd.DataFrame:
     deadline = time.monotonic() + timeout
     while True:
@@ -132,10 +141,7 @@ def test_the_status_says_while_the_model_is_being_built(sqlite_client, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(online, "build", slow_build)
-    means, train_x, labels = labelled()
-    space = sqlite_client.space("slow")
-    space.add(train_x, dataset="train", labels=labels)
-    space.score_on_arrival()
+    space, means = online_space(sqlite_client, "slow")
     x, inference = triage(means, 10, seed=5)
     ids = [f"q{i}" for i in range(10)]
     space.add(x, dataset="prod", context="triage", inferences=inference, ids=ids)
@@ -174,10 +180,7 @@ def test_rows_waiting_when_the_server_is_killed_are_scored_after_its_restart(sto
     server = Server(tmp_path / "data", env=env, timeout=120)
     try:
         client = Client(server.url, shared_memory=False)
-        means, train_x, labels = labelled()
-        space = client.space("restart")
-        space.add(train_x, dataset="train", labels=labels)
-        space.score_on_arrival()
+        space, means = online_space(client, "restart")
         x, inference = triage(means, 300, seed=5)
         ids = [f"q{i}" for i in range(300)]
         space.add(x[:100], dataset="prod", context="triage", inferences=inference[:100],
@@ -206,10 +209,7 @@ def test_rows_beyond_the_queue_are_read_back_from_the_store_and_scored_once(clie
 
     # the queue holds 60 rows: most of what arrives is dropped from memory at once
     monkeypatch.setattr(online, "MAX_QUEUED_ROWS", 60)
-    means, train_x, labels = labelled()
-    space = client.space("overflow")
-    space.add(train_x, dataset="train", labels=labels)
-    space.score_on_arrival()
+    space, means = online_space(client, "overflow")
     x, inference = triage(means, 600, seed=6)
     ids = [f"q{i}" for i in range(600)]
     for at in range(0, 600, 50):
