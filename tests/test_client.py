@@ -457,6 +457,10 @@ def test_explain_shows_the_training_neighbors_behind_a_score(client, space_name)
         float(space.priorities(n=None).set_index("id").loc[planted[0], "priority"])
     )
     assert why.components["disagreement"] == pytest.approx(1.0)
+    shares = [why.components[f"from_{s}"] for s in ("votes", "probe", "confidence", "novelty")]
+    assert sum(shares) == pytest.approx(1.0)
+    # the training inputs around it back "a": the doubt comes from them
+    assert why.components["from_votes"] + why.components["from_probe"] > 0.5
     assert len(why.neighbors) == 7 and why.neighbors["rank"].tolist() == list(range(7))
     assert set(why.neighbors["context"]) == {"training"}
     assert why.label_votes == {"a": 7}

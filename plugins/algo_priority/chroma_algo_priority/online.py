@@ -49,6 +49,7 @@ from chroma_algo_priority.scores import (
     backing_inputs,
     class_evidence,
     combine,
+    contributions,
     encode_inferences,
     evidence,
     filled_distances,
@@ -523,6 +524,7 @@ def score_rows(
     confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
     scores["confidence"] = confidence
     scores["priority"] = combine(backing_inputs(scores), scores["novelty"], confidence)
+    scores.update(contributions(scores))
     return scores
 
 

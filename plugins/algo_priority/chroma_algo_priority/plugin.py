@@ -21,6 +21,7 @@ from chroma_algo_priority.scores import (
     PriorityParams,
     backing_inputs,
     combine,
+    contributions,
     priority_scores,
     training_version,
 )
@@ -195,6 +196,7 @@ class Priority(Algorithm, name="priority"):
         scores["confidence"] = confidence
         with_outputs = ~np.isnan(confidence)
         scores["priority"] = combine(backing_inputs(scores), scores["novelty"], confidence)
+        scores.update(contributions(scores))
         progress("storing")
         components = pd.DataFrame({name: scores[name] for name in COMPONENTS})
         stored = scores_table(

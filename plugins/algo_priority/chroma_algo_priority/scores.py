@@ -47,7 +47,15 @@ _SCORE_KEYS = (
     "distance_pct",
     "mahalanobis",
     "mahalanobis_pct",
+    "from_votes",
+    "from_probe",
+    "from_confidence",
+    "from_novelty",
 )
+#: each signal's share of a priority (:func:`contributions`)
+CONTRIBUTIONS = ("from_votes", "from_probe", "from_confidence", "from_novelty")
+# logarithms of backings and of 1 - novelty are taken no lower than of this
+_TINY = 1e-12
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,13 @@ def priority_scores(
 ) -> dict[str, np.ndarray]:
     """Score how much each query input deserves relabelling and retraining, in [0, 1].
 
-    Returns float64 (n_queries,) arrays ``priority``, ``support``, ``novelty``,
-    ``disagreement``, ``distance``, ``distance_pct``, ``mahalanobis`` and ``mahalanobis_pct``,
-    and ``neighbors``, the int64 (n_queries, k) indices into the training rows the scores were
-    computed from. ``priority`` here is ``1 - support * (1 - novelty)``; with the model's
-    outputs, :func:`combine` folds its confidence in.
+    Returns float64 (n_queries,) arrays ``priority``, ``support``, ``probe_support``,
+    ``vote_weight``, ``novelty``, ``disagreement``, ``distance``, ``distance_pct``,
+    ``mahalanobis``, ``mahalanobis_pct``, the signals' shares of the priority
+    (:data:`CONTRIBUTIONS`), and ``neighbors``, the int64 (n_queries, k) indices into the
+    training rows the scores were computed from. ``priority`` here is
+    ``1 - inputs * (1 - novelty)`` (:func:`backing_inputs`); with the model's outputs,
+    :func:`combine` folds its confidence in.
     """
     check_metric(metric)
     if params.k < 1:
@@ -127,8 +137,9 @@ def priority_scores(
         train_codes[reference_neighbors], train_codes[reference], probe, reference, len(classes)
     )
     scores.update(probe_evidence(probe, query_x, query_codes, weight))
-    return {"priority": combine(backing_inputs(scores), scores["novelty"]), **scores,
-            "neighbors": neighbors}  # fmt: skip
+    scores["priority"] = combine(backing_inputs(scores), scores["novelty"])
+    scores.update(contributions(scores))
+    return {**scores, "neighbors": neighbors}
 
 
 def fit_probe(
@@ -234,6 +245,47 @@ def combine(
         known = ~np.isnan(confidence)
         backing = np.where(known, np.sqrt(support * np.where(known, confidence, 1.0)), support)
     return np.clip(1.0 - backing * (1.0 - novelty), 0.0, 1.0)
+
+
+def contributions(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each signal's share of a priority, shares summing to 1 (all 0 at priority 0).
+
+    ``1 - priority`` is a product of backings, so ``-log(1 - priority)`` is a sum:
+
+        -log(1 - priority) = h (-log inputs) + (1 - h) (-log confidence) - log(1 - novelty)
+
+    with ``h`` 1/2 where the model sent outputs, else 1 (and no confidence term). The
+    training inputs' term is split between the neighbour vote and the probe as their
+    doubts split ``1 - inputs = w (1 - support) + (1 - w) (1 - probe_support)``. Each term
+    over the sum is ``from_votes``, ``from_probe``, ``from_confidence``, ``from_novelty``."""
+    support, novelty = scores["support"], scores["novelty"]
+    n = len(support)
+    probe = scores.get("probe_support")
+    probe_known = np.zeros(n, dtype=bool) if probe is None else ~np.isnan(probe)
+    weight = np.where(probe_known, scores.get("vote_weight", np.ones(n)), 1.0)
+    vote_doubt = weight * (1.0 - support)
+    probe_doubt = np.where(probe_known, (1.0 - weight) * (1.0 - np.nan_to_num(probe)), 0.0)
+    confidence = scores.get("confidence")
+    sent = np.zeros(n, dtype=bool) if confidence is None else ~np.isnan(confidence)
+    share = np.where(sent, 0.5, 1.0)
+    inputs_term = share * -np.log(np.maximum(1.0 - vote_doubt - probe_doubt, _TINY))
+    confidence_term = np.zeros(n)
+    if confidence is not None:
+        confidence_term[sent] = 0.5 * -np.log(np.maximum(confidence[sent], _TINY))
+    novelty_term = -np.log(np.maximum(1.0 - novelty, _TINY))
+    total = inputs_term + confidence_term + novelty_term
+    doubt = vote_doubt + probe_doubt
+    vote_share = np.divide(vote_doubt, doubt, out=weight.copy(), where=doubt > 0)
+
+    def part(term: np.ndarray) -> np.ndarray:
+        return np.divide(term, total, out=np.zeros(n), where=total > 0)
+
+    return {
+        "from_votes": part(inputs_term * vote_share),
+        "from_probe": part(inputs_term * (1.0 - vote_share)),
+        "from_confidence": part(confidence_term),
+        "from_novelty": part(novelty_term),
+    }
 
 
 def filled_distances(distances: np.ndarray) -> np.ndarray:

@@ -22,6 +22,10 @@ COMPONENTS = (
     "mahalanobis_pct",
     "margin",
     "entropy",
+    "from_votes",
+    "from_probe",
+    "from_confidence",
+    "from_novelty",
 )
 
 

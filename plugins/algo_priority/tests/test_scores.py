@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from chroma_algo_priority.scores import VOTE_WEIGHTS, PriorityParams, combine, priority_scores
+from chroma_algo_priority.scores import (
+    CONTRIBUTIONS,
+    VOTE_WEIGHTS,
+    PriorityParams,
+    backing_inputs,
+    combine,
+    contributions,
+    priority_scores,
+)
 from chroma_core import linear_probe
 from chroma_core.neighbor_search import knn
 
@@ -20,8 +28,10 @@ KEYS = {
     "disagreement",
     "neighbors",
 } | {  # fmt: skip
-    f"{component}{suffix}" for component in ("distance", "mahalanobis") for suffix in ("", "_pct")
-}
+    f"{component}{suffix}"
+    for component in ("distance", "mahalanobis")
+    for suffix in ("", "_pct")
+} | set(CONTRIBUTIONS)
 
 
 def brute_force(train, queries, metric):
@@ -590,3 +600,47 @@ def test_far_inputs_with_agreeing_neighbors_still_rank_above_ordinary_ones():
     assert scores["disagreement"][100:].max() == 0.0
     assert scores["novelty"][100:].min() == 1.0
     assert scores["priority"][100:].min() > scores["priority"][:100].max()
+
+
+def test_contributions_split_the_priority_between_its_signals():
+    nan = float("nan")
+    scores = {
+        # a doubted vote; a doubted probe; doubted confidence; novel; all backed; no outputs
+        "support": np.array([0.2, 0.95, 0.95, 0.95, 1.0, 0.2]),
+        "probe_support": np.array([0.95, 0.2, 0.95, 0.95, 1.0, nan]),
+        "vote_weight": np.full(6, 0.5),
+        "novelty": np.array([0.0, 0.0, 0.0, 0.9, 0.0, 0.0]),
+        "confidence": np.array([0.95, 0.95, 0.1, 0.95, 1.0, nan]),
+    }
+    shares = contributions(scores)
+    assert set(shares) == set(CONTRIBUTIONS)
+    table = np.column_stack([shares[name] for name in CONTRIBUTIONS])
+    assert np.allclose(table[[0, 1, 2, 3, 5]].sum(axis=1), 1.0)
+    assert (table[4] == 0).all()  # priority 0: nothing to share out
+    assert table.argmax(axis=1)[:4].tolist() == [0, 1, 2, 3]
+    # without outputs and probe, the votes and novelty are all there is
+    assert shares["from_confidence"][5] == 0 and shares["from_probe"][5] == 0
+    assert shares["from_votes"][5] == pytest.approx(1.0)
+    # -log(1 - priority) is the sum the shares are taken of
+    priority = combine(backing_inputs(scores), scores["novelty"], scores["confidence"])
+    inputs = backing_inputs(scores)
+    total = -np.log(1 - priority[0])
+    assert shares["from_confidence"][0] * total == pytest.approx(-0.5 * np.log(0.95))
+    assert (shares["from_votes"][0] + shares["from_probe"][0]) * total == pytest.approx(
+        -0.5 * np.log(inputs[0])
+    )
+
+
+def test_priority_scores_carry_contributions_that_sum_to_one():
+    rng = np.random.default_rng(3)
+    train = np.vstack([rng.normal(3, 1, (200, 8)), rng.normal(-3, 1, (200, 8))])
+    labels = np.array(["a"] * 200 + ["b"] * 200, dtype=object)
+    queries = np.vstack([rng.normal(3, 1, (20, 8)), rng.normal(30, 1, (5, 8))])
+    inferences = np.array(["b"] * 10 + ["a"] * 15, dtype=object)
+    scores = priority_scores(train, labels, queries, inferences, params=PriorityParams(k=10))
+    table = np.column_stack([scores[name] for name in CONTRIBUTIONS])
+    positive = scores["priority"] > 0
+    assert np.allclose(table[positive].sum(axis=1), 1.0)
+    # wrong inferences among the a's: doubt from the training inputs; far rows: novelty
+    assert (table[:10, :2].sum(axis=1) > 0.9).all()
+    assert (scores["from_novelty"][20:] > 0.9).all()
