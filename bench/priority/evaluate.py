@@ -1,27 +1,34 @@
 """Chroma's priority and label quality on real labelled data, against the signals users know.
 
-    .venv/bin/python bench/priority/evaluate.py                    # digits, wine, breast_cancer
-    .venv/bin/python bench/priority/evaluate.py --timing 20000 --json results.json
+    .venv/bin/python bench/priority/evaluate.py                    # every real data set, seed 0
+    .venv/bin/python bench/priority/evaluate.py --seeds 0-4 --json results.json
+    .venv/bin/python bench/priority/evaluate.py --datasets digits --timing 200000
     .venv/bin/python bench/priority/evaluate.py --tiny             # our venv only, synthetic
 
-Each data set is split into a training half and a triage half; a seeded 10% of the training
+Each data set is split into a training part and a triage part; a seeded 10% of the training
 labels are flipped to another class, and a model is fitted on those noisy labels. Two questions,
 scored as rankings with AUROC, average precision and precision in the top 1% and 5%:
 
 (a) triage inputs: which ones did the model get wrong? Rankers: ours (`priority`, rows sent
-    with the model's probabilities as `outputs`), random, k-NN disagreement alone
-    (`disagreement`), distance alone (`distance_pct`), 1 - max probability.
+    with the model's probabilities as `outputs`, and again with the inference alone), random,
+    k-NN disagreement alone, the linear probe alone, distance alone (`distance_pct`),
+    1 - max probability, and cleanlab Datalab's label score of the model's predictions.
 (b) training inputs: which labels were flipped? Rankers: ours (`label_quality`'s
-    `issue_score`), random, cleanlab's `find_label_issues` on out-of-fold probabilities of
-    the same model (its issues first, each group by self-confidence), the same self-confidence
-    without the flags, and `Datalab(...).find_issues(features=embeddings)`'s label score.
+    `issue_score`), random, the neighbour vote alone, the probe alone, cleanlab's
+    `find_label_issues` on out-of-fold probabilities of the same model (its issues first, each
+    group by self-confidence), the same self-confidence without the flags, and
+    `Datalab(...).find_issues(features=embeddings)`'s label score.
 
-The real data sets come from scikit-learn's bundled copies (no download); the model, its
+The scikit-learn sets (digits, wine, breast_cancer) come from its bundled copies; the model, its
 embeddings and cleanlab run in bench/.venv-priority (bench/priority/reference.py), which this
-script creates from bench/priority/requirements.txt the first time it is needed. ``synthetic``
-(and ``--tiny``) needs only our venv: Gaussian classes, a nearest-class-mean softmax as the
-model, and 10% of the triage inputs from two classes the training set lacks; cleanlab is not
-run on it. ``--timing N`` times label_quality against Datalab on N synthetic points.
+script creates from bench/priority/requirements.txt the first time it is needed. The text sets
+(reviews, sentiment, sentiment3) are sentence embeddings by all-MiniLM-L6-v2 of corpora that
+ship inside PyPI packages, made once by bench/priority/text.py in bench/.venv-text and kept in
+bench/.cache/text; their triage inputs come from sources the training inputs never saw.
+``synthetic`` (and ``--tiny``) needs only our venv: Gaussian classes, a nearest-class-mean
+softmax as the model, and 10% of the triage inputs from two classes the training set lacks;
+cleanlab is not run on it. ``--seeds A-B`` runs each seed and prints mean ± standard
+deviation; ``--timing N`` times label_quality against Datalab on N synthetic points.
 """
 
 from __future__ import annotations
@@ -51,17 +58,30 @@ from arguments import known_names  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from reference_env import reference_python  # noqa: E402
 
-REAL = ("digits", "wine", "breast_cancer")
+SKLEARN = ("digits", "wine", "breast_cancer")
+TEXT = ("reviews", "sentiment", "sentiment3")
+REAL = (*SKLEARN, *TEXT)
 KNOWN = (*REAL, "synthetic")
+TEXT_CACHE = BENCH.parent / ".cache" / "text"
+DESCRIPTIONS = {
+    "digits": ("MLP hidden layer", "l2"),
+    "wine": ("standardised features", "l2"),
+    "breast_cancer": ("standardised features", "l2"),
+    "reviews": ("all-MiniLM-L6-v2 sentence embedding; triage: unseen films", "cosine"),
+    "sentiment": ("all-MiniLM-L6-v2 sentence embedding; triage: unseen sources", "cosine"),
+    "sentiment3": ("all-MiniLM-L6-v2 sentence embedding; triage: unseen sources", "cosine"),
+}
 METRICS = ("auroc", "ap", "p_at_1pct", "p_at_5pct")
 HEADINGS = ("AUROC", "AP", "P@1%", "P@5%")
 TRIAGE_RANKERS = {
     "ours": "ours: priority (with outputs)",
+    "ours_no_outputs": "ours: priority (inference only)",
     "random": "random",
     "disagreement": "k-NN disagreement alone",
     "probe": "linear probe alone (1 - probe_support)",
     "distance_pct": "distance alone (distance_pct)",
     "one_minus_max_prob": "1 - max probability",
+    "datalab_predictions": "cleanlab Datalab on the predictions",
 }
 TRAINING_RANKERS = {
     "ours": "ours: label_quality issue_score",
@@ -83,6 +103,7 @@ ARRAYS = (
     "cleanlab_issue_first",
     "cleanlab_self_confidence",
     "datalab_label",
+    "datalab_predictions",
 )
 
 
@@ -187,64 +208,73 @@ def run_reference(python: Path, mode: str, directory: Path) -> dict:
 
 
 # --- ours --------------------------------------------------------------------
-def ours(data: dict[str, np.ndarray], k: int, path: Path) -> dict:
-    """Our scores of the triage and training rows, through an embedded client."""
+def ours(data: dict[str, np.ndarray], k: int, path: Path, metric: str = "l2") -> dict:
+    """Our scores of the triage and training rows, through an embedded client: one space
+    whose triage rows carry the model's probabilities, one where they carry its inference
+    alone."""
     client = Client(path=str(path))
-    space = client.space("evaluation")
     n_train, n_triage = len(data["train_x"]), len(data["triage_x"])
     train_ids = [f"t{i}" for i in range(n_train)]
     triage_ids = [f"q{i}" for i in range(n_triage)]
-    space.add(
-        np.asarray(data["train_x"], dtype=np.float32),
-        dataset="evaluation",
-        context="training",
-        labels=[str(v) for v in data["train_given"]],
-        ids=train_ids,
-    )
-    space.add(
-        np.asarray(data["triage_x"], dtype=np.float32),
-        dataset="evaluation",
-        context="triage",
-        inferences=[str(v) for v in data["triage_pred"]],
-        outputs=np.asarray(data["triage_proba"], dtype=np.float64),
-        ids=triage_ids,
-    )
     out: dict = {}
-    started = time.perf_counter()
-    space.compute_priorities(k=k)
-    out["priority_s"] = time.perf_counter() - started
-    frame = space.priorities(n=None).set_index("id").loc[triage_ids]
-    for column in ("priority", "disagreement", "distance_pct", "probe_support", "vote_weight"):
-        out[column] = frame[column].to_numpy(dtype=np.float64)
-
-    if "label_quality" in set(client.algorithms()["name"]):
+    for name, outputs in (("evaluation", True), ("inference_only", False)):
+        space = client.space(name, metric=metric)
+        space.add(
+            np.asarray(data["train_x"], dtype=np.float32),
+            dataset="evaluation",
+            context="training",
+            labels=[str(v) for v in data["train_given"]],
+            ids=train_ids,
+        )
+        space.add(
+            np.asarray(data["triage_x"], dtype=np.float32),
+            dataset="evaluation",
+            context="triage",
+            inferences=[str(v) for v in data["triage_pred"]],
+            outputs=np.asarray(data["triage_proba"], dtype=np.float64) if outputs else None,
+            ids=triage_ids,
+        )
         started = time.perf_counter()
-        quality = space.run("label_quality", k=k)
-        out["label_quality_s"] = time.perf_counter() - started
-        by_id = quality.set_index("id").loc[train_ids]
-        out["issue_score"] = by_id["issue_score"].to_numpy()
-        out["vote_issue"] = 1.0 - by_id["vote_quality"].to_numpy(dtype=np.float64)
-        out["probe_issue"] = 1.0 - by_id["probe_quality"].to_numpy(dtype=np.float64)
-        out["label_vote_weight"] = quality.attrs["meta"].get("vote_weight")
+        space.compute_priorities(k=k)
+        seconds = time.perf_counter() - started
+        frame = space.priorities(n=None).set_index("id").loc[triage_ids]
+        if not outputs:
+            out["priority_no_outputs"] = frame["priority"].to_numpy(dtype=np.float64)
+            continue
+        out["priority_s"] = seconds
+        for column in ("priority", "disagreement", "distance_pct", "probe_support", "vote_weight"):
+            out[column] = frame[column].to_numpy(dtype=np.float64)
+
+        if "label_quality" in set(client.algorithms()["name"]):
+            started = time.perf_counter()
+            quality = space.run("label_quality", k=k)
+            out["label_quality_s"] = time.perf_counter() - started
+            by_id = quality.set_index("id").loc[train_ids]
+            out["issue_score"] = by_id["issue_score"].to_numpy()
+            out["vote_issue"] = 1.0 - by_id["vote_quality"].to_numpy(dtype=np.float64)
+            out["probe_issue"] = 1.0 - by_id["probe_quality"].to_numpy(dtype=np.float64)
+            out["label_vote_weight"] = quality.attrs["meta"].get("vote_weight")
     client.close()
     return out
 
 
 # --- one data set ------------------------------------------------------------
-def score_dataset(name: str, data: dict[str, np.ndarray], info: dict, args) -> dict:
-    rng = np.random.default_rng(args.seed)
+def score_dataset(name: str, data: dict[str, np.ndarray], info: dict, args, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="priority-eval-", dir=args.tmp) as tmp:
-        mine = ours(data, args.k, Path(tmp) / "data")
+        mine = ours(data, args.k, Path(tmp) / "data", info.get("metric", "l2"))
 
     wrong = np.asarray(data["triage_pred"]) != np.asarray(data["triage_true"])
     flipped = np.asarray(data["train_given"]) != np.asarray(data["train_true"])
     triage_scores = {
         "ours": mine["priority"],
+        "ours_no_outputs": mine["priority_no_outputs"],
         "random": rng.random(len(wrong)),
         "disagreement": mine["disagreement"],
         "probe": 1.0 - mine["probe_support"],
         "distance_pct": mine["distance_pct"],
         "one_minus_max_prob": 1.0 - np.asarray(data["triage_proba"]).max(axis=1),
+        "datalab_predictions": data.get("datalab_predictions"),
     }
     training_scores = {
         "ours": mine.get("issue_score"),
@@ -279,20 +309,36 @@ def score_dataset(name: str, data: dict[str, np.ndarray], info: dict, args) -> d
     }
 
 
+# The baselines each of ours is held against: what users reach for, and each of our signals
+# alone. Without outputs, only what needs no outputs.
+TRIAGE_BASELINES = ("disagreement", "probe", "one_minus_max_prob", "datalab_predictions")
+TRIAGE_BASELINES_NO_OUTPUTS = ("disagreement", "probe", "datalab_predictions")
+TRAINING_BASELINES = (
+    "votes",
+    "probe",
+    "cleanlab_issue_first",
+    "cleanlab_self_confidence",
+    "datalab_label",
+)
+
+
 def targets(result: dict) -> dict:
-    """(a) ours' AUROC at least the best baseline's; (b) ours' AUROC at least cleanlab's."""
-    triage = result["triage"]
-    # the baselines: what users reach for, not the parts of ours
-    parts = ("ours", "probe", "votes")
-    best = max(v["auroc"] for k, v in triage.items() if k not in parts and v and v["auroc"])
-    out = {"a_ours_ge_best_baseline_auroc": triage["ours"]["auroc"] >= best}
-    training = result["training"]
-    cleanlab = [
-        v["auroc"] for k, v in training.items() if k.startswith(("cleanlab", "datalab")) and v
-    ]
-    if training["ours"] is not None and cleanlab:
-        out["b_ours_ge_cleanlab_auroc"] = training["ours"]["auroc"] >= max(cleanlab)
-    return out
+    """Each of ours has an AUROC at least the best of its baselines' (those that ran)."""
+
+    def at_least_best(part: str, ours_key: str, baselines: tuple) -> bool | None:
+        rows = result[part]
+        mine = rows.get(ours_key)
+        best = [rows[k]["auroc"] for k in baselines if rows.get(k) and rows[k]["auroc"]]
+        if mine is None or mine["auroc"] is None or not best:
+            return None
+        return mine["auroc"] >= max(best)
+
+    out = {
+        "a_with_outputs": at_least_best("triage", "ours", TRIAGE_BASELINES),
+        "a_inference_only": at_least_best("triage", "ours_no_outputs", TRIAGE_BASELINES_NO_OUTPUTS),
+        "b_label_quality": at_least_best("training", "ours", TRAINING_BASELINES),
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 # --- timing ------------------------------------------------------------------
@@ -396,30 +442,55 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--noise", type=float, default=0.1, help="training labels flipped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--seeds", default=None, help="A-B: run seeds A to B and report mean ± std (not --seed)"
+    )
+    parser.add_argument(
         "--timing", type=int, default=0, help="also time label_quality vs Datalab on N points"
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--tmp", default=None, help="where scratch directories go")
     parser.add_argument("--venv", type=Path, default=BENCH.parent / ".venv-priority")
+    parser.add_argument("--text-venv", type=Path, default=BENCH.parent / ".venv-text")
     args = parser.parse_args()
+    if args.seeds is None:
+        args.seeds = [args.seed]
+    else:
+        first, _, last = args.seeds.partition("-")
+        if not (first.isdigit() and (last or first).isdigit()) or int(last or first) < int(first):
+            parser.error(f"--seeds takes A-B with A <= B, e.g. 0-4; got {args.seeds!r}")
+        args.seeds = list(range(int(first), int(last or first) + 1))
     datasets = ["synthetic"] if args.tiny else args.datasets.split(",")
     args.datasets = known_names(parser, datasets, KNOWN, "data sets")
     return args
 
 
-def main() -> None:
-    args = parse()
+def text_embeddings(args) -> None:
+    """The text sets' sentence embeddings in bench/.cache/text, made once in bench/.venv-text."""
+    if all((TEXT_CACHE / f"{c}.npz").exists() for c in ("reviews", "sentiment")):
+        return
+    python = reference_python(args.text_venv, BENCH / "requirements-text.txt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
+    log(f"embedding the text corpora into {TEXT_CACHE} (minutes, once) ...")
+    subprocess.run([str(python), str(BENCH / "text.py"), str(TEXT_CACHE)], check=True, env=env)
+
+
+def run_seed(args, seed: int, python: Path | None) -> tuple[dict, dict | None]:
+    """Every data set of ``args`` scored on one seed; and the reference tools' versions."""
     real = [d for d in args.datasets if d in REAL]
-    python = (
-        reference_python(args.venv, BENCH / "requirements.txt") if real or args.timing else None
-    )
     prepared: dict[str, dict] = {}
     reference_versions = None
     loaded: dict[str, dict] = {}
     if real:
+        assert python is not None
         with tempfile.TemporaryDirectory(prefix="priority-data-", dir=args.tmp) as tmp:
-            spec = {"datasets": real, "seed": args.seed, "noise": args.noise}
-            (Path(tmp) / "spec.json").write_text(json.dumps({**spec, "triage_fraction": 0.5}))
+            spec = {
+                "datasets": real,
+                "seed": seed,
+                "noise": args.noise,
+                "triage_fraction": 0.5,
+                "text_cache": str(TEXT_CACHE),
+            }
+            (Path(tmp) / "spec.json").write_text(json.dumps(spec))
             reference = run_reference(python, "prepare", Path(tmp))
             prepared, reference_versions = reference["datasets"], reference["versions"]
             for name in real:
@@ -427,19 +498,100 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     for name in args.datasets:
-        log(f"scoring {name} ...")
+        log(f"scoring {name} (seed {seed}) ...")
         if name == "synthetic":
-            data = synthetic(args.seed, noise=args.noise)
+            data = synthetic(seed, noise=args.noise)
             info = {"embedding": "Gaussian classes", "model": "nearest class mean", "dim": 16}
         else:
             data = loaded[name]
-            info = {
-                "embedding": "MLP hidden layer" if name == "digits" else "standardised features",
-                **prepared[name],
-            }
-        result = score_dataset(name, data, info, args)
+            embedding, metric = DESCRIPTIONS[name]
+            info = {"embedding": embedding, "metric": metric, **prepared[name]}
+        result = score_dataset(name, data, info, args, seed)
         result["targets"] = targets(result)
         results[name] = result
+    return results, reference_versions
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per data set, part and ranker: mean and standard deviation over the seeds of each
+    metric; the targets judged on the means."""
+    out: dict = {}
+    for name in runs[0]:
+        entry: dict = {"seeds": len(runs)}
+        for part in ("triage", "training"):
+            entry[part] = {}
+            for key in runs[0][name][part]:
+                rows = [run[name][part].get(key) for run in runs]
+                if any(row is None for row in rows):
+                    entry[part][key] = None
+                    continue
+                entry[part][key] = {
+                    metric: {
+                        "mean": float(np.mean([row[metric] for row in rows])),
+                        "std": float(np.std([row[metric] for row in rows])),
+                    }
+                    for metric in METRICS
+                    if all(row[metric] is not None for row in rows)
+                }
+        means = {
+            part: {
+                key: None if row is None else {m: v["mean"] for m, v in row.items()}
+                for key, row in entry[part].items()
+            }
+            for part in ("triage", "training")
+        }
+        for m in METRICS:  # a ranker whose metric was None on some seed
+            for part in means.values():
+                for row in part.values():
+                    if row is not None:
+                        row.setdefault(m, None)
+        entry["targets"] = targets(means)
+        out[name] = entry
+    return out
+
+
+def summary_table(name: str, entry: dict, first: dict) -> str:
+    """Mean AUROC ± std and mean AP ± std of each ranker over the seeds."""
+    head = (
+        f"{name}: about {first['training_rows']:,} training inputs ({first['flipped']} "
+        f"flipped), {first['triage_rows']:,} triage inputs ({first['wrong']} wrong) a seed; "
+        f"{first['embedding']}, d = {first['dim']}; model {first['model']}; "
+        f"mean ± std over {entry['seeds']} seeds"
+    )
+    lines = [head]
+    parts = (
+        ("triage", "(a) triage inputs the model got wrong", TRIAGE_RANKERS),
+        ("training", "(b) training inputs whose label was flipped", TRAINING_RANKERS),
+    )
+    width = max(len(label) for _, _, labels in parts for label in labels.values()) + 2
+    for part, title, labels in parts:
+        lines.append(f"  {title.ljust(width)}{'AUROC'.rjust(15)}{'AP'.rjust(15)}")
+        for key, label in labels.items():
+            row = entry[part].get(key)
+            cells = ""
+            for metric in ("auroc", "ap"):
+                value = None if row is None else row.get(metric)
+                text = "-" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
+                cells += text.rjust(15)
+            lines.append(f"    {label.ljust(width - 2)}{cells}")
+    met = ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in entry["targets"].items())
+    lines.append(f"  targets met on the means: {met}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse()
+    real = [d for d in args.datasets if d in REAL]
+    if any(d in TEXT for d in args.datasets):
+        text_embeddings(args)
+    python = (
+        reference_python(args.venv, BENCH / "requirements.txt") if real or args.timing else None
+    )
+    runs: list[dict] = []
+    reference_versions = None
+    for seed in args.seeds:
+        results, reference_versions = run_seed(args, seed, python)
+        runs.append(results)
 
     command = shlex.join(["bench/priority/evaluate.py", *sys.argv[1:]])
     m = machine()
@@ -451,8 +603,12 @@ def main() -> None:
         lib += f"; scikit-learn {r['scikit-learn']}, cleanlab {r['cleanlab']}"
     print(lib)
     print(f"command: {command}\n")
-    for name, result in results.items():
-        print(table(name, result, args.k) + "\n")
+    summary = summarise(runs) if len(runs) > 1 else None
+    for name in runs[0]:
+        if summary is None:
+            print(table(name, runs[0][name], args.k) + "\n")
+        else:
+            print(summary_table(name, summary[name], runs[0][name]) + "\n")
 
     timed = timing(args, python) if args.timing else None
     if timed:
@@ -468,9 +624,11 @@ def main() -> None:
             "command": command,
             "machine": m,
             "versions": v,
-            "settings": {"k": args.k, "noise": args.noise, "seed": args.seed},
+            "settings": {"k": args.k, "noise": args.noise, "seeds": args.seeds},
             "metrics": list(METRICS),
-            "datasets": results,
+            "datasets": runs[0],
+            "runs": dict(zip(map(str, args.seeds), runs, strict=True)),
+            "summary": summary,
             "timing": timed,
         }
         Path(args.json).write_text(json.dumps(payload, indent=2))

@@ -8,11 +8,14 @@ Runs in bench/.venv-priority (bench/priority/requirements.txt), started by evalu
 and imports only scikit-learn, cleanlab, numpy and the standard library. It reads DIR/spec.json
 and writes .npy files and DIR/reference.json; everything it prints goes to stderr.
 
-``prepare`` builds, for each data set of the spec, from data bundled inside scikit-learn (no
-download): a stratified split into a training half and a triage half, a seeded fraction of the
-training labels flipped to another class, a model fitted on the noisy training labels, the
-embeddings, the model's triage predictions and probabilities, and cleanlab's label scores of the
-training rows. Per data set NAME it writes NAME.<array>.npy:
+``prepare`` builds, for each data set of the spec: a split into a training and a triage part,
+a seeded fraction of the training labels flipped to another class, a model fitted on the noisy
+training labels, the embeddings, the model's triage predictions and probabilities, and
+cleanlab's label scores. The scikit-learn sets come bundled inside scikit-learn (stratified
+halves). The text sets are sentence embeddings that bench/priority/text.py wrote to
+spec["text_cache"]; their triage part comes from sources the training part never saw (other
+films, other kinds of text), and the model is a logistic regression on the embeddings.
+Per data set NAME it writes NAME.<array>.npy:
 
     train_x, train_given, train_true    embeddings, the noisy labels stored, the true labels
     triage_x, triage_true, triage_pred, triage_proba
@@ -20,6 +23,8 @@ training rows. Per data set NAME it writes NAME.<array>.npy:
                            then the rest by self-confidence: higher = label more likely wrong
     cleanlab_self_confidence  1 - p(given label), out of fold: the same ranking without flags
     datalab_label          1 - Datalab's label score from the embeddings (k-NN out of fold)
+    datalab_predictions    per triage row, 1 - Datalab's label score of the model's prediction
+                           taken as its label, beside the training rows and their labels
 
 ``timing`` times Datalab's label issue check on DIR/timing.x.npy and timing.labels.npy.
 """
@@ -52,6 +57,14 @@ LOADERS = {
     "wine": datasets.load_wine,
     "breast_cancer": datasets.load_breast_cancer,
 }
+# text set -> (corpus file written by text.py, how its classes are read from the ratings)
+TEXT = {
+    "reviews": ("reviews", "sign"),
+    "sentiment": ("sentiment", "sign"),
+    "sentiment3": ("sentiment", "three"),
+}
+# sentiment: the kinds of text the model is trained on; the triage part is the other two
+SEEN_SOURCES = ("film reviews", "product reviews")
 
 
 def log(message: str) -> None:
@@ -69,7 +82,10 @@ def flip(labels: np.ndarray, fraction: float, n_classes: int, rng) -> np.ndarray
 
 def model(name: str, seed: int):
     """The model of a data set: a small MLP on the digits (its hidden layer is the embedding),
-    logistic regression on standardised features elsewhere."""
+    logistic regression on the sentence embeddings of text, and on standardised features
+    elsewhere."""
+    if name in TEXT:
+        return LogisticRegression(max_iter=2000)
     if name == "digits":
         mlp = MLPClassifier(hidden_layer_sizes=(32,), alpha=1e-3, max_iter=400, random_state=seed)
         return make_pipeline(StandardScaler(), mlp)
@@ -77,8 +93,10 @@ def model(name: str, seed: int):
 
 
 def embed(name: str, fitted, x: np.ndarray) -> np.ndarray:
-    """The embedding of ``x``: the MLP's hidden layer (ReLU) on the digits, the standardised
-    features elsewhere."""
+    """The embedding of ``x``: the sentence embedding itself for text, the MLP's hidden layer
+    (ReLU) on the digits, the standardised features elsewhere."""
+    if name in TEXT:
+        return x
     scaled = fitted[0].transform(x)
     if name == "digits":
         mlp = fitted[-1]
@@ -86,15 +104,44 @@ def embed(name: str, fitted, x: np.ndarray) -> np.ndarray:
     return scaled
 
 
+def text_split(name: str, spec: dict, rng) -> tuple:
+    """A text set's training and triage rows, the triage part from unseen sources: half the
+    films (drawn by seed) for ``reviews``; tweets and editorials for ``sentiment``, with a
+    seeded 80% of each part so that seeds differ."""
+    corpus, classes = TEXT[name]
+    data = np.load(Path(spec["text_cache"]) / f"{corpus}.npz")
+    x, rating, source = data["x"].astype(np.float64), data["rating"], data["source"]
+    if classes == "sign":
+        y = (rating > 0).astype(np.int64)
+    else:
+        y = np.digitize(rating, [-0.5, 0.5]).astype(np.int64)
+    if corpus == "reviews":
+        films = np.unique(source)
+        seen = rng.choice(films, size=len(films) // 2, replace=False)
+        in_training = np.isin(source, seen)
+        keep = np.ones(len(y), dtype=bool)
+    else:
+        in_training = np.isin(source, SEEN_SOURCES)
+        keep = rng.random(len(y)) < 0.8
+    train, triage = in_training & keep, ~in_training & keep
+    return x[train], x[triage], y[train], y[triage]
+
+
 def prepare(name: str, spec: dict, out: Path) -> dict:
     seed = spec["seed"]
     rng = np.random.default_rng(seed)
-    x, y = LOADERS[name](return_X_y=True)
-    x = x.astype(np.float64)
-    n_classes = int(y.max()) + 1
-    train_x, triage_x, train_true, triage_true = train_test_split(
-        x, y, test_size=spec["triage_fraction"], stratify=y, random_state=seed
-    )
+    if name in TEXT:
+        train_x, triage_x, train_true, triage_true = text_split(name, spec, rng)
+        n_classes = int(max(train_true.max(), triage_true.max())) + 1
+        rows = len(train_x) + len(triage_x)
+    else:
+        x, y = LOADERS[name](return_X_y=True)
+        x = x.astype(np.float64)
+        n_classes = int(y.max()) + 1
+        rows = len(x)
+        train_x, triage_x, train_true, triage_true = train_test_split(
+            x, y, test_size=spec["triage_fraction"], stratify=y, random_state=seed
+        )
     given = flip(train_true, spec["noise"], n_classes, rng)
 
     fitted = model(name, seed).fit(train_x, given)
@@ -115,6 +162,15 @@ def prepare(name: str, spec: dict, out: Path) -> dict:
     datalab_label = 1.0 - lab.get_issues("label")["label_score"].to_numpy()
     datalab_s = time.perf_counter() - started
 
+    # The model's predictions taken as labels, judged beside the training rows' own labels:
+    # the triage check cleanlab offers when a user has the predictions but no ground truth.
+    both = Datalab(
+        data={"label": np.concatenate([given, triage_pred])}, label_name="label", verbosity=0
+    )
+    both.find_issues(features=np.vstack([train_emb, triage_emb]), issue_types={"label": {}})
+    scores = both.get_issues("label")["label_score"].to_numpy()
+    datalab_predictions = 1.0 - scores[len(given) :]
+
     arrays = {
         "train_x": train_emb,
         "train_given": given,
@@ -126,6 +182,7 @@ def prepare(name: str, spec: dict, out: Path) -> dict:
         "cleanlab_issue_first": issue_first,
         "cleanlab_self_confidence": 1.0 - quality,
         "datalab_label": datalab_label,
+        "datalab_predictions": datalab_predictions,
     }
     for key, value in arrays.items():
         np.save(out / f"{name}.{key}.npy", value)
@@ -135,10 +192,10 @@ def prepare(name: str, spec: dict, out: Path) -> dict:
         f"embedding dimension {train_emb.shape[1]}"
     )
     return {
-        "rows": int(len(x)),
+        "rows": int(rows),
         "classes": n_classes,
         "dim": int(train_emb.shape[1]),
-        "model": type(fitted[-1]).__name__,
+        "model": type(fitted[-1] if hasattr(fitted, "steps") else fitted).__name__,
         "cleanlab_issues": int(len(issues)),
         "cleanlab_s": cleanlab_s,
         "datalab_s": datalab_s,
