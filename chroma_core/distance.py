@@ -32,6 +32,32 @@ def pairwise(queries: np.ndarray, data: np.ndarray, metric: str) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0, out=sq)).astype(np.float32)
 
 
+def smallest(scores: np.ndarray, k: int) -> np.ndarray:
+    """(m, k) column indices of the ``k`` smallest values of each row of ``scores`` (m, n),
+    in no particular order (all n columns when k >= n). Which of several values tied at
+    the k-th is taken is not defined.
+
+    ``np.argpartition`` along rows does the same several times slower: it selects with an
+    index array beside the values. Here the k-th value of each row comes from
+    ``np.partition`` of the values alone, and the columns at or below it are read back from
+    a mask; rows where more than k are (ties at the k-th value) or fewer (NaN) go to
+    ``np.argpartition``."""
+    m, n = scores.shape
+    if k >= n:
+        return np.broadcast_to(np.arange(n), (m, n)).copy()
+    kth = np.partition(scores, k - 1, axis=1)[:, k - 1 : k]
+    rows, columns = np.nonzero(scores <= kth)
+    counts = np.bincount(rows, minlength=m)
+    exact = counts == k
+    if exact.all():
+        return columns.reshape(m, k)
+    out = np.empty((m, k), dtype=np.int64)
+    out[exact] = columns[exact[rows]].reshape(-1, k)
+    other = np.flatnonzero(~exact)
+    out[other] = np.argpartition(scores[other], k - 1, axis=1)[:, :k]
+    return out
+
+
 def exact_knn(queries: np.ndarray, data: np.ndarray, k: int, metric: str):
     """``(indices (n, k) int64, distances (n, k) float32)`` into ``data``, nearest first.
 
@@ -46,11 +72,7 @@ def exact_knn(queries: np.ndarray, data: np.ndarray, k: int, metric: str):
     step = max(1, CHUNK_BYTES // (4 * max(m, 1)))
     for start in range(0, n, step):
         d = pairwise(queries[start : start + step], data, metric)
-        part = (
-            np.argpartition(d, k - 1, axis=1)[:, :k]
-            if k < m
-            else np.tile(np.arange(m), (len(d), 1))
-        )
+        part = smallest(d, k)
         part_d = np.take_along_axis(d, part, axis=1)
         order = np.argsort(part_d, axis=1, kind="stable")
         indices[start : start + step] = np.take_along_axis(part, order, axis=1)

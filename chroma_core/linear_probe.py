@@ -29,6 +29,8 @@ SHRINKAGES = (0.01, 0.05, 0.2, 0.5, 0.8)
 TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 25))
 #: probabilities are kept away from 0 so a log loss stays finite
 EPSILON = 1e-9
+#: scores this far below a row's best count as that far: exp(-60) is 1e-26
+FLOOR_SCORE = 60.0
 _BLOCK_ROWS = 65_536
 #: rows at most the shrinkage and temperature are chosen on
 CHECK_ROWS = 20_000
@@ -216,16 +218,24 @@ def _temperature(scores: np.ndarray, codes: np.ndarray) -> tuple[float, float]:
 
 
 def _log_loss(scores: np.ndarray, codes: np.ndarray) -> float:
-    shifted = scores - scores.max(axis=1, keepdims=True)
+    shifted = _shifted(scores)
     log_z = np.log(np.exp(shifted).sum(axis=1))
     return float(np.mean(log_z - shifted[np.arange(len(codes)), codes]))
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
+def _shifted(scores: np.ndarray) -> np.ndarray:
+    """Scores less each row's largest, no lower than -FLOOR_SCORE: exp of less would be a
+    subnormal number, many times slower to compute, and weighs nothing beside exp(0)."""
     shifted = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    p = e / e.sum(axis=1, keepdims=True)
-    return np.maximum(p, EPSILON)
+    return np.maximum(shifted, -FLOOR_SCORE, out=shifted)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    # in place on one new array: fresh pages cost more than the arithmetic here
+    p = _shifted(scores)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True)
+    return np.maximum(p, EPSILON, out=p)
 
 
 #: rows at most in the check that mixes the probe with another signal

@@ -20,13 +20,16 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from chroma_core.distance import METRICS
+from chroma_core.distance import METRICS, smallest
 
 log = logging.getLogger("chroma.neighbor_search")
 
 #: above this value of n_train * n_queries, neighbours come from inverted lists
 EXACT_LIMIT = 50_000_000
 _CHUNK_BYTES = 256 * 2**20
+# Candidates of one batch of queries: small enough that the allocator reuses the memory
+# from batch to batch rather than mapping (and zeroing) it afresh.
+_CANDIDATE_BYTES = 64 * 2**20
 # Working memory of one thread's block: small enough to be reused rather than mapped afresh.
 _BLOCK_BYTES = 16 * 2**20
 # Inverted lists: about sqrt(n) lists of about sqrt(n) rows each; a query scans _PROBES of them.
@@ -229,13 +232,14 @@ class ListScan:
         self, queries: np.ndarray, lists: np.ndarray, k: int, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest rows of each query among the rows of the lists it names in ``lists``
-        ((n, probes) list numbers): int64 indices into the rows, float64 distances, nearest
-        first; -1 and +inf where those lists held fewer than k rows. ``exclude`` (n,) is the
-        index of a row each query must not be given (its own), or -1."""
+        ((n, probes) list numbers, the query's nearest list first): int64 indices into the
+        rows, float64 distances, nearest first; -1 and +inf where those lists held fewer than
+        k rows. ``exclude`` (n,) is the index of a row each query must not be given (its
+        own), or -1."""
         indices = np.empty((len(queries), k), dtype=np.int64)
         distances = np.empty((len(queries), k), dtype=np.float64)
         # Candidates of a batch: an int64 index and a float32 score per probed list and k.
-        for batch in self.workers.blocks(len(queries), lists.shape[1] * k * 12, _CHUNK_BYTES):
+        for batch in self.workers.blocks(len(queries), lists.shape[1] * k * 12, _CANDIDATE_BYTES):
             part = None if exclude is None else exclude[batch]
             found, scores = self.candidates(queries[batch], lists[batch], k, part)
             indices[batch], distances[batch] = self.rank(queries[batch], found, scores, k)
@@ -248,46 +252,95 @@ class ListScan:
 
         Scores are float32 squared distances, or negated inner products for ``ip``. Slots that
         a probed list could not fill hold index -1 and score +inf.
+
+        Two passes: each query's first list gives its best k, and so a bound, the k-th
+        score; its other lists then offer only rows scoring below that bound. Near the
+        query's own list those are few, so most scores are compared with the bound rather
+        than selected among, which costs several times less.
         """
         n, probes = lists.shape
         found = np.full((n, probes, k), -1, dtype=np.int64)
         found_scores = np.full((n, probes, k), np.inf, dtype=np.float32)
-        by_list = np.argsort(lists, axis=None, kind="stable")
-        starts = np.searchsorted(lists.reshape(-1)[by_list], np.arange(len(self.bounds)))
-        query_of, probe_of = np.divmod(by_list, probes)
         excluded = None if exclude is None else np.where(exclude >= 0, self.place[exclude], -1)
+        bound: np.ndarray | None = None
 
-        def scan(list_id: int) -> None:
-            lo, hi = self.bounds[list_id], self.bounds[list_id + 1]
-            members = self.order[lo:hi]
-            origin = self.origins[list_id]
-            block = (self.rows[members] - origin).astype(np.float32)
-            sq_norms = np.einsum("ij,ij->i", block, block) if self.euclidean else None
-            width = min(k, hi - lo)
-            # Each scan writes its own (query, probe) slots, so scans run concurrently.
-            pairs = np.arange(starts[list_id], starts[list_id + 1])
-            for part in self.workers.blocks(len(pairs), (hi - lo) * 16):
-                which, slots = query_of[pairs[part]], probe_of[pairs[part]]
-                local = (queries[which] - origin).astype(np.float32)
-                scores = _ranking(local, block, sq_norms)
-                if self.euclidean:
-                    # Plus |q|^2: squared distances, comparable across lists.
-                    scores += np.einsum("ij,ij->i", local, local)[:, None]
-                if excluded is not None:
-                    at = excluded[which]
-                    mine = np.flatnonzero((at >= lo) & (at < hi))
-                    scores[mine, at[mine] - lo] = np.inf
-                if width < hi - lo:
-                    pick = np.argpartition(scores, width - 1, axis=1)[:, :width]
-                    scores = np.take_along_axis(scores, pick, axis=1)
-                    found[which, slots, :width] = members[pick]
-                else:
-                    found[which, slots, :width] = members
-                found_scores[which, slots, :width] = scores
+        def keep_below(scores, offset, which, slots, members, width) -> None:
+            """Into the slots: the best ``width`` of the rows scoring below the bound, each
+            score plus its query's ``offset``."""
+            assert bound is not None
+            passing = scores < (bound[which] - offset)[:, None]
+            counts = np.count_nonzero(passing, axis=1)
+            many = np.flatnonzero(counts > width)
+            if len(many):
+                pick = smallest(scores[many], width)
+                found[which[many], slots[many], :width] = members[pick]
+                kept = np.take_along_axis(scores[many], pick, axis=1)
+                found_scores[which[many], slots[many], :width] = kept + offset[many, None]
+            few = np.flatnonzero((counts > 0) & (counts <= width))
+            if len(few):
+                row, column = np.nonzero(passing[few])
+                place = np.arange(len(row)) - np.searchsorted(row, row)  # rank in its row
+                at = few[row]
+                found[which[at], slots[at], place] = members[column]
+                found_scores[which[at], slots[at], place] = scores[at, column] + offset[at]
 
-        work = (starts[1:] - starts[:-1]) * (self.bounds[1:] - self.bounds[:-1])
-        # Longest scans first, so that the threads finish together.
-        self.workers.map(scan, [int(i) for i in np.argsort(-work, kind="stable") if work[i]])
+        def scan_pairs(columns: slice) -> None:
+            """Scan the (query, probe) pairs of the probe ``columns``, list by list."""
+            sub = lists[:, columns]
+            by_list = np.argsort(sub, axis=None, kind="stable")
+            starts = np.searchsorted(sub.reshape(-1)[by_list], np.arange(len(self.bounds)))
+            query_of, probe_of = np.divmod(by_list, sub.shape[1])
+            probe_of += columns.start
+
+            def scan(list_id: int) -> None:
+                lo, hi = self.bounds[list_id], self.bounds[list_id + 1]
+                members = self.order[lo:hi]
+                origin = self.origins[list_id]
+                block = (self.rows[members] - origin).astype(np.float32)
+                # scores |t|^2 - 2 q.t (squared distance less |q|^2), or -q.t for ip: one
+                # product with the rows scaled beforehand, plus the rows' squared norms
+                sq_norms = np.einsum("ij,ij->i", block, block) if self.euclidean else None
+                block *= -2.0 if self.euclidean else -1.0
+                width = min(k, hi - lo)
+                # Each scan writes its own (query, probe) slots, so scans run concurrently.
+                pairs = np.arange(starts[list_id], starts[list_id + 1])
+                for part in self.workers.blocks(len(pairs), (hi - lo) * 16):
+                    which, slots = query_of[pairs[part]], probe_of[pairs[part]]
+                    local = (queries[which] - origin).astype(np.float32)
+                    scores = local @ block.T
+                    if sq_norms is not None:
+                        scores += sq_norms
+                    # |q|^2 makes squared distances, comparable across lists; it is added to
+                    # the scores kept only
+                    offset = (
+                        np.einsum("ij,ij->i", local, local)
+                        if self.euclidean
+                        else np.zeros(len(which), np.float32)
+                    )
+                    if excluded is not None:
+                        at = excluded[which]
+                        mine = np.flatnonzero((at >= lo) & (at < hi))
+                        scores[mine, at[mine] - lo] = np.inf
+                    if bound is not None:
+                        keep_below(scores, offset, which, slots, members, width)
+                        continue
+                    if width < hi - lo:
+                        pick = smallest(scores, width)
+                        scores = np.take_along_axis(scores, pick, axis=1)
+                        found[which, slots, :width] = members[pick]
+                    else:
+                        found[which, slots, :width] = members
+                    found_scores[which, slots, :width] = scores + offset[:, None]
+
+            work = (starts[1:] - starts[:-1]) * (self.bounds[1:] - self.bounds[:-1])
+            # Longest scans first, so that the threads finish together.
+            order = np.argsort(-work, kind="stable")
+            self.workers.map(scan, [int(i) for i in order if work[i]])
+
+        scan_pairs(slice(0, 1))
+        if probes > 1:
+            bound = found_scores[:, 0, :].max(axis=1)
+            scan_pairs(slice(1, probes))
         return found.reshape(n, -1), found_scores.reshape(n, -1)
 
     def rank(
@@ -298,7 +351,7 @@ class ListScan:
         distances = np.empty((len(queries), k), dtype=np.float64)
 
         def rank(chunk: slice) -> None:
-            pick = np.argpartition(scores[chunk], k - 1, axis=1)[:, :k]
+            pick = smallest(scores[chunk], k)
             empty = np.isinf(np.take_along_axis(scores[chunk], pick, axis=1))
             candidates = np.where(empty, -1, np.take_along_axis(found[chunk], pick, axis=1))
             indices[chunk], distances[chunk] = _sorted_neighbors(
@@ -417,7 +470,7 @@ def _nearest_centroids(
     workers: Workers,
 ) -> np.ndarray:
     """(len(x), n) indices of the ``n`` best centroids of each row of ``x`` (less ``centre``),
-    in no particular order."""
+    the best first."""
     out = np.empty((len(x), n), dtype=np.int64)
     sq_norms = np.einsum("ij,ij->i", centroids, centroids) if metric == "l2" else None
 
@@ -427,10 +480,10 @@ def _nearest_centroids(
         scores = _ranking(rows, centroids, sq_norms)
         if n == 1:
             out[chunk, 0] = scores.argmin(axis=1)
-        elif n < len(centroids):
-            out[chunk] = np.argpartition(scores, n - 1, axis=1)[:, :n]
         else:
-            out[chunk] = np.arange(n)
+            pick = smallest(scores, n)
+            order = np.argsort(np.take_along_axis(scores, pick, axis=1), axis=1, kind="stable")
+            out[chunk] = np.take_along_axis(pick, order, axis=1)
 
     workers.map(nearest, workers.blocks(len(x), len(centroids) * 16))
     return out
@@ -493,17 +546,18 @@ def _exact_knn(
         if own is not None:
             scores[np.arange(len(scores)), own[chunk]] = np.inf
         if k < n_train:
-            candidates = np.argpartition(scores, k - 1, axis=1)[:, :k]
+            candidates = smallest(scores, k)
         else:
             candidates = np.broadcast_to(np.arange(n_train), scores.shape)
         indices[chunk], distances[chunk] = _sorted_neighbors(
             queries[chunk], train, candidates, metric
         )
 
-    # Each block holds its scores, argpartition's int64 copy of them, and the float64
-    # neighbour rows gathered to recompute distances.
+    # Each block holds its scores, the selection's copy and mask of them, and the float64
+    # neighbour rows gathered to recompute distances: _BLOCK_BYTES, so that its memory is
+    # reused from block to block.
     row_bytes = max(n_train * (dtype.itemsize + 8), k * dim * 16)
-    workers.map(search, workers.blocks(len(queries), row_bytes, _CHUNK_BYTES // workers.size))
+    workers.map(search, workers.blocks(len(queries), row_bytes))
     return indices, distances
 
 

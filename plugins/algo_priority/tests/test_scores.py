@@ -15,23 +15,28 @@ from chroma_algo_priority.scores import (
     priority_scores,
 )
 from chroma_core import linear_probe
+from chroma_core.distance import smallest
 from chroma_core.neighbor_search import knn
 
 METRICS = ["l2", "cosine", "ip"]
 # what every score carries: the priority, each component behind it, and the neighbours
-KEYS = {
-    "priority",
-    "support",
-    "probe_support",
-    "vote_weight",
-    "novelty",
-    "disagreement",
-    "neighbors",
-} | {  # fmt: skip
-    f"{component}{suffix}"
-    for component in ("distance", "mahalanobis")
-    for suffix in ("", "_pct")
-} | set(CONTRIBUTIONS)
+KEYS = (
+    {
+        "priority",
+        "support",
+        "probe_support",
+        "vote_weight",
+        "novelty",
+        "disagreement",
+        "neighbors",
+    }
+    | {  # fmt: skip
+        f"{component}{suffix}"
+        for component in ("distance", "mahalanobis")
+        for suffix in ("", "_pct")
+    }
+    | set(CONTRIBUTIONS)
+)
 
 
 def brute_force(train, queries, metric):
@@ -644,3 +649,24 @@ def test_priority_scores_carry_contributions_that_sum_to_one():
     # wrong inferences among the a's: doubt from the training inputs; far rows: novelty
     assert (table[:10, :2].sum(axis=1) > 0.9).all()
     assert (scores["from_novelty"][20:] > 0.9).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_smallest_selects_the_k_lowest_of_each_row_ties_and_infinities_included(seed):
+    rng = np.random.default_rng(seed)
+    m, n = int(rng.integers(1, 40)), int(rng.integers(1, 60))
+    scores = rng.integers(0, 6, size=(m, n)).astype(np.float32)  # many ties
+    scores[rng.random((m, n)) < 0.2] = np.inf
+    for k in {1, max(1, n // 2), n, n + 3}:
+        picked = smallest(scores, k)
+        width = min(k, n)
+        assert picked.shape == (m, width)
+        # distinct columns, and their values are the row's lowest
+        assert all(len(set(row)) == width for row in picked)
+        values = np.sort(np.take_along_axis(scores, picked, axis=1), axis=1)
+        np.testing.assert_array_equal(values, np.sort(scores, axis=1)[:, :width])
+
+
+def test_smallest_places_nan_last_as_argpartition_does():
+    scores = np.array([[3.0, np.nan, 1.0, 2.0]])
+    assert sorted(smallest(scores, 3)[0]) == [0, 2, 3]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chroma_core.distance import normalized
+from chroma_core.distance import normalized, smallest
 
 
 @dataclass
@@ -78,9 +78,7 @@ class Matches:
                 scores = self.norms[None, :] - 2.0 * scores
             else:
                 scores = 1.0 - scores
-            part = np.argpartition(scores, take - 1, axis=1)[:, :take] if take < m else None
-            if part is None:
-                part = np.tile(np.arange(m), (len(block), 1))
+            part = smallest(scores, take)
             found = np.take_along_axis(scores, part, axis=1)
             order = np.argsort(found, axis=1, kind="stable")
             part = np.take_along_axis(part, order, axis=1)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from chroma_core.distance import smallest
 from chroma_core.filters import comparisons
 from chroma_core.neighbor_search import Workers
 from chroma_core.seqs import locate
@@ -279,7 +280,7 @@ class _Search:
         many = counts > _FEW * k
         if many.any():
             top = min(k, scores.shape[1])
-            pick = np.argpartition(scores[many], top - 1, axis=1)[:, :top]
+            pick = smallest(scores[many], top)
             self._keep(which[many], np.take_along_axis(scores[many], pick, axis=1), cell_seqs[pick])
         few = np.flatnonzero((counts > 0) & ~many)
         if len(few):
@@ -297,7 +298,7 @@ class _Search:
         best k of queries ``which``."""
         both = np.concatenate([self.best[which], scores], axis=1)
         ids = np.concatenate([self.found[which], np.where(np.isinf(scores), -1, seqs)], axis=1)
-        keep = np.argpartition(both, self.k - 1, axis=1)[:, : self.k]
+        keep = smallest(both, self.k)
         self.best[which] = np.take_along_axis(both, keep, axis=1)
         self.found[which] = np.take_along_axis(ids, keep, axis=1)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chroma_core.distance import smallest
 from chroma_core.neighbor_search import kmeans
 
 #: bits of a cell number that give its place within its group
@@ -80,7 +81,7 @@ def nearest_cells(vectors: np.ndarray, centroids: np.ndarray, n: int, metric: st
         elif n == 1:
             out[start : start + step, 0] = scores.argmin(axis=1)
         else:
-            out[start : start + step] = np.argpartition(scores, n - 1, axis=1)[:, :n]
+            out[start : start + step] = smallest(scores, n)
     return out
 
 
