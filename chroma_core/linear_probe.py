@@ -56,7 +56,7 @@ class Probe:
         out = np.empty((len(x), self.n_classes))
         for start in range(0, len(x), _BLOCK_ROWS):
             block = as_compared(np.asarray(x[start : start + _BLOCK_ROWS], np.float64), self.metric)
-            out[start : start + len(block)] = _softmax(
+            out[start : start + len(block)] = _softmax_in_place(
                 (block @ self.weights + self.bias) / self.temperature
             )
         return out
@@ -82,12 +82,16 @@ def fit(
     metric: str = "l2",
     folds: int = FOLDS,
     seed: int = 0,
+    rows: np.ndarray | None = None,
 ) -> Probe:
     """Fit a probe on rows ``x`` (n, d) of classes ``codes`` (n,) in ``0..n_classes-1``, as
     ``metric`` compares them (unit length for cosine, as they are for l2 and ip).
 
-    Folds are stratified by class (each class's rows dealt out in a seeded random order).
-    ``ValueError`` when fewer than two classes have rows or a row is not finite."""
+    ``out_of_fold`` holds the out-of-fold probabilities of every row, or of ``rows`` alone
+    (indices, in their order) when given: (len(rows), C) instead of (n, C), for callers that
+    need only a sample. Folds are stratified by class (each class's rows dealt out in a
+    seeded random order). ``ValueError`` when fewer than two classes have rows or a row is
+    not finite."""
     x = as_compared(np.asarray(x), metric)
     codes = np.asarray(codes, dtype=np.int64)
     n, d = x.shape
@@ -105,30 +109,54 @@ def fit(
         total = _Statistics(
             total.counts + part.counts, total.sums + part.sums, total.scatter + part.scatter
         )
+    # each fold's fit at every shrinkage: d x C weights, small
+    fits = [[_linear(total - per_fold[f], a) for a in SHRINKAGES] for f in range(folds)]
 
-    # out-of-fold scores for every shrinkage, one solve per fold and shrinkage
-    scores = {a: np.empty((n, n_classes)) for a in SHRINKAGES}
-    for f in range(folds):
-        held = np.flatnonzero(fold_of == f)
-        fitted = total - per_fold[f]
-        rows = _centred(x, held, centre)
-        for a in SHRINKAGES:
-            weights, bias = _linear(fitted, a)
-            scores[a][held] = rows @ weights + bias
-    # the settings are chosen on a sample: the choice needs far fewer rows than the fit
+    # the settings are chosen on a sample: the choice needs far fewer rows than the fit,
+    # and scores of every row at every shrinkage would take memory for nothing
     check = _sample(n, CHECK_ROWS)
-    best: tuple[float, float, float] | None = None
-    for a in SHRINKAGES:
-        temperature, loss = _temperature(scores[a][check], codes[check])
+    check_scores = [
+        _out_of_fold(x, check, fold_of, fits, i, centre) for i in range(len(SHRINKAGES))
+    ]
+    best: tuple[int, float, float] | None = None
+    for i, scores in enumerate(check_scores):
+        temperature, loss = _temperature(scores, codes[check])
         if best is None or loss < best[2] - 1e-12:
-            best = (a, temperature, loss)
+            best = (i, temperature, loss)
     assert best is not None
-    shrinkage, temperature, loss = best
-    out_of_fold = _softmax(scores[shrinkage] / temperature)
-    weights, bias = _linear(total, shrinkage)
+    chosen, temperature, loss = best
+    wanted = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores = _out_of_fold(x, wanted, fold_of, fits, chosen, centre)
+    scores /= temperature
+    out_of_fold = _softmax_in_place(scores)
+    weights, bias = _linear(total, SHRINKAGES[chosen])
     # scores of raw rows: fold the centring into the bias
     bias = bias - centre @ weights
-    return Probe(n_classes, shrinkage, temperature, folds, loss, out_of_fold, weights, bias, metric)
+    return Probe(n_classes, SHRINKAGES[chosen], temperature, folds, loss, out_of_fold, weights,
+                 bias, metric)  # fmt: skip
+
+
+def _out_of_fold(
+    x: np.ndarray,
+    rows: np.ndarray,
+    fold_of: np.ndarray,
+    fits: list,
+    shrinkage: int,
+    centre: np.ndarray,
+) -> np.ndarray:
+    """(len(rows), C) scores of ``rows``, each from the fit without its fold, at the
+    ``shrinkage``-th setting; a block of rows at a time."""
+    n_classes = fits[0][0][0].shape[1]
+    out = np.empty((len(rows), n_classes))
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        part = rows[start : start + _BLOCK_ROWS]
+        block = _centred(x, part, centre)
+        folds = fold_of[part]
+        for f in np.unique(folds):
+            mine = np.flatnonzero(folds == f)
+            weights, bias = fits[f][shrinkage]
+            out[start + mine] = block[mine] @ weights + bias
+    return out
 
 
 def as_compared(x: np.ndarray, metric: str) -> np.ndarray:
@@ -230,12 +258,13 @@ def _shifted(scores: np.ndarray) -> np.ndarray:
     return np.maximum(shifted, -FLOOR_SCORE, out=shifted)
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    # in place on one new array: fresh pages cost more than the arithmetic here
-    p = _shifted(scores)
-    np.exp(p, out=p)
-    p /= p.sum(axis=1, keepdims=True)
-    return np.maximum(p, EPSILON, out=p)
+def _softmax_in_place(scores: np.ndarray) -> np.ndarray:
+    # fresh pages cost more than the arithmetic here
+    scores -= scores.max(axis=1, keepdims=True)
+    np.maximum(scores, -FLOOR_SCORE, out=scores)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=1, keepdims=True)
+    return np.maximum(scores, EPSILON, out=scores)
 
 
 #: rows at most in the check that mixes the probe with another signal

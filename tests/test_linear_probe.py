@@ -91,3 +91,14 @@ def test_small_classes_and_bad_input():
         linear_probe.fit(x, np.zeros(300, int), 1)
     with pytest.raises(ValueError, match="one value per row"):
         linear_probe.fit(x, codes[:10], 4)
+
+
+def test_out_of_fold_of_some_rows_equals_those_rows_of_every_rows():
+    x, codes = gaussian_classes(n=900)
+    whole = linear_probe.fit(x, codes, 3)
+    rows = np.array([899, 3, 500, 3, 17])
+    some = linear_probe.fit(x, codes, 3, rows=rows)
+    assert some.out_of_fold.shape == (5, 3)
+    np.testing.assert_allclose(some.out_of_fold, whole.out_of_fold[rows], rtol=1e-12)
+    assert (some.shrinkage, some.temperature) == (whole.shrinkage, whole.temperature)
+    np.testing.assert_allclose(some.probabilities(x), whole.probabilities(x), rtol=1e-12)

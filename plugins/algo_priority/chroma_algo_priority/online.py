@@ -556,13 +556,13 @@ def build(context, space: SpaceInfo, params: PriorityParams) -> Model:
         reference = _reference(len(seqs), params.reference_rows)
         reference_mahalanobis = np.sort(mahalanobis.to_class(vectors[reference], codes[reference]))
     graph = Graph(vectors, space.metric, Workers().size)
-    probe = fit_probe(vectors, codes, len(classes), space.metric)
+    probe = fit_probe(vectors, codes, len(classes), space.metric, reference)
     # k + 1: the row itself is among its own neighbours
     positions, distances = graph.search(vectors[reference], k + 1)
     own = _own_slot(positions, reference)
     distances = _drop_slot(distances, own, k)
     neighbor_codes = codes[_drop_slot(positions, own, k)]
-    weight = vote_weight(neighbor_codes, codes[reference], probe, reference, len(classes))
+    weight = vote_weight(neighbor_codes, codes[reference], probe, len(classes))
     mean = filled_distances(distances).mean(axis=1)
     reference_mean = np.sort(mean[np.isfinite(mean)])
     del vectors

@@ -132,9 +132,9 @@ def priority_scores(
     reference_mean = np.sort(reference_distances.mean(axis=1))
     scores = evidence(train_codes[neighbors], distances, query_codes, reference_mean, len(classes))
     scores.update(class_evidence(mahalanobis, query_codes, reference_mahalanobis))
-    probe = fit_probe(train_x, train_codes, len(classes), metric)
+    probe = fit_probe(train_x, train_codes, len(classes), metric, reference)
     weight = vote_weight(
-        train_codes[reference_neighbors], train_codes[reference], probe, reference, len(classes)
+        train_codes[reference_neighbors], train_codes[reference], probe, len(classes)
     )
     scores.update(probe_evidence(probe, query_x, query_codes, weight))
     scores["priority"] = combine(backing_inputs(scores), scores["novelty"])
@@ -143,31 +143,32 @@ def priority_scores(
 
 
 def fit_probe(
-    train_x: np.ndarray, train_codes: np.ndarray, n_classes: int, metric: str
+    train_x: np.ndarray, train_codes: np.ndarray, n_classes: int, metric: str, rows: np.ndarray
 ) -> linear_probe.Probe:
-    """The linear probe of the labelled training rows, as the metric compares them."""
-    return linear_probe.fit(train_x, train_codes, n_classes, metric=metric)
+    """The linear probe of the labelled training rows, as the metric compares them, with the
+    out-of-fold probabilities of ``rows`` (the reference sample the vote's share is chosen
+    on) alone."""
+    return linear_probe.fit(train_x, train_codes, n_classes, metric=metric, rows=rows)
 
 
 def vote_weight(
     neighbor_codes: np.ndarray,
     own_codes: np.ndarray,
     probe: linear_probe.Probe,
-    rows: np.ndarray,
     n_classes: int,
 ) -> float:
     """The neighbours' share of an input's backing: of ``VOTE_WEIGHTS``, the mix of the
-    neighbour vote (each training row in ``rows`` voted on by its neighbours
+    neighbour vote (each reference training row voted on by its neighbours
     ``neighbor_codes``, itself left out; p(c) = (votes for c + 1) / (k + C), as ``support``)
-    and the probe (out of fold) that best ranks the rows' own labels above their other
-    classes (:func:`chroma_core.linear_probe.mix_weight`). A check on the training labels
-    alone."""
+    and the probe (its out-of-fold probabilities of the same rows, ``probe.out_of_fold``)
+    that best ranks the rows' own labels ``own_codes`` above their other classes
+    (:func:`chroma_core.linear_probe.mix_weight`). A check on the training labels alone."""
     n, k = neighbor_codes.shape
     valid = neighbor_codes >= 0
     cells = np.nonzero(valid)[0] * n_classes + neighbor_codes[valid]
     counts = np.bincount(cells, minlength=n * n_classes).reshape(n, n_classes)
     votes = (counts + 1.0) / (k + n_classes)
-    weight, _ = linear_probe.mix_weight(votes, probe.out_of_fold[rows], own_codes, VOTE_WEIGHTS)
+    weight, _ = linear_probe.mix_weight(votes, probe.out_of_fold, own_codes, VOTE_WEIGHTS)
     return weight
 
 
