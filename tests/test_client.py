@@ -480,15 +480,25 @@ def test_label_issues_rank_flipped_training_labels_first(client, space_name):
     labels[flipped] = ["b", "b", "a", "a"]
     ids = space.add(data, dataset="train", labels=labels)
     space.add(rng.normal(4, 1, (5, 8)), dataset="prod", context="triage", inferences="a")
-    issues = space.label_issues(k=10)
-    assert len(issues) == 300 and issues["issue_score"].is_monotonic_decreasing
-    assert set(issues["id"].head(4)) == {ids[i] for i in flipped}
-    top = issues.set_index("id").loc[[ids[i] for i in flipped]]
+    every = space.label_issues(k=10, only_issues=False)
+    assert len(every) == 300 and every["issue_score"].is_monotonic_decreasing
+    assert set(every["id"].head(4)) == {ids[i] for i in flipped}
+    top = every.set_index("id").loc[[ids[i] for i in flipped]]
     assert top["is_issue"].all()
     assert top["suggested_label"].tolist() == ["a", "a", "b", "b"]
-    assert set(space.label_issues(only_issues=True)["id"]) >= {ids[i] for i in flipped}
+    # by default the issues alone, as every["is_issue"] flags them, in the same order
+    issues = space.label_issues(k=10)
+    assert issues["is_issue"].all() and set(issues["id"]) >= {ids[i] for i in flipped}
+    assert issues["id"].tolist() == every[every["is_issue"]]["id"].tolist()
     with pytest.raises(InvalidInput, match="k"):
         space.label_issues(k=0)
+
+
+def test_add_without_a_dataset_files_the_inputs_under_default(client, space_name):
+    space = client.space(space_name)
+    ids = space.add(np.eye(3, 4, dtype=np.float32), labels=["a", "b", "a"])
+    assert space.get(ids=ids)["dataset"].tolist() == ["default"] * 3
+    assert space.count(where={"dataset": "default"}) == 3
 
 
 def test_duplicates_and_drift_through_the_client(client, space_name):

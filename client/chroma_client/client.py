@@ -308,7 +308,7 @@ class Space:
         self,
         embeddings,
         *,
-        dataset: str,
+        dataset: str = "default",
         context: str = "training",
         input_uris=None,
         inferences=None,
@@ -318,7 +318,8 @@ class Space:
         ids=None,
         progress: bool | None = None,
     ) -> list[str]:
-        """Store embeddings with their catalogue fields; returns their ids.
+        """Store embeddings with their catalogue fields; returns their ids. ``dataset``
+        names where the inputs come from (``"default"`` when not given).
 
         Per-row fields take a sequence (one value per row) or one value for all rows.
         Inputs are checked whole before anything is sent; large inputs go in batches of
@@ -608,11 +609,12 @@ class Space:
         k: int = 10,
         where: dict | None = None,
         n: int | None = None,
-        only_issues: bool = False,
+        only_issues: bool = True,
         **params,
     ) -> pd.DataFrame:
-        """Labelled training inputs ranked by how likely their label is wrong (highest
-        ``issue_score`` first), with ``suggested_label``, ``is_issue``, the voting
+        """The labelled training inputs whose label is likely wrong (``is_issue``), ranked
+        by how likely (highest ``issue_score`` first); ``only_issues=False`` ranks every
+        labelled training input. With ``suggested_label``, ``is_issue``, the voting
         ``neighbors`` and each signal's p(given label): ``vote_quality`` (the neighbours)
         and ``probe_quality`` (a linear probe fitted out of fold); ``frame.attrs["meta"]``
         has counts, per-class thresholds and the weight the two were mixed with. Other
