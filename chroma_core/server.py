@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 import uvicorn
 
 from chroma_core.app import create_app
 from chroma_core.config import Settings
+from chroma_core.monitoring import HideSecrets
 from chroma_wire.errors import ChromaError
 
 
@@ -53,20 +55,34 @@ def main(argv=None, prog: str = "chroma-server") -> None:
         print(f"{prog}: {exc.detail}", file=sys.stderr)
         raise SystemExit(2) from None
     chroma = app.state.chroma
+    # the socket is bound before a word is said of listening: a port in use is a clear
+    # error here, not a traceback after a "listening" line
+    try:
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        listener = socket.create_server((settings.host, settings.port), family=family)
+    except OSError as exc:
+        chroma.close()
+        print(
+            f"{prog}: cannot listen on {settings.host}:{settings.port}: "
+            f"{exc.strerror or exc} (another server there? choose another with --port)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     guarded = ", bearer tokens required" if app.state.tokens else ""
     print(
         f"Chroma {chroma.store.name} store at {settings.path.resolve()}, "
         f"listening on http://{settings.host}:{settings.port}{guarded}",
         flush=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         log_level=settings.log_level,
         # the request log replaces uvicorn's access lines rather than doubling them
         access_log=not settings.log_requests,
     )
+    # uvicorn's logging is configured by now: its access lines lose their secrets
+    logging.getLogger("uvicorn.access").addFilter(HideSecrets())
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":

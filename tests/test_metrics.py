@@ -4,6 +4,11 @@ parser, and the JSON request log."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -136,3 +141,50 @@ def test_request_log_lines_appear_with_the_flag_only(guarded, server, space_name
 
 def _json_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("{")]
+
+
+def test_a_failed_request_is_logged_with_its_error_and_detail(guarded):
+    httpx.get(f"{guarded.url}/api/v1/spaces")  # no token
+    lines = [json.loads(line) for line in _json_lines(guarded.log.read_text())]
+    refused = [line for line in lines if line["status"] == 401]
+    assert refused and refused[-1]["error"] == "Unauthorized"
+    assert "bearer token" in refused[-1]["detail"]
+    ok = [line for line in lines if line["status"] == 200]
+    assert ok and all("error" not in line for line in ok)
+
+
+@pytest.mark.parametrize("log_requests", [False, True])
+def test_no_log_line_holds_a_token_from_the_query(tmp_path, log_requests):
+    secret = "s3cret-token-value"
+    args = ("--log-requests",) if log_requests else ()
+    server = Server(tmp_path / "data", env={"CHROMA_AUTH_TOKENS": secret}, args=args)
+    try:
+        for query in (f"?token={secret}", f"?x=1&access_token={secret}", f"?api_key={secret}"):
+            httpx.get(f"{server.url}/{query}")
+            httpx.get(f"{server.url}/api/v1/spaces{query}")
+        httpx.get(f"{server.url}/healthz")
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert secret not in log
+    if not log_requests:
+        # uvicorn's access lines are there, with the values hidden
+        assert "token=***" in log and "api_key=***" in log and "x=1" in log
+
+
+def test_a_port_in_use_is_refused_before_listening_is_announced(tmp_path):
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        run = subprocess.run(
+            [str(Path(sys.executable).with_name("chroma-server")), "--port", str(port)],
+            env={**os.environ, "CHROMA_PATH": str(tmp_path / "data")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "--port" in run.stderr
+    assert "listening" not in run.stdout and "Traceback" not in run.stderr
