@@ -110,19 +110,35 @@ def priorities(
         target.compute_priorities(only_new=True)
     frame = target.priorities(n=n, where=where, min_priority=min_priority)
     if not as_json:
-        # a component no row has (margin without model outputs) only takes room
+        # a component no row has (confidence without model outputs) only takes room
         shown = [c for c in PRIORITY_COLUMNS if c in frame.columns and frame[c].notna().any()]
         frame = frame[shown] if len(frame) else frame[[c for c in PRIORITY_COLUMNS if c in frame]]
-    output.table(frame, as_json, empty="no scored inputs (--compute scores them)")
+    empty = _none_found(target, where, min_priority) if frame.empty and n else "(none)"
+    output.table(frame, as_json, empty=empty)
 
 
+def _none_found(target: Space, where, min_priority: float | None) -> str:
+    """Why no input is listed: none is scored, none matches --where, or none reaches
+    --min-priority (and the highest there is)."""
+    if target.priority_status()["scored"] == 0:
+        return "no scored inputs (--compute scores them)"
+    matching = target.priorities(n=1, where=where)
+    if matching.empty:
+        return "no scored input matches --where"
+    highest = float(matching["priority"].iloc[0])
+    floor = "" if min_priority is None else f" {min_priority:g}"
+    return f"no scored input reaches --min-priority{floor} (the highest is {highest:.3f})"
+
+
+#: the columns shown: the priority and the components that make it (docs/priority.md,
+#: "Combination"), then the catalogue
 PRIORITY_COLUMNS = (
     "id",
     "priority",
-    "disagreement",
-    "distance_pct",
-    "mahalanobis_pct",
-    "margin",
+    "support",
+    "probe_support",
+    "confidence",
+    "novelty",
     "inference",
     "label",
     "dataset",

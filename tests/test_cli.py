@@ -238,7 +238,16 @@ def test_priorities_and_neighbors_match_the_client(scored):
     assert [row["id"] for row in listed] == top["id"].tolist()
     assert [row["priority"] for row in listed] == pytest.approx(top["priority"].tolist())
     text = ok("priorities", "scored", "-n", "5", *url).splitlines()
-    assert text[0].split()[:2] == ["id", "priority"]
+    # the components that make the priority are shown; those that do not vote are not
+    assert text[0].split()[:5] == ["id", "priority", "support", "probe_support", "novelty"]
+    assert "distance_pct" not in text[0] and "mahalanobis_pct" not in text[0]
+    highest = top["priority"].iloc[0]
+    above = ok("priorities", "scored", "--min-priority", "1.01", *url).strip()
+    assert above == f"no scored input reaches --min-priority 1.01 (the highest is {highest:.3f})"
+    nowhere = json.dumps({"dataset": "nowhere"})
+    assert ok("priorities", "scored", "--where", nowhere, *url).strip() == (
+        "no scored input matches --where"
+    )
     assert [line.split()[0] for line in text[1:]] == top["id"].tolist()
     where = json.dumps({"id": {"$in": ["u1", "u2"]}})
     assert {
