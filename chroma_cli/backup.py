@@ -47,7 +47,7 @@ def export(
 @click.command("import")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("spaces", nargs=-1)
-@with_client
+@with_client(creates=True)
 @json_option
 def import_(client: Client, directory: Path, spaces: tuple[str, ...], as_json: bool) -> None:
     """Restore SPACES (default: all) from a back-up in DIRECTORY; each must not exist here.

@@ -341,7 +341,7 @@ def _parse_lists(column: pa.Array, path: Path, start: int, what: str) -> pa.Arra
 @click.option(
     "--progress/--no-progress", default=None, help="progress bar (default: on a terminal)"
 )
-@with_client
+@with_client(creates=True)
 @json_option
 def load(
     client: Client,

@@ -13,13 +13,18 @@ from click.core import ParameterSource
 from chroma_client import Client
 
 
-def with_client(command):
+def with_client(command=None, *, creates: bool = False):
     """Add ``--url``, ``--token`` and ``--path`` to ``command``, which then receives an open
-    :class:`Client` as its first argument (closed when the command ends)."""
+    :class:`Client` as its first argument (closed when the command ends). Only a command
+    that ``creates`` a store (``@with_client(creates=True)``) opens a data directory that
+    holds none: any other says there is no store there, so a mistyped ``--path`` is not
+    taken for a new, empty store."""
+    if command is None:
+        return functools.partial(with_client, creates=creates)
 
     @functools.wraps(command)
     def run(*args, url: str | None, token: str | None, path: Path | None, **kwargs):
-        with connect(url, token, path) as client:
+        with connect(url, token, path, creates=creates) as client:
             return command(client, *args, **kwargs)
 
     options = [
@@ -48,9 +53,12 @@ def with_client(command):
     return run
 
 
-def connect(url: str | None, token: str | None, path: Path | None) -> Client:
+def connect(
+    url: str | None, token: str | None, path: Path | None, *, creates: bool = True
+) -> Client:
     """A client on the server ``url``, else embedded on ``path``. A flag beats a variable:
-    ``--path`` on the command line opens the directory even with CHROMA_URL set."""
+    ``--path`` on the command line opens the directory even with CHROMA_URL set. Unless
+    the command ``creates`` a store, the directory must hold one already."""
     context = click.get_current_context()
     typed = {
         name
@@ -62,8 +70,22 @@ def connect(url: str | None, token: str | None, path: Path | None) -> Client:
     if "path" in typed or url is None:
         # the client would read CHROMA_URL itself and refuse the path beside it
         os.environ.pop("CHROMA_URL", None)
+        if not creates:
+            _check_store(path)
         return Client(path=path)
     return Client(url, token=token)
+
+
+def _check_store(path: Path | None) -> None:
+    """``UsageError`` when the data directory is missing or empty: nothing was ever stored
+    there."""
+    where = path if path is not None else Path(os.environ.get("CHROMA_PATH") or "chroma_data")
+    if not where.is_dir() or not any(where.iterdir()):
+        flag = "--path" if path is not None else "--path (or CHROMA_PATH)"
+        raise click.UsageError(
+            f"no Chroma store at {str(where)!r}: give {flag} a data directory that holds one, "
+            "or --url a server; chroma load and chroma import create a store"
+        )
 
 
 def json_option(command):

@@ -458,10 +458,28 @@ def test_usage_and_connection_errors(tmp_path):
     line = fails("spaces", env={"CHROMA_URL": f"http://127.0.0.1:{free_port()}"})
     assert "cannot reach the Chroma server" in line
     # a --path typed on the command line wins over CHROMA_URL in the environment
-    assert ok("spaces", "--path", tmp_path / "d", env={"CHROMA_URL": "http://127.0.0.1:1"}) == (
+    store = tmp_path / "d"
+    Client(path=store).close()
+    assert ok("spaces", "--path", store, env={"CHROMA_URL": "http://127.0.0.1:1"}) == (
         "no spaces\n"
     )
-    assert "does not exist" in fails("stats", "nope", "--path", tmp_path / "d")
+    assert "does not exist" in fails("stats", "nope", "--path", store)
+
+
+def test_a_path_without_a_store_is_named_not_created(tmp_path):
+    typo = tmp_path / "chroma_dat"
+    for command in (("spaces",), ("stats", "s"), ("priorities", "s"), ("rules", "list", "s")):
+        line = fails(*command, "--path", typo, status=2)
+        assert f"no Chroma store at '{typo}'" in line and "--path" in line
+        assert "chroma load and chroma import create a store" in line
+    assert not typo.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no Chroma store at" in fails("spaces", "--path", empty, status=2)
+    assert "no Chroma store at" in fails("spaces", env={"CHROMA_PATH": str(typo)}, status=2)
+    # load creates one where there is none
+    ok("load", "s", _npy(tmp_path)[0], "--dataset", "d", "--path", typo)
+    assert ok("spaces", "--path", typo).splitlines()[1].split()[0] == "s"
 
 
 def test_run_serves_and_the_token_reaches_it(tmp_path):
