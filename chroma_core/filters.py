@@ -184,6 +184,22 @@ def comparisons(node: Filter):
             yield from comparisons(item)
 
 
+def metadata_keys(node: Filter | None) -> list[str]:
+    """The metadata keys a filter names, each once, in the order they appear."""
+    found: list[str] = []
+
+    def walk(item) -> None:
+        if isinstance(item, And | Or):
+            for child in item.items:
+                walk(child)
+        elif isinstance(item, Cmp) and not item.catalogue and item.key not in found:
+            found.append(item.key)
+
+    if node is not None:
+        walk(node)
+    return found
+
+
 def render(node: Filter, leaf) -> str:
     """SQL text of a filter tree: ``leaf(cmp)`` renders each comparison (binding its values
     as parameters); ``$and``/``$or`` become parenthesised AND/OR."""

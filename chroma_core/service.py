@@ -25,6 +25,7 @@ from chroma_core.algorithm import Algorithm
 from chroma_core.config import Settings
 from chroma_core.context import PluginContext
 from chroma_core.directory_lock import DirectoryLock
+from chroma_core.fields import check_fields
 from chroma_core.metrics import Metrics
 from chroma_core.plugins import (
     describe_plugins,
@@ -212,19 +213,26 @@ class Chroma:
         self, space: str, *, ids=None, where=None, limit=None, offset=0, include_embeddings=False
     ) -> pa.Table:
         self._space(space)
+        parsed = filters.parse(where)
         table = self.store.get(
             space,
             ids=_ids(ids),
-            where=filters.parse(where),
+            where=parsed,
             limit=checks.optional_int("limit", limit, 0),
             offset=checks.optional_int("offset", offset, 0) or 0,
             include_embeddings=checks.flag("include_embeddings", include_embeddings),
         )
+        if table.num_rows == 0:
+            check_fields(self.store, space, parsed, "get")
         return table.drop_columns(["seq"])
 
     def count(self, space: str, where=None) -> int:
         self._space(space)
-        return self.store.count(space, filters.parse(where))
+        parsed = filters.parse(where)
+        found = self.store.count(space, parsed)
+        if found == 0:
+            check_fields(self.store, space, parsed, "count")
+        return found
 
     def delete(self, space: str, *, ids=None, where=None) -> int:
         info = self._space(space)
@@ -235,6 +243,8 @@ class Chroma:
         seqs = self.store.delete(space, ids=ids, where=parsed)
         if len(seqs):
             self.hook.chroma_rows_deleted(context=self.context, space=info, seqs=seqs)
+        else:
+            check_fields(self.store, space, parsed, "delete")
         return int(len(seqs))
 
     # --- neighbours ---------------------------------------------------------
@@ -346,12 +356,16 @@ class Chroma:
     # --- priorities and triggers --------------------------------------------
     def priorities(self, space: str, *, n=100, where=None, min_priority=None) -> pa.Table:
         self._space(space)
-        return self.store.priorities(
+        parsed = filters.parse(where)
+        table = self.store.priorities(
             space,
             n=checks.optional_int("n", n, 0),
-            where=filters.parse(where),
+            where=parsed,
             min_priority=checks.optional_float("min_priority", min_priority),
         )
+        if table.num_rows == 0:
+            check_fields(self.store, space, parsed, "priorities")
+        return table
 
     def trigger_retraining(
         self,

@@ -259,6 +259,32 @@ def test_where_operators(client, space_name):
     assert count({"$or": [{"$and": [{"dataset": "b"}, {"label": 0}]}, {"dataset": "c"}]}) == 3
 
 
+def test_where_on_a_field_no_input_has_is_an_error_naming_the_fields(client, space_name):
+    space = client.space(space_name)
+    space.add(vectors(4), dataset="a", labels=["x", "y", "x", "y"], metadata=[{"score": 1}] * 4)
+    space.add(vectors(2), dataset="p", context="triage", inferences="x")
+    with pytest.raises(InvalidFilter) as typo:
+        space.get(where={"contxt": "training"})
+    message = str(typo.value)
+    assert "'contxt'" in message and "did you mean 'context'?" in message
+    assert (
+        "catalogue fields: id, dataset, context" in message and "metadata fields: score" in message
+    )
+    with pytest.raises(InvalidFilter, match="'scor'.*did you mean 'score'"):
+        space.count(where={"scor": {"$gt": 0}})
+    with pytest.raises(InvalidFilter, match="'contxt'"):
+        space.delete(where={"contxt": "training"})
+    assert space.count() == 6  # nothing was deleted
+    space.compute_priorities()
+    with pytest.raises(InvalidFilter, match="priorities takes min_priority for that"):
+        space.priorities(where={"priority": {"$gt": 0.5}})
+    # a field that exists but matches nothing is an empty answer, as before
+    assert space.count(where={"score": 2}) == 0 and space.get(where={"score": 2}).empty
+    assert space.priorities(where={"dataset": "nowhere"}).empty
+    # nested in $or with a field that matches: no error, since rows were found
+    assert space.count(where={"$or": [{"dataset": "a"}, {"contxt": 1}]}) == 4
+
+
 def test_get_limit_offset_and_delete(client, space_name):
     space = client.space(space_name)
     ids = space.add(vectors(10), dataset="d", labels=[i % 2 for i in range(10)])
