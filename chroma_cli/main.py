@@ -13,12 +13,13 @@ import sys
 
 import click
 
+from chroma_cli.analyses import compute, drift, duplicates, explain, label_issues
 from chroma_cli.backup import export, import_
 from chroma_cli.load import LoadError, LoadInterrupted, load
 from chroma_cli.rules import rules
 from chroma_cli.sources import SourceError
-from chroma_cli.spaces import neighbors, priorities, spaces, stats
-from chroma_cli.triggers import trigger, triggers
+from chroma_cli.spaces import delete, neighbors, priorities, spaces, stats
+from chroma_cli.triggers import trigger, trigger_items, trigger_status, triggers
 from chroma_cli.watch import watch
 from chroma_client import __version__
 from chroma_client.errors import ChromaError
@@ -38,7 +39,8 @@ def run(arguments: tuple[str, ...]) -> None:
 
 
 COMMANDS = [
-    run, load, spaces, stats, priorities, neighbors, trigger, triggers, rules, watch, export,
+    run, load, spaces, stats, compute, priorities, explain, neighbors, label_issues, duplicates,
+    drift, trigger, triggers, trigger_status, trigger_items, rules, watch, delete, export,
     import_,
 ]  # fmt: skip
 

@@ -1,7 +1,8 @@
-"""Looking at spaces: ``spaces``, ``stats``, ``priorities``, ``neighbors``."""
+"""Looking at spaces: ``spaces``, ``stats``, ``priorities``, ``neighbors``; ``delete``."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import click
@@ -157,3 +158,35 @@ def neighbors(client: Client, space: str, id_: str, k: int, where, as_json: bool
     """The K stored inputs of SPACE nearest to input ID (itself left out)."""
     frame = Space(client, space).nearest_neighbors(ids=[id_], k=k, where=where)
     output.table(frame.drop(columns=["query"]), as_json, empty="no neighbours")
+
+
+@click.command()
+@click.argument("space")
+@click.option("--ids", help="comma-separated ids of the inputs to delete")
+@where_option
+@click.option("--yes", is_flag=True, help="do not ask before deleting")
+@with_client
+@json_option
+def delete(client: Client, space: str, ids: str | None, where, yes: bool, as_json: bool) -> None:
+    """Delete SPACE whole, or only its inputs given by --ids and/or --where. Asks first
+    unless --yes (which a script without a terminal must give)."""
+    target = Space(client, space)
+    whole = ids is None and where is None
+    count = target.count() if whole else None
+    if whole:
+        what = f"space {space!r} with its {count:,} inputs, priorities and triggers"
+    else:
+        what = f"the inputs of space {space!r} given by --ids/--where"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"deleting {what} wants --yes when not run on a terminal")
+        click.confirm(f"Delete {what}?", abort=True, err=True)
+    if whole:
+        client.delete_space(space)
+        output.record({"deleted_space": space, "inputs": count}, as_json)
+        return
+    listed = [i.strip() for i in ids.split(",") if i.strip()] if ids is not None else None
+    if listed is not None and not listed:
+        raise click.UsageError("--ids names no id")
+    gone = target.delete(ids=listed, where=where)
+    output.record({"space": space, "deleted": gone}, as_json)

@@ -76,3 +76,24 @@ def _frame(found: list[Trigger]) -> pd.DataFrame:
         ],
         columns=["id", "space", "status", "count", "strategy", "delivered", "created_at", "note"],
     )
+
+
+@click.command("trigger-status")
+@click.argument("trigger_id", metavar="ID", type=int)
+@click.argument("status", type=click.Choice(["pending", "acknowledged", "done", "failed"]))
+@with_client
+@json_option
+def trigger_status(client: Client, trigger_id: int, status: str, as_json: bool) -> None:
+    """Move trigger ID to STATUS (pending, acknowledged, done or failed)."""
+    moved = client.set_trigger_status(trigger_id, status)
+    output.record(dataclasses.asdict(moved), as_json)
+
+
+@click.command("trigger-items")
+@click.argument("trigger_id", metavar="ID", type=int)
+@with_client
+@json_option
+def trigger_items(client: Client, trigger_id: int, as_json: bool) -> None:
+    """The inputs trigger ID selected, highest priority first."""
+    frame = client.trigger_items(trigger_id)
+    output.table(frame, as_json, empty="the trigger holds no inputs")

@@ -525,3 +525,63 @@ def test_run_serves_and_the_token_reaches_it(tmp_path):
         process.terminate()
         process.wait(timeout=20)
     assert "--log-requests" in ok("run", "--help")
+
+
+@pytest.fixture
+def loop_store(tmp_path):
+    """Two labelled classes with two flipped labels, and triage inputs, one of them far
+    away and one with a wrong inference."""
+    rng = np.random.default_rng(16)
+    data = tmp_path / "data"
+    client = Client(path=data)
+    space = client.space("loop")
+    x = np.vstack([rng.normal(3, 1, (60, DIM)), rng.normal(-3, 1, (60, DIM))])
+    labels = np.array(["cat"] * 60 + ["dog"] * 60, dtype=object)
+    labels[[5, 70]] = ["dog", "cat"]
+    space.add(x.astype(np.float32), dataset="train", labels=labels,
+              ids=[f"t{i}" for i in range(120)])  # fmt: skip
+    triage = np.vstack([rng.normal(3, 1, (9, DIM)), rng.normal(40, 1, (1, DIM))])
+    space.add(triage.astype(np.float32), dataset="prod", context="triage",
+              inferences=["dog"] + ["cat"] * 9, ids=[f"q{i}" for i in range(10)])  # fmt: skip
+    client.close()
+    return data
+
+
+def test_the_loop_commands_compute_explain_issues_and_triggers(loop_store):
+    data = ("--path", loop_store)
+    done = chroma("compute", "loop", *data)
+    assert done.returncode == 0, done.stderr
+    # each phase seen is shown once as it starts; a short run may skip straight to done
+    assert done.stderr.rstrip().endswith("done (10 rows, 120 training)")
+    assert "scored: 10" in done.stdout
+    issues = json.loads(ok("label-issues", "loop", "--json", *data))
+    assert {row["id"] for row in issues} == {"t5", "t70"}
+    assert {row["suggested_label"] for row in issues} == {"cat", "dog"}
+    assert len(json.loads(ok("label-issues", "loop", "--all", "-n", "500", "--json", *data))) == 120
+    text = ok("explain", "loop", "q0", "-k", "4", *data)
+    assert text.startswith("q0: priority ") and "nearest 4 training inputs vote: cat 4" in text
+    assert "from: " in text
+    far = json.loads(ok("explain", "loop", "q9", "--json", *data))
+    assert far["components"]["from_novelty"] > 0.5
+    assert "prod" in ok("drift", "loop", *data)
+    ok("duplicates", "loop", *data)
+    made = json.loads(ok("trigger", "loop", "-n", "3", "--json", *data))
+    items = json.loads(ok("trigger-items", str(made["id"]), "--json", *data))
+    assert len(items) == 3 and "q0" in {row["id"] for row in items}
+    moved = json.loads(ok("trigger-status", str(made["id"]), "done", "--json", *data))
+    assert moved["status"] == "done"
+    assert "'finished'" in fails("trigger-status", str(made["id"]), "finished", *data, status=2)
+
+
+def test_delete_asks_first_and_removes_what_it_names(loop_store):
+    data = ("--path", loop_store)
+    line = fails("delete", "loop", "--ids", "q1", *data, status=2)
+    assert "wants --yes when not run on a terminal" in line
+    assert json.loads(ok("delete", "loop", "--ids", "q1,q2", "--yes", "--json", *data)) == {
+        "space": "loop", "deleted": 2,
+    }  # fmt: skip
+    where = json.dumps({"dataset": "prod"})
+    assert "deleted: 8" in ok("delete", "loop", "--where", where, "--yes", *data)
+    assert "deleted_space: loop" in ok("delete", "loop", "--yes", *data)
+    assert ok("spaces", *data) == "no spaces\n"
+    assert "does not exist" in fails("delete", "gone", "--yes", *data)
