@@ -39,8 +39,10 @@ from chroma_core.store import (
     FollowRows,
     NeighborSearch,
     PagedBackup,
+    ReplaceRows,
     Restore,
     Store,
+    repeated,
 )
 from chroma_wire import __version__, checks
 from chroma_wire.checks import check_batch_key, check_space_name, check_unicode
@@ -55,6 +57,7 @@ from chroma_wire.limits import (
     MAX_WATCH_SECONDS,
 )
 from chroma_wire.protocol import PROTOCOL_VERSION
+from chroma_wire.rows import TEXT_FIELDS
 from chroma_wire.types import (
     METRICS,
     NEIGHBOR_COLUMNS,
@@ -203,6 +206,73 @@ class Chroma:
                 # same rows mean the same ids
                 log.info("batch %s of space %s was stored before, not again", batch_key, space)
                 return rows.column("id").to_pylist()
+        self.metrics.rows_added.inc(len(seqs), space=info.name)
+        self.hook.chroma_rows_added(
+            context=self.context, space=_holding(info, rows), seqs=seqs, rows=rows
+        )
+        return rows.column("id").to_pylist()
+
+    def upsert(
+        self, space: str, rows: pa.Table | None = None, batch_key: str | None = None
+    ) -> list[str]:
+        """Store a batch where each row whose id is stored replaces that row (embedding
+        and all) and the others are added; returns the batch's ids. A replaced row loses
+        its score (it is scored again as a new input). All or nothing; a ``batch_key``
+        makes a resend store nothing twice, as in :meth:`add`."""
+        info = self._space(space)
+        if rows is None:
+            raise InvalidInput("upsert needs the rows as an Arrow table")
+        batch_key = check_batch_key(batch_key)
+        if isinstance(rows, pa.Table) and "id" not in rows.column_names:
+            raise InvalidInput("upsert needs the ids of the rows: an id column")
+        return self._replace(info, validate_rows(rows, info.dim), batch_key)
+
+    def update(
+        self, space: str, rows: pa.Table | None = None, batch_key: str | None = None
+    ) -> list[str]:
+        """Change catalogue fields of stored rows: ``rows`` holds ``id`` and the columns to
+        set (``dataset``, ``context``, ``input_uri``, ``inference``, ``label``,
+        ``metadata``, ``output``; a null sets null); the others keep their values. Every id
+        must be stored (``NotFound`` naming those that are not, and nothing changes)."""
+        info = self._space(space)
+        if not isinstance(rows, pa.Table) or "id" not in rows.column_names:
+            raise InvalidInput("update needs an Arrow table with an id column")
+        settable = set(UPDATABLE)
+        unknown = sorted(set(rows.column_names) - settable - {"id"})
+        if unknown:
+            hint = "; to change embeddings use upsert" if "embedding" in unknown else ""
+            raise InvalidInput(
+                f"update cannot set {', '.join(unknown)}{hint} (it sets {', '.join(UPDATABLE)})"
+            )
+        batch_key = check_batch_key(batch_key)
+        ids = _text_ids(rows.column("id"))
+        if len(set(ids)) != len(ids):
+            raise InvalidInput(f"id {repeated(ids)!r:.200} appears twice in the update")
+        stored = self.store.get(space, ids=ids, include_embeddings=True)
+        if stored.num_rows != len(ids):
+            missing = sorted(set(ids) - set(stored.column("id").to_pylist()))
+            raise NotFound(
+                f"{len(missing)} id(s) not in space {space!r}, nothing was updated: "
+                f"{', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}"
+            )
+        # the stored rows in the order of the update's ids, then its columns over theirs
+        position = {one: i for i, one in enumerate(stored.column("id").to_pylist())}
+        stored = stored.take(pa.array([position[one] for one in ids]))
+        columns = {name: stored.column(name) for name in (*TEXT_FIELDS, "embedding", "output")}
+        for name in rows.column_names:
+            columns[name] = rows.column(name)
+        full = validate_rows(pa.table(columns), info.dim)
+        return self._replace(info, full, batch_key)
+
+    def _replace(self, info: SpaceInfo, rows: pa.Table, batch_key: str | None) -> list[str]:
+        store = ReplaceRows.of(self.store)
+        try:
+            seqs, replaced = store.replace(info.name, rows, batch_key=batch_key)
+        except BatchAlreadyStored:
+            log.info("batch %s of space %s was stored before, not again", batch_key, info.name)
+            return rows.column("id").to_pylist()
+        if len(replaced):
+            self.hook.chroma_rows_deleted(context=self.context, space=info, seqs=replaced)
         self.metrics.rows_added.inc(len(seqs), space=info.name)
         self.hook.chroma_rows_added(
             context=self.context, space=_holding(info, rows), seqs=seqs, rows=rows
@@ -615,6 +685,18 @@ def _new_ids(n: int, batch_key: str | None) -> pa.Array:
         return pa.array([uuid.uuid4().hex for _ in range(n)], pa.string())
     prefix = hashlib.sha256(batch_key.encode()).hexdigest()[:24]
     return pa.array([f"{prefix}-{i}" for i in range(n)], pa.string())
+
+
+#: the columns ``update`` sets
+UPDATABLE = ("dataset", "context", "input_uri", "inference", "label", "metadata", "output")
+
+
+def _text_ids(column: pa.ChunkedArray) -> list[str]:
+    """The ids of an update, checked as ids are checked everywhere."""
+    if column.null_count:
+        raise InvalidInput("id is missing (null) in some rows of the update")
+    ids = column.cast(pa.string()).to_pylist()
+    return _ids(ids) or []
 
 
 def _ids(ids) -> list[str] | None:

@@ -418,6 +418,38 @@ class AddPriorities(Capability):
         never overwrites nor resurrects anything."""
 
 
+def repeated(ids: list[str]) -> str | None:
+    """The first id that appears a second time in ``ids``, or None."""
+    seen: set[str] = set()
+    for one in ids:
+        if one in seen:
+            return one
+        seen.add(one)
+    return None
+
+
+class ReplaceRows(Capability):
+    """Storing rows in place of the stored rows with the same ids: what ``update`` and
+    ``upsert`` do."""
+
+    ability = "replace stored rows (update, upsert)"
+
+    @abstractmethod
+    def replace(
+        self, space: str, rows: pa.Table, batch_key: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Store a validated batch where a row whose id is stored takes that row's place,
+        and return ``(seqs, replaced)``: the seqs given to the batch's rows, and those of
+        the rows it replaced.
+
+        Rows are never changed in place: a replaced row is deleted with its score, and the
+        new one added under a new seq, all or nothing, so a reader sees the old rows or the
+        new ones, and what was computed from the old (a score, a training set's version)
+        is known to be out of date. A row whose id is not stored is added. Ids repeated in
+        the batch raise ``Conflict``; the dimension is checked as :meth:`Store.add` checks
+        it; a ``batch_key`` is kept and honoured as :meth:`Store.add` keeps it."""
+
+
 class FollowRows(Capability):
     """Reading rows in the order they were stored, each with its score: what a watch of a
     space follows."""

@@ -671,3 +671,75 @@ def test_score_components_become_columns_whatever_their_types():
     mixed = _components(pa.chunked_array([['{"x": 1}', '{"x": "one"}', None]]))
     assert mixed["x"].tolist()[:2] == [1, "one"] and len(mixed) == 3
     assert _components(pa.chunked_array([[]], pa.string())).empty
+
+
+# --- update and upsert ---------------------------------------------------------
+def test_update_sets_the_fields_given_and_keeps_the_rest(client, space_name):
+    space = client.space(space_name)
+    x = vectors(4)
+    space.add(x, ids=["p0", "p1", "p2", "p3"], dataset="prod", context="triage",
+              inferences="cat", metadata=[{"shift": i} for i in range(4)])  # fmt: skip
+    assert space.update(["p1", "p3"], labels=["dog", "cat"], context="training") == ["p1", "p3"]
+    got = space.get(include_embeddings=True).set_index("id")
+    assert got.loc[["p1", "p3"], "label"].tolist() == ["dog", "cat"]
+    assert got.loc[["p1", "p3"], "context"].tolist() == ["training"] * 2
+    assert got.loc[["p0", "p2"], "context"].tolist() == ["triage"] * 2
+    # what was not given keeps its value, the embedding included
+    assert got.loc["p1", "inference"] == "cat" and got.loc["p1", "metadata"] == {"shift": 1}
+    np.testing.assert_array_equal(got.loc["p1", "embedding"], x[1])
+    assert space.count(where={"context": "training"}) == 2
+    # None in a sequence clears that input's value
+    space.update(["p1", "p3"], labels=[None, "bird"])
+    assert space.get(ids=["p1", "p3"]).set_index("id")["label"].tolist()[1] == "bird"
+    assert space.count(where={"label": None}) == 3
+
+
+def test_update_of_an_unknown_id_changes_nothing(client, space_name):
+    space = client.space(space_name)
+    space.add(vectors(2), ids=["a", "b"], labels="x")
+    with pytest.raises(NotFound, match="1 id.*nothing was updated: 'nope'"):
+        space.update(["a", "nope"], labels="y")
+    assert space.get()["label"].tolist() == ["x", "x"]
+    with pytest.raises(InvalidInput, match="update needs a field to set"):
+        space.update(["a"])
+    with pytest.raises(InvalidInput, match="duplicates"):
+        space.update(["a", "a"], labels="y")
+
+
+def test_upsert_replaces_embeddings_and_the_index_follows(client, space_name):
+    space = client.space(space_name)
+    x = vectors(30, seed=3)
+    space.add(x, ids=[f"r{i}" for i in range(30)], labels="a")
+    moved = x[0] + 50.0
+    assert space.upsert(np.vstack([moved, x[1] + 60.0]), ids=["r0", "new"], labels="b") == [
+        "r0", "new",
+    ]  # fmt: skip
+    assert space.count() == 31
+    got = space.get(ids=["r0"], include_embeddings=True)
+    np.testing.assert_allclose(got["embedding"].iloc[0], moved, rtol=1e-6)
+    assert got["label"].iloc[0] == "b"
+    near = space.nearest_neighbors(queries=moved[None, :], k=1)
+    assert near["id"].tolist() == ["r0"] and near["distance"].iloc[0] < 1e-3
+    near_old = space.nearest_neighbors(queries=x[0][None, :], k=1)
+    assert near_old["id"].iloc[0] != "r0"
+
+
+def test_an_update_makes_what_depended_on_it_stale(client, space_name):
+    space, ordinary, planted = two_class_space(client, space_name)
+    space.compute_priorities()
+    status = space.priority_status()
+    assert status["stale"] == 0 and status["unscored"] == 0
+    # a triage input fixed: its own score goes, the others stay current
+    space.update([planted[0]], inferences="a")
+    status = space.priority_status()
+    assert status["unscored"] == 1 and status["stale"] == 0
+    assert planted[0] not in set(space.priorities(n=None)["id"])
+    space.compute_priorities(only_new=True)
+    assert space.priority_status()["unscored"] == 0
+    # labelled triage inputs moved into training: every score is out of date
+    space.update(planted[1:3], labels="a", context="training")
+    status = space.priority_status()
+    assert status["stale"] == status["scored"] > 0
+    space.compute_priorities(only_new=True)
+    assert space.priority_status()["stale"] == 0
+    assert not set(planted[1:3]) & set(space.priorities(n=None)["id"])

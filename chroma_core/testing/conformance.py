@@ -35,6 +35,7 @@ from chroma_core.store import (
     FollowRows,
     NeighborSearch,
     PagedBackup,
+    ReplaceRows,
     Restore,
     SpaceSettings,
     Store,
@@ -667,6 +668,53 @@ class StoreConformance:
         # a row added again under a deleted id starts without a score
         store.add(space, batch(["a"]))
         assert ids_of(store.priorities(space)) == ["b"]
+
+    # --- replacing rows ----------------------------------------------------------------
+    def test_replace_swaps_stored_rows_for_new_ones_and_adds_the_rest(self, store, space):
+        require(store, ReplaceRows)
+        first = store.add(space, batch(["a", "b", "c"], label="cat", dataset="old"))
+        store.replace_priorities(space, scores({"a": 0.9, "b": 0.5, "c": 0.1}))
+        new = batch(["b", "d"], label="dog", dataset="new")
+        seqs, replaced = store.replace(space, new)
+        assert seqs.dtype == np.int64 and replaced.dtype == np.int64
+        assert replaced.tolist() == [int(first[1])]
+        assert seqs.min() > first.max() and store.max_seq(space) == seqs.max()
+        got = store.get(space, include_embeddings=True)
+        assert ids_of(got) == ["a", "c", "b", "d"]
+        assert seqs_of(got) == [int(first[0]), int(first[2]), *seqs.tolist()]
+        assert got.column("label").to_pylist() == ["cat", "cat", "dog", "dog"]
+        # the new row whole, embedding included
+        b = ids_of(got).index("b")
+        embeddings = got.column("embedding").to_pylist()
+        assert embeddings[b] == new.column("embedding").to_pylist()[0]
+        assert store.count(space) == 4
+        # the replaced row's score went with it; the others keep theirs
+        assert sorted(ids_of(store.priorities(space))) == ["a", "c"]
+
+    def test_replace_checks_the_dimension_and_stores_nothing_of_a_bad_batch(self, store, space):
+        require(store, ReplaceRows)
+        store.add(space, batch(["a", "b"], label="cat"))
+        with pytest.raises(DimensionMismatch):
+            store.replace(space, batch(["b"], dim=DIM + 1))
+        got = store.get(space)
+        assert ids_of(got) == ["a", "b"] and got.column("label").to_pylist() == ["cat", "cat"]
+
+    def test_replace_under_a_key_is_done_once(self, store, space):
+        require(store, ReplaceRows)
+        store.add(space, batch(["a", "b"], label="cat"))
+        rows = batch(["a"], label="dog")
+        seqs, _ = store.replace(space, rows, batch_key="r-1")
+        with pytest.raises(BatchAlreadyStored) as again:
+            store.replace(space, rows, batch_key="r-1")
+        assert again.value.seqs.tolist() == seqs.tolist()
+        got = store.get(space)
+        assert ids_of(got) == ["b", "a"] and got.column("label").to_pylist() == ["cat", "dog"]
+        # an id replaced is free to be added again only after it is deleted
+        with pytest.raises(Conflict, match="'a'"):
+            store.add(space, batch(["a"]))
+        store.delete(space, ids=["a"])
+        store.add(space, batch(["a"], label="bird"))
+        assert store.get(space, ids=["a"]).column("label").to_pylist() == ["bird"]
 
     def test_vectors(self, store, space):
         rows = batch([f"v{i}" for i in range(6)], dataset=["x", "y"] * 3)

@@ -350,14 +350,96 @@ class Space:
         ) as bar:
             return self._add_batches(rows, spans, bar)
 
-    def _add_batches(self, rows: convert.Rows, spans: list[tuple[int, int]], bar) -> list[str]:
+    def upsert(
+        self,
+        embeddings,
+        *,
+        ids,
+        dataset: str = "default",
+        context: str = "training",
+        input_uris=None,
+        inferences=None,
+        outputs=None,
+        labels=None,
+        metadata=None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Store embeddings with their catalogue fields under ``ids``: an id already stored
+        is replaced whole (embedding included), the others are added; returns the ids. The
+        arguments are those of :meth:`add`, ``ids`` required. A replaced input loses its
+        priority (``compute_priorities(only_new=True)`` scores it again); triggers keep the
+        priority it had when they selected it. Batches as in :meth:`add`, each all or
+        nothing."""
+        if ids is None:
+            raise InvalidInput("upsert needs ids: the inputs to add or replace")
+        rows = convert.check_rows(
+            embeddings,
+            dataset=dataset,
+            context=context,
+            input_uris=input_uris,
+            inferences=inferences,
+            outputs=outputs,
+            labels=labels,
+            metadata=metadata,
+            ids=ids,
+        )
+        return self._send_batches("upsert", rows, progress)
+
+    def update(
+        self,
+        ids,
+        *,
+        labels=None,
+        inferences=None,
+        outputs=None,
+        metadata=None,
+        context: str | None = None,
+        dataset=None,
+        input_uris=None,
+        progress: bool | None = None,
+    ) -> list[str]:
+        """Change fields of stored inputs by id, keeping their embeddings: each field given
+        (one value for all, or one per id) is set, a field left at None keeps its values;
+        ``None`` inside a sequence clears that input's value (``labels=[None, "cat"]``).
+        Every id must be stored: otherwise :class:`~chroma_client.errors.NotFound` names
+        the missing ones and nothing changes. Moving labelled production inputs into
+        training is ``update(ids, labels=..., context="training")``. An updated input is
+        stored anew: it loses its priority (scored again by
+        ``compute_priorities(only_new=True)``), and a change to the training inputs makes
+        every stored priority stale, as ``priority_status()`` says."""
+        changes = convert.check_changes(
+            ids,
+            dataset=dataset,
+            context=context,
+            input_uris=input_uris,
+            inferences=inferences,
+            outputs=outputs,
+            labels=labels,
+            metadata=metadata,
+        )
+        return self._send_batches("update", changes, progress)
+
+    def _send_batches(self, op: str, rows, progress: bool | None) -> list[str]:
+        spans = list(rows.spans(self.client.batch_rows))
+        if progress is None:
+            progress = len(spans) > 1 and sys.stderr.isatty()
+        with tqdm(
+            total=len(rows),
+            unit=" rows",
+            unit_scale=True,
+            disable=not progress,
+            desc=f"{op} {self.name}",
+        ) as bar:
+            return self._add_batches(rows, spans, bar, op)
+
+    def _add_batches(self, rows, spans: list[tuple[int, int]], bar, op: str = "add") -> list[str]:
         """Send the spans of ``rows`` one after the other, converting and encoding the next
         while one is on its way, so at most two batches are held at a time; the ids come
         back in input order."""
         transport = self.client._transport
 
         def prepare(start: int, stop: int) -> Outgoing:
-            return transport.prepare("add", {"space": self.name}, rows.table(start, stop))
+            return transport.prepare(op, {"space": self.name}, rows.table(start, stop))
 
         out: list[str] = []
         with ThreadPoolExecutor(1, thread_name_prefix="chroma-add") as pool:

@@ -409,6 +409,68 @@ class Rows:
         return pa.table(columns)
 
 
+@dataclass
+class Changes:
+    """The checked input of one :meth:`Space.update`: ids and the fields given, turned into
+    Arrow a slice at a time (a field not given is not sent, so it keeps its value)."""
+
+    ids: pa.Array
+    text: dict[str, pa.Array | str]
+    metadata: pa.Array | None
+    outputs: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def spans(self, size: int) -> Iterator[tuple[int, int]]:
+        for start in range(0, len(self), size):
+            yield start, min(start + size, len(self))
+
+    def table(self, start: int = 0, stop: int | None = None) -> pa.Table:
+        stop = len(self) if stop is None else stop
+        columns = {"id": self.ids.slice(start, stop - start)}
+        columns |= {name: _expand(value, start, stop) for name, value in self.text.items()}
+        if self.metadata is not None:
+            columns["metadata"] = _expand(self.metadata, start, stop)
+        if self.outputs is not None:
+            columns["output"] = _outputs_slice(self.outputs, start, stop)
+        return pa.table(columns)
+
+
+def check_changes(ids, *, dataset, context, input_uris, inferences, outputs, labels, metadata):
+    """Check the whole input of :meth:`Space.update`, so nothing is sent when any of it is
+    bad: ``ids`` of the stored rows and at least one field to set."""
+    if ids is None:
+        raise InvalidInput("update needs ids: the stored inputs to change")
+    if isinstance(ids, str):
+        ids = [ids]
+    n = len(ids) if hasattr(ids, "__len__") else len(list(ids))
+    id_array = id_values(ids, n)
+    assert id_array is not None
+    given = {"dataset": dataset, "context": context, "input_uris": input_uris,
+             "inferences": inferences, "labels": labels}  # fmt: skip
+    text = {
+        column: text_values(name, given[name], n)
+        for name, column in _TEXT_FIELDS
+        if given[name] is not None
+    }
+    meta = metadata_column(metadata, n) if metadata is not None else None
+    output_matrix = _outputs_matrix(outputs, n)
+    if not text and meta is None and output_matrix is None:
+        raise InvalidInput(
+            "update needs a field to set: dataset, context, input_uris, inferences, "
+            "outputs, labels or metadata"
+        )
+    for name in ("dataset", "context"):
+        if name in text:
+            _check_required(name, text[name])
+    for name, column in _TEXT_FIELDS:
+        if column in text:
+            _check_text(name, text[column], MAX_TEXT_CHARS)
+    _check_text("metadata", meta, MAX_METADATA_CHARS)
+    return Changes(id_array, text, meta, output_matrix)  # type: ignore[arg-type]
+
+
 def check_rows(
     embeddings, *, dataset, context, input_uris, inferences, outputs, labels, metadata, ids
 ) -> Rows:

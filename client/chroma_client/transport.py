@@ -144,7 +144,7 @@ class Http:
         this machine's memory, otherwise into the request body."""
         if not self._checked:
             self._check_version()
-        if op == "add" and not params.get("batch_key"):
+        if op in ("add", "upsert", "update") and not params.get("batch_key"):
             # one key per batch, made once: every attempt to send the batch carries it
             params = {**params, "batch_key": secrets.token_hex(16)}
         outgoing = Outgoing(op, params, table)

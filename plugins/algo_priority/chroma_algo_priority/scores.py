@@ -262,7 +262,9 @@ def contributions(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     support, novelty = scores["support"], scores["novelty"]
     n = len(support)
     probe = scores.get("probe_support")
-    probe_known = np.zeros(n, dtype=bool) if probe is None else ~np.isnan(probe)
+    if probe is None:
+        probe = np.full(n, np.nan)
+    probe_known = ~np.isnan(probe)
     weight = np.where(probe_known, scores.get("vote_weight", np.ones(n)), 1.0)
     vote_doubt = weight * (1.0 - support)
     probe_doubt = np.where(probe_known, (1.0 - weight) * (1.0 - np.nan_to_num(probe)), 0.0)

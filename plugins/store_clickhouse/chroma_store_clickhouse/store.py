@@ -39,10 +39,12 @@ from chroma_core.store import (
     NeighborJoin,
     NeighborSearch,
     PagedBackup,
+    ReplaceRows,
     Restore,
     SpaceSettings,
     Store,
     check_dimension,
+    repeated,
 )
 from chroma_store_clickhouse import cell_join, schema
 from chroma_store_clickhouse.arrow import matrix, strings
@@ -81,6 +83,7 @@ class ClickHouseStore(
     SpaceSettings,
     AddPriorities,
     FollowRows,
+    ReplaceRows,
 ):
     """A :class:`Store` in ClickHouse that pages and restores back-ups, answers k-NN itself
     (from its inverted file, or exactly with filters pushed down), and searches the
@@ -514,18 +517,81 @@ class ClickHouseStore(
             seqs = np.array([r[0] for r in found], dtype=np.int64)
             if not len(seqs):
                 return seqs
-            self._client().insert_arrow(
-                f"deleted_{sid}", pa.table({"seq": pa.array(seqs.astype(np.uint64))})
-            )
-            try:
-                # the tombstones already hide these rows; this reclaims their space
-                self._command(
-                    f"DELETE FROM rows_{sid} WHERE seq IN (SELECT arrayJoin({{s:Array(UInt64)}}))",
-                    {"s": seqs.tolist()},
-                )
-            except Exception as exc:
-                log.warning("rows of %s stay on disk behind tombstones: %s", space, exc)
+            # the tombstones hide these rows at once; their space is reclaimed after
+            self._tombstone(space, sid, seqs)
         return seqs
+
+    def replace(
+        self, space: str, rows: pa.Table, batch_key: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's rows added under new seqs, then the stored rows of their ids
+        tombstoned. ClickHouse has no transaction across the two inserts: for the moment
+        between them a reader sees both versions of a replaced row, and a server killed
+        there leaves both until the batch comes again under its key (as the client resends
+        it), which finishes the replacement."""
+        n = rows.num_rows
+        fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
+        ids = rows.column("id").to_pylist()
+        empty = np.empty(0, dtype=np.int64)
+        with self._lock:
+            row = self._space_row(space, fresh=True)
+            sid = row[1]
+            check_dimension(space, row[3] or None, rows)
+            if n == 0:
+                return empty, empty
+            if len(set(ids)) != n:
+                raise Conflict(f"id {repeated(ids)!r:.200} appears twice in the batch")
+            if batch_key is not None and fingerprint is not None:
+                seqs = self._batch_seqs(space, sid, batch_key, fingerprint)
+                if seqs is not None:
+                    if not self._batch_stored(sid, seqs):
+                        self._insert_rows(row, rows, seqs)
+                    # the rows are in: what they replace goes, if a crash left it
+                    self._tombstone(space, sid, self._other_seqs(sid, ids, seqs))
+                    raise BatchAlreadyStored(space, batch_key, seqs)
+            replaced = self._other_seqs(sid, ids, empty)
+            start = self._current_max_seq(sid)
+            seqs = np.arange(start + 1, start + n + 1, dtype=np.int64)
+            self._max_seq[sid] = start + n
+            self._client().insert_arrow(
+                f"ids_{sid}", pa.table({"id": pa.array(ids, pa.string()),
+                                        "seq": pa.array(seqs.astype(np.uint64))})
+            )  # fmt: skip
+            if batch_key is not None and fingerprint is not None:
+                self._client().insert(
+                    "batch_keys",
+                    [[sid, batch_key, fingerprint.result(), start + 1, n, datetime.now(UTC)]],
+                    column_names=["space_id", "key", "fingerprint", "first_seq", "count",
+                                  "added_at"],
+                )  # fmt: skip
+            self._insert_rows(row, rows, seqs)
+            self._tombstone(space, sid, replaced)
+        return seqs, replaced
+
+    def _other_seqs(self, sid: int, ids: list[str], seqs: np.ndarray) -> np.ndarray:
+        """The seqs of stored rows with one of ``ids``, other than ``seqs``."""
+        condition, params = self._condition(sid, ids=ids)
+        found = self._query(
+            f"SELECT r.seq FROM rows_{sid} AS r WHERE {condition} "
+            "AND r.seq NOT IN (SELECT arrayJoin({mine:Array(UInt64)})) ORDER BY r.seq",
+            {**params, "mine": [int(v) for v in seqs]},
+        )
+        return np.array([r[0] for r in found], dtype=np.int64)
+
+    def _tombstone(self, space: str, sid: int, seqs: np.ndarray) -> None:
+        """Hide rows ``seqs`` behind tombstones, then reclaim their space."""
+        if not len(seqs):
+            return
+        self._client().insert_arrow(
+            f"deleted_{sid}", pa.table({"seq": pa.array(seqs.astype(np.uint64))})
+        )
+        try:
+            self._command(
+                f"DELETE FROM rows_{sid} WHERE seq IN (SELECT arrayJoin({{s:Array(UInt64)}}))",
+                {"s": seqs.tolist()},
+            )
+        except Exception as exc:
+            log.warning("rows of %s stay on disk behind tombstones: %s", space, exc)
 
     def select_vectors(self, space: str, query: VectorQuery):
         row = self._space_row(space)

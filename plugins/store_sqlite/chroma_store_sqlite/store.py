@@ -26,10 +26,12 @@ from chroma_core.store import (
     BatchAlreadyStored,
     FollowRows,
     PagedBackup,
+    ReplaceRows,
     Restore,
     SpaceSettings,
     Store,
     check_dimension,
+    repeated,
 )
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
@@ -190,7 +192,9 @@ _PRIORITY_CATALOGUE = [c for c in CATALOGUE_COLUMNS if c not in ("id", "metadata
 _ITEM_COLUMNS = ("id", "input_uri", "dataset", "label", "inference", "priority")
 
 
-class SqliteStore(Store, PagedBackup, Restore, SpaceSettings, AddPriorities, FollowRows):
+class SqliteStore(
+    Store, PagedBackup, Restore, SpaceSettings, AddPriorities, FollowRows, ReplaceRows
+):
     """A :class:`Store` in one SQLite file, in WAL mode, safe to share between threads; it
     pages and restores back-ups, and leaves k-NN to the index plugins."""
 
@@ -414,19 +418,43 @@ class SqliteStore(Store, PagedBackup, Restore, SpaceSettings, AddPriorities, Fol
             if not found:
                 return np.empty(0, dtype=np.int64)
             seqs, deleted_ids = zip(*found, strict=True)
-            conn.execute(
-                f"DELETE FROM {_rows(space_id)} WHERE seq IN (SELECT value FROM json_each(?))",
-                (json.dumps(seqs),),
-            )
-            conn.execute(
-                "DELETE FROM priorities WHERE space = ? AND id IN (SELECT value FROM json_each(?))",
-                (space_id, json.dumps(deleted_ids)),
-            )
-            conn.execute(
-                "UPDATE spaces SET row_count = row_count - ? WHERE space_id = ?",
-                (len(seqs), space_id),
-            )
+            _delete_rows(conn, space_id, seqs, deleted_ids)
         return np.array(seqs, dtype=np.int64)
+
+    def replace(
+        self, space: str, rows: pa.Table, batch_key: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = rows.num_rows
+        fingerprint = batch_fingerprint_soon(rows) if batch_key is not None else None
+        parameters = _row_parameters(rows)
+        ids = rows.column("id").to_pylist()
+        with self._write() as conn:
+            space_id, stored_dim, max_seq = _space(conn, space)
+            if batch_key is not None and fingerprint is not None:
+                _check_batch_key(conn, space, space_id, batch_key, fingerprint)
+            dim = check_dimension(space, stored_dim, rows)
+            if n == 0:
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+            if len(set(ids)) != n:
+                raise Conflict(f"id {repeated(ids)!r:.200} appears twice in the batch")
+            found = conn.execute(
+                f"SELECT seq, id FROM {_rows(space_id)} "
+                "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY seq",
+                (json.dumps(ids),),
+            ).fetchall()
+            replaced: tuple = ()
+            if found:
+                replaced, replaced_ids = zip(*found, strict=True)
+                _delete_rows(conn, space_id, replaced, replaced_ids)
+            seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
+            _insert_rows(conn, space, space_id, dim, seqs, parameters)
+            if fingerprint is not None:
+                conn.execute(
+                    "INSERT INTO batch_keys (space, key, fingerprint, first_seq, count, "
+                    "added_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (space_id, batch_key, fingerprint.result(), max_seq + 1, n, time.time()),
+                )
+        return seqs, np.array(replaced, dtype=np.int64)
 
     def select_vectors(
         self, space: str, query: VectorQuery
@@ -768,6 +796,22 @@ def _row_parameters(rows: pa.Table) -> tuple[list[list], np.ndarray, list]:
     columns = [_text_column(rows, name) for name in TEXT_FIELDS]
     matrix = np.ascontiguousarray(embeddings_of(rows), dtype="<f4")
     return columns, matrix, _output_blobs(rows, rows.num_rows)
+
+
+def _delete_rows(conn: sqlite3.Connection, space_id: int, seqs, ids) -> None:
+    """Delete the rows ``seqs`` (whose ids are ``ids``) with their scores, and count them
+    out of their space."""
+    conn.execute(
+        f"DELETE FROM {_rows(space_id)} WHERE seq IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(seqs)),),
+    )
+    conn.execute(
+        "DELETE FROM priorities WHERE space = ? AND id IN (SELECT value FROM json_each(?))",
+        (space_id, json.dumps(list(ids))),
+    )
+    conn.execute(
+        "UPDATE spaces SET row_count = row_count - ? WHERE space_id = ?", (len(seqs), space_id)
+    )
 
 
 def _insert_rows(
