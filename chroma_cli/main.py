@@ -15,6 +15,7 @@ import click
 
 from chroma_cli.analyses import compute, drift, duplicates, explain, label_issues
 from chroma_cli.backup import export, import_
+from chroma_cli.labels import labels
 from chroma_cli.load import LoadError, LoadInterrupted, load
 from chroma_cli.rules import rules
 from chroma_cli.sources import SourceError
@@ -40,8 +41,8 @@ def run(arguments: tuple[str, ...]) -> None:
 
 COMMANDS = [
     run, load, spaces, stats, compute, priorities, explain, neighbors, label_issues, duplicates,
-    drift, trigger, triggers, trigger_status, trigger_items, rules, watch, delete, export,
-    import_,
+    drift, trigger, triggers, trigger_status, trigger_items, labels, rules, watch, delete,
+    export, import_,
 ]  # fmt: skip
 
 

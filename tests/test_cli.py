@@ -585,3 +585,27 @@ def test_delete_asks_first_and_removes_what_it_names(loop_store):
     assert "deleted_space: loop" in ok("delete", "loop", "--yes", *data)
     assert ok("spaces", *data) == "no spaces\n"
     assert "does not exist" in fails("delete", "gone", "--yes", *data)
+
+
+def test_labels_go_out_to_label_studio_and_come_back_from_the_shell(loop_store, tmp_path):
+    data = ("--path", loop_store)
+    ok("compute", "loop", *data)
+    made = json.loads(ok("trigger", "loop", "-n", "2", "--json", *data))
+    tasks_file = tmp_path / "tasks.json"
+    assert "tasks: 2" in ok("labels", "export", str(made["id"]), tasks_file, *data)
+    tasks = json.loads(tasks_file.read_text())
+    for task in tasks:
+        task["annotations"] = [{"result": [{"value": {"choices": ["dog"]}}]}]
+    exported = tmp_path / "export.json"
+    exported.write_text(json.dumps(tasks))
+    out = json.loads(ok("labels", "import", "loop", exported, "--into-training", "--json", *data))
+    assert out == {"space": "loop", "labelled": 2, "into_training": True}
+    client = Client(path=loop_store)
+    got = client.space("loop").get(ids=[t["data"]["chroma_id"] for t in tasks])
+    client.close()
+    assert set(got["label"]) == {"dog"} and set(got["context"]) == {"training"}
+    csv = tmp_path / "labels.csv"
+    csv.write_text("id,label\nq9,cat\nmissing,cat\n")
+    line = fails("labels", "import", "loop", csv, *data)
+    assert "nothing was updated: 'missing'" in line
+    assert "--format" in ok("labels", "import", "--help")

@@ -9,6 +9,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ import pyarrow.json as pa_json
 from tqdm.auto import tqdm
 
 from chroma_client import backup, convert
-from chroma_client.errors import ChromaError, ConnectionFailed, InvalidInput
+from chroma_client import labels as labels_io
+from chroma_client.errors import ChromaError, ConnectionFailed, InvalidInput, NotFound
 from chroma_client.stream import (
     DEFAULT_LINGER,
     DEFAULT_MAX_BATCH_ROWS,
@@ -244,6 +246,17 @@ class Client:
         _, table = self._call("trigger_items", {"trigger_id": trigger_id})
         return convert.frame(table)
 
+    def export_label_studio(
+        self, trigger_id: int, path: str | os.PathLike, *, data_key: str = "image"
+    ) -> int:
+        """Write a trigger's inputs to ``path`` as a Label Studio import file (JSON tasks:
+        the input URI under ``data_key``, ``chroma_id``, the priority, and the model's
+        inference as a prediction), so labelling starts where the model stopped; returns
+        how many tasks. Its export comes back with :meth:`Space.import_labels`."""
+        tasks = labels_io.label_studio_tasks(self.trigger_items(trigger_id), data_key=data_key)
+        Path(path).write_text(json.dumps(tasks, indent=1), encoding="utf-8")
+        return len(tasks)
+
     # --- introspection ------------------------------------------------------
     def plugins(self) -> list[dict]:
         """The loaded plugins and the hooks each implements."""
@@ -418,6 +431,54 @@ class Space:
             metadata=metadata,
         )
         return self._send_batches("update", changes, progress)
+
+    def import_labels(
+        self,
+        source,
+        *,
+        format: str | None = None,  # noqa: A002 - the word users know
+        into_training: bool = False,
+        id_column: str = "id",
+        label_column: str = "label",
+        id_field: str = labels_io.ID_FIELD,
+        progress: bool | None = None,
+    ) -> dict:
+        """Write labels back from a labelling tool: ``source`` is a DataFrame or a file, a
+        CSV or Parquet table of id and label (``id_column``, ``label_column``), a Label
+        Studio JSON export, or a CVAT for images 1.1 XML export (its image names matched to
+        ids or input URIs); ``format`` is told from the file name unless given
+        (:mod:`chroma_client.labels`). With ``into_training`` the labelled inputs also move
+        into training, in the same step. Every input must be stored, else ``NotFound``
+        names those that are not and nothing changes. Returns how many were labelled."""
+        pairs, key = labels_io.read_labels(
+            source, format=format, id_column=id_column, label_column=label_column,
+            id_field=id_field,
+        )  # fmt: skip
+        if pairs.empty:
+            return {"labelled": 0, "into_training": into_training}
+        ids = pairs[key].tolist()
+        if key == "name":
+            ids = self._ids_of_names(ids)
+        self.update(
+            ids,
+            labels=pairs["label"].tolist(),
+            context="training" if into_training else None,
+            progress=progress,
+        )
+        return {"labelled": len(ids), "into_training": into_training}
+
+    def _ids_of_names(self, names: list[str]) -> list[str]:
+        """The id of each name: an input whose id or input URI it is."""
+        found = self.get(where={"$or": [{"id": {"$in": names}}, {"input_uri": {"$in": names}}]})
+        by_name = dict(zip(found["input_uri"], found["id"], strict=True))
+        by_name |= {one: one for one in found["id"]}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} name(s) match no input's id or input_uri in space "
+                f"{self.name!r}, nothing was labelled: {', '.join(map(repr, missing[:5]))}"
+            )
+        return [by_name[name] for name in names]
 
     def _send_batches(self, op: str, rows, progress: bool | None) -> list[str]:
         spans = list(rows.spans(self.client.batch_rows))
