@@ -22,7 +22,10 @@ _INSTEAD = {"priority": "min_priority", "id": "ids"}
 def check_fields(store: Store, space: str, where: filters.Filter | None, operation: str) -> None:
     """``InvalidFilter`` when ``where`` names a metadata key no row of ``space`` holds; call
     it when a read with ``where`` found nothing (a key that exists costs one short read)."""
-    for key in filters.metadata_keys(where):
+    keys = filters.metadata_keys(where)
+    if not keys or store.get(space, limit=1).num_rows == 0:
+        return  # an empty space has no fields to tell a typo from
+    for key in keys:
         present = filters.parse({key: {"$ne": None}})
         if store.get(space, where=present, limit=1).num_rows:
             continue

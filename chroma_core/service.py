@@ -292,7 +292,8 @@ class Chroma:
             offset=checks.optional_int("offset", offset, 0) or 0,
             include_embeddings=checks.flag("include_embeddings", include_embeddings),
         )
-        if table.num_rows == 0:
+        # with a page past the start, or none asked for, an empty answer tells nothing
+        if table.num_rows == 0 and not offset and limit != 0:
             check_fields(self.store, space, parsed, "get")
         return table.drop_columns(["seq"])
 

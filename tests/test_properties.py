@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 )
 
 from chroma_client import Client
-from chroma_client.errors import Conflict, InvalidInput
+from chroma_client.errors import Conflict, InvalidFilter, InvalidInput
 from chroma_wire.checks import class_name
 from chroma_wire.types import CATALOGUE_FIELDS
 from tests.conftest import Server
@@ -79,6 +79,28 @@ def matches(row: Row, where: dict | None) -> bool:
     if not where:
         return True
     return all(_clause(row, key, value) for key, value in where.items())
+
+
+def unheld_key(rows, where: dict | None) -> str | None:
+    """A metadata key of ``where`` that no row holds (with a value): a filter that finds
+    nothing then is an ``InvalidFilter`` naming it, when the space has rows at all."""
+    if not where or not rows:
+        return None
+    for key in _metadata_keys(where):
+        if not any(row.metadata.get(key) is not None for row in rows):
+            return key
+    return None
+
+
+def _metadata_keys(where: dict) -> list[str]:
+    keys: list[str] = []
+    for key, value in where.items():
+        if key in ("$and", "$or"):
+            for part in value:
+                keys += [k for k in _metadata_keys(part) if k not in keys]
+        elif key not in CATALOGUE_FIELDS and key not in keys:
+            keys.append(key)
+    return keys
 
 
 def _clause(row: Row, key: str, value) -> bool:
@@ -290,6 +312,11 @@ class SpaceMachine(RuleBasedStateMachine):
     @rule(where=WHERE)
     def delete_by_filter(self, where):
         gone = {i for i, row in self.rows.items() if matches(row, where)}
+        unheld = None if gone else unheld_key(list(self.rows.values()), where)
+        if unheld is not None:
+            with pytest.raises(InvalidFilter, match=repr(unheld)):
+                self.space.delete(where=where)
+            return
         assert self.space.delete(where=where) == len(gone)
         self._forget(gone)
 
@@ -302,6 +329,11 @@ class SpaceMachine(RuleBasedStateMachine):
     @rule(where=st.one_of(st.none(), WHERE))
     def count(self, where):
         expected = sum(matches(row, where) for row in self.rows.values())
+        unheld = None if expected else unheld_key(list(self.rows.values()), where)
+        if unheld is not None:
+            with pytest.raises(InvalidFilter, match=repr(unheld)):
+                self.space.count(where=where)
+            return
         assert self.space.count(where=where) == expected
 
     @rule(
@@ -312,6 +344,12 @@ class SpaceMachine(RuleBasedStateMachine):
     )
     def get(self, where, limit, offset, include_embeddings):
         expected = [row for row in self.rows.values() if matches(row, where)]
+        if not expected and offset == 0 and limit != 0:
+            unheld = unheld_key(list(self.rows.values()), where)
+            if unheld is not None:
+                with pytest.raises(InvalidFilter, match=repr(unheld)):
+                    self.space.get(where=where, limit=limit)
+                return
         expected = expected[offset:][:limit] if limit is not None else expected[offset:]
         frame = self.space.get(
             where=where, limit=limit, offset=offset, include_embeddings=include_embeddings
