@@ -18,7 +18,13 @@ from starlette.routing import Route
 
 from chroma_core import api, auth, explorer
 from chroma_core.config import Settings
-from chroma_core.monitoring import METRICS_ROUTE, RequestMonitor, metrics_endpoint, request_log
+from chroma_core.monitoring import (
+    METRICS_ROUTE,
+    RequestMonitor,
+    metrics_endpoint,
+    request_log,
+    route_pattern,
+)
 from chroma_core.service import Chroma
 from chroma_core.shared_memory import SharedMemory, Unreadable
 from chroma_wire.errors import (
@@ -228,8 +234,7 @@ def _route(method: str, path: str, op: str, service: Chroma) -> Route:
     would answer a bad one with "no route"), for the operation to say what is wrong; a
     ``:path`` parameter takes text with '/' in it."""
     numbers = tuple(re.findall(r"\{(\w+):int\}", path))
-    pattern = re.sub(r"\{(\w+):int\}", r"{\1:path}", path)
-    return Route(pattern, endpoint(op, service, numbers), methods=[method])
+    return Route(route_pattern(path), endpoint(op, service, numbers), methods=[method])
 
 
 async def healthz(request: Request) -> Response:

@@ -37,7 +37,15 @@ from chroma_wire.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ROUTES
 METRICS_ROUTE = "/metrics"
 REQUEST_LOG = "chroma.requests"
 
-_OPERATIONS = {(method, path): op for method, path, op in ROUTES}
+
+def route_pattern(path: str) -> str:
+    """The pattern an operation's route is served under: integer path parameters take any
+    text (``{x:int}`` would answer a bad one with "no route"), for the operation to say
+    what is wrong."""
+    return re.sub(r"\{(\w+):int\}", r"{\1:path}", path)
+
+
+_OPERATIONS = {(method, route_pattern(path)): op for method, path, op in ROUTES}
 # the most of a failed response's body read for the reason it gives
 _ERROR_BODY_BYTES = 4096
 #: query parameters whose value is never logged

@@ -55,6 +55,10 @@ def test_counters_move_by_what_the_requests_did(guarded, space_name):
     space.compute_priorities(k=3, background=True)
     space.wait_for_priorities(timeout=60)
     space.wait_for_index(timeout=60)
+    trigger = space.trigger_retraining(n=2)
+    client.trigger_items(trigger.id)
+    client.set_trigger_status(trigger.id, "done")
+    space.update(space.get(limit=1)["id"], labels="1")
     assert httpx.get(f"{server.url}/no/such/route").status_code == 404
     after = scrape(server.url, Authorization=f"Bearer {TOKEN}")
 
@@ -64,10 +68,16 @@ def test_counters_move_by_what_the_requests_did(guarded, space_name):
     assert moved(before, after, requests, route="count", status="404") == 1
     assert moved(before, after, requests, route="unmatched", status="404") == 1
     assert moved(before, after, requests, route="/metrics", status="200") == 1
+    # every operation by its name, those with a number in their path too
+    for op in ("trigger_retraining", "trigger_items", "set_trigger_status", "update"):
+        assert moved(before, after, requests, route=op, status="200") == 1, op
+    labels = {dict(key[1:]).get("route") for key in after if key[0] == requests}
+    assert not {label for label in labels if label and "{" in label}, labels
     seconds = "chroma_http_request_duration_seconds"
     assert moved(before, after, f"{seconds}_count", route="add", status="200") == 2
     assert moved(before, after, f"{seconds}_sum", route="add", status="200") > 0
-    assert moved(before, after, "chroma_rows_added_total", space=space_name) == 50
+    # 50 added, and 1 stored anew by the update
+    assert moved(before, after, "chroma_rows_added_total", space=space_name) == 51
     assert after[("chroma_space_rows", ("space", space_name))] == 50
     index = {
         state: after[("chroma_index_rows", ("space", space_name), ("state", state))]
