@@ -9,6 +9,7 @@ created is dropped.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import sys
 import tempfile
@@ -81,6 +82,12 @@ class Plan:
         return list(dict.fromkeys(named))
 
     @property
+    def unused(self) -> list[str]:
+        """The file's columns this load does not store."""
+        kept = set(self.columns)
+        return [name for name in self.source.schema.names if name not in kept]
+
+    @property
     def text_columns(self) -> set[str]:
         """Columns a CSV reads as text whatever they look like: the per-row fields (a
         label 007 stays 007) and the list columns, which a CSV holds written out."""
@@ -103,7 +110,9 @@ def plan_file(source: Source, mapping: Mapping) -> Plan:
 
     def column(name: str, what: str) -> str:
         if name not in names:
-            raise LoadError(f"{path}: no column {name!r} for {what} (it has: {_listed(names)})")
+            raise LoadError(
+                f"{path}: no column {name!r} for {what} (it has: {_listed(names, wanted=name)})"
+            )
         return name
 
     embedding, dim = _embedding_columns(source, mapping)
@@ -126,7 +135,7 @@ def plan_file(source: Source, mapping: Mapping) -> Plan:
         if not matched:
             raise LoadError(
                 f"{path}: no column matches {pattern!r} for --metadata-column "
-                f"(it has: {_listed(names)})"
+                f"(it has: {_listed(names, wanted=pattern)})"
             )
         metadata += [n for n in matched if n not in metadata]
     for name in metadata:
@@ -167,7 +176,8 @@ def _embedding_columns(source: Source, mapping: Mapping) -> tuple[list[str], int
             )
     if name not in schema.names:
         raise LoadError(
-            f"{path}: no column {name!r} for the embedding (it has: {_listed(schema.names)})"
+            f"{path}: no column {name!r} for the embedding "
+            f"(it has: {_listed(schema.names, wanted=name)})"
         )
     kind = schema.field(name).type
     if pa.types.is_fixed_size_list(kind) and _numeric(kind.value_type):
@@ -191,7 +201,7 @@ def _value_or_column(source, name, value, column, default) -> tuple[str, str]:
         if column not in source.schema.names:
             raise LoadError(
                 f"{source.path}: no column {column!r} for --{name}-column "
-                f"(it has: {_listed(source.schema.names)})"
+                f"(it has: {_listed(source.schema.names, wanted=column)})"
             )
         return ("column", column)
     if name in source.schema.names:
@@ -207,9 +217,12 @@ def _numeric(kind: pa.DataType) -> bool:
     return pa.types.is_floating(kind) or pa.types.is_integer(kind)
 
 
-def _listed(names: list[str], limit: int = 12) -> str:
+def _listed(names: list[str], limit: int = 12, wanted: str | None = None) -> str:
+    """``names`` (the first ``limit`` of them), and with ``wanted`` the closest to it."""
     shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    shown += f" and {len(names) - limit} more" if len(names) > limit else ""
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6) if wanted else []
+    return shown + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 # --- one batch -----------------------------------------------------------------------
@@ -412,6 +425,14 @@ def load(
                 f"space {space!r} holds embeddings of dimension {existing['dim']}; "
                 f"the files have dimension {dim}"
             )
+    unused = {str(plan.source.path): plan.unused for plan in plans if plan.unused}
+    if not as_json:
+        for path, names in unused.items():
+            click.echo(
+                f"note: {path}: column{'s' if len(names) > 1 else ''} {_listed(names)} not "
+                "stored (--metadata-column NAME keeps one as metadata)",
+                err=True,
+            )
     counted = [plan.source.rows for plan in plans]
     total = sum(n for n in counted if n is not None) if None not in counted else None
     if progress is None:
@@ -437,6 +458,7 @@ def load(
         "rows_per_second": round(loading.stored / seconds, 1) if seconds > 0 else None,
         "space_count": target.count(),
         "created": existing is None,
+        "unused_columns": unused,
     }
     if as_json:
         output.record(summary, as_json=True)

@@ -609,3 +609,22 @@ def test_labels_go_out_to_label_studio_and_come_back_from_the_shell(loop_store, 
     line = fails("labels", "import", "loop", csv, *data)
     assert "nothing was updated: 'missing'" in line
     assert "--format" in ok("labels", "import", "--help")
+
+
+def test_load_names_the_columns_it_does_not_store_and_the_closest_to_a_typo(tmp_path):
+    data = ("--path", tmp_path / "data")
+    path = tmp_path / "rows.parquet"
+    x = vectors(4, 1)
+    pd.DataFrame({"embedding": list(x), "label": ["a", "b", "a", "b"], "who": ["ann"] * 4,
+                  "score": [1, 2, 3, 4]}).to_parquet(path)  # fmt: skip
+    done = chroma("load", "s", path, "--dataset", "d", *data)
+    assert done.returncode == 0, done.stderr
+    assert f"note: {path}: columns who, score not stored (--metadata-column NAME" in done.stderr
+    summary = json.loads(ok("load", "t", path, "--dataset", "d", "--metadata-column", "score",
+                            "--json", *data))  # fmt: skip
+    assert summary["unused_columns"] == {str(path): ["who"]}
+    client = Client(path=tmp_path / "data")
+    assert client.space("t").get()["metadata"].tolist() == [{"score": i} for i in (1, 2, 3, 4)]
+    client.close()
+    line = fails("load", "u", path, "--dataset", "d", "--label-column", "lable", *data)
+    assert "no column 'lable' for --label-column" in line and "did you mean 'label'?" in line
