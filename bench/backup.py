@@ -93,7 +93,7 @@ def run(store: str, rows: int, dim: int, tmp: Path) -> dict:
     probe = [f"row-{i}" for i in range(0, rows, max(1, rows // 1000))]
     assert np.array_equal(a.embeddings(ids=probe)[1], b.embeddings(ids=probe)[1])
     assert a.priorities(n=1000).equals(b.priorities(n=1000))
-    assert [t.count for t in source.triggers()] == [t.count for t in target.triggers()]
+    assert source.triggers()["count"].tolist() == target.triggers()["count"].tolist()
     source.close()
     target.close()
     entry = manifest["spaces"][0]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from chroma_cli import output
 from chroma_cli.options import json_option, strategy_option, where_option, with_client
-from chroma_client import Client, Space, Trigger
+from chroma_client import Client, Space
 
 
 @click.command()
@@ -54,28 +54,20 @@ def triggers(client: Client, space: str | None, status: str | None, as_json: boo
     """List retraining triggers, newest first (of SPACE, or of every space)."""
     found = client.triggers(space=space, status=status)
     if as_json:
-        output.table(pd.DataFrame([dataclasses.asdict(t) for t in found]), as_json=True)
+        output.table(found.drop(columns=["strategy", "trigger"]), as_json=True)
         return
     output.table(_frame(found), as_json=False, empty="no triggers")
 
 
-def _frame(found: list[Trigger]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "id": t.id,
-                "space": t.space,
-                "status": t.status,
-                "count": t.count,
-                "strategy": t.selection.get("strategy"),
-                "delivered": ", ".join(sorted(t.deliveries)) or "-",
-                "created_at": t.created_at,
-                "note": t.note,
-            }
-            for t in found
-        ],
-        columns=["id", "space", "status", "count", "strategy", "delivered", "created_at", "note"],
-    )
+def _frame(found: pd.DataFrame) -> pd.DataFrame:
+    shown = found.assign(
+        delivered=[", ".join(sorted(d)) or "-" for d in found["deliveries"]],
+        labelled=[f"{int(done)}/{count}" for done, count in zip(found["labelled"],
+                                                              found["count"], strict=True)],
+    )  # fmt: skip
+    columns = ["id", "space", "status", "count", "labelled", "strategy", "delivered",
+               "created_at", "note"]  # fmt: skip
+    return shown[columns]
 
 
 @click.command("trigger-status")

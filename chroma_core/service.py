@@ -277,7 +277,10 @@ class Chroma:
         self.hook.chroma_rows_added(
             context=self.context, space=_holding(info, rows), seqs=seqs, rows=rows
         )
-        return rows.column("id").to_pylist()
+        ids = rows.column("id").to_pylist()
+        if rows.column("label").null_count < rows.num_rows:
+            self._finish_labelled_triggers(info.name, set(ids))
+        return ids
 
     def get(
         self, space: str, *, ids=None, where=None, limit=None, offset=0, include_embeddings=False
@@ -579,7 +582,12 @@ class Chroma:
             raise InvalidInput(
                 f"unknown trigger status {status!r}; use one of {', '.join(TRIGGER_STATUSES)}"
             )
-        return self.store.list_triggers(space, status)
+        found = self.store.list_triggers(space, status)
+        for trigger in found:
+            # how many of its inputs have been labelled since it was recorded
+            items = self.trigger_items(trigger["id"])
+            trigger["labelled"] = int(sum(items.column("labelled").to_pylist()))
+        return found
 
     def set_trigger_status(self, trigger_id: int, status: str) -> dict:
         trigger_id = checks.required_int("trigger_id", trigger_id, 1)
@@ -590,7 +598,38 @@ class Chroma:
         return self.store.update_trigger(trigger_id, status=status)
 
     def trigger_items(self, trigger_id: int) -> pa.Table:
-        return self.store.trigger_items(checks.required_int("trigger_id", trigger_id, 1))
+        """The inputs a trigger selected, as selected, with ``labelled``: whether the input
+        has been labelled since (it now carries a label, another than it had), and
+        ``label_now``, its label now (null for an input deleted since)."""
+        trigger_id = checks.required_int("trigger_id", trigger_id, 1)
+        items = self.store.trigger_items(trigger_id)
+        space = self.store.get_trigger(trigger_id)["space"]
+        ids = items.column("id").to_pylist()
+        now = self.store.get(space, ids=ids) if ids else None
+        current = {} if now is None else dict(
+            zip(now.column("id").to_pylist(), now.column("label").to_pylist(), strict=True)
+        )  # fmt: skip
+        then = items.column("label").to_pylist()
+        label_now = [current.get(one) for one in ids]
+        labelled = [new is not None and new != old for new, old in zip(label_now, then,
+                                                                        strict=True)]  # fmt: skip
+        return items.append_column("labelled", pa.array(labelled, pa.bool_())).append_column(
+            "label_now", pa.array(label_now, pa.string())
+        )
+
+    def _finish_labelled_triggers(self, space: str, changed: set[str]) -> None:
+        """Move to done each open trigger of ``space`` that holds one of the ``changed``
+        inputs and whose inputs are all labelled now."""
+        for trigger in self.store.list_triggers(space, None):
+            if trigger["status"] not in ("pending", "acknowledged"):
+                continue
+            items = self.trigger_items(trigger["id"])
+            if not changed & set(items.column("id").to_pylist()):
+                continue
+            if items.num_rows and all(items.column("labelled").to_pylist()):
+                self.store.update_trigger(trigger["id"], status="done")
+                log.info("trigger %s of %s is done: its inputs are labelled", trigger["id"],
+                         space)  # fmt: skip
 
     # --- back-up and restore ------------------------------------------------
     def export_rows(self, space: str, *, after_seq=0, limit=None) -> tuple[dict, pa.Table]:

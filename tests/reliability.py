@@ -426,7 +426,7 @@ def priorities_snapshot(space) -> pd.DataFrame:
 
 
 def triggers_snapshot(client: Client) -> list:
-    return [(t, client.trigger_items(t.id).to_json()) for t in client.triggers()]
+    return [(t, client.trigger_items(t.id).to_json()) for t in client.triggers()["trigger"]]
 
 
 def check_scores(space, before: pd.DataFrame, triage: int) -> tuple[str, list[str]]:

@@ -277,8 +277,10 @@ def test_trigger_and_triggers(scored):
     listed = json.loads(ok("triggers", "scored", "--json", env=env))
     assert [t["id"] for t in listed] == [diverse["id"], made["id"]]
     text = ok("triggers", env=env).splitlines()
-    assert text[0].split()[:4] == ["id", "space", "status", "count"]
-    assert text[2].split()[:5] == [str(made["id"]), "scored", "pending", "4", "top_priority"]
+    assert text[0].split()[:5] == ["id", "space", "status", "count", "labelled"]
+    assert text[2].split()[:6] == [str(made["id"]), "scored", "pending", "4", "0/4",
+                                   "top_priority"]  # fmt: skip
+    assert listed[1]["labelled"] == 0 and listed[1]["count"] == 4
     text = ok("trigger", "scored", "-n", "2", env=env).splitlines()
     assert "count: 2" in text and "status: pending" in text and "  manifest:" in text
 
@@ -311,9 +313,9 @@ def test_rules_add_list_fire_and_remove(scored):
     )
     assert made["every"] == 604_800 and made["n"] == 4 and made["strategy"] == "diverse"
     deadline = time.monotonic() + 30
-    while not client.triggers(space="ruled") and time.monotonic() < deadline:
+    while client.triggers(space="ruled").empty and time.monotonic() < deadline:
         time.sleep(0.1)
-    (fired,) = client.triggers(space="ruled")
+    (fired,) = client.triggers(space="ruled")["trigger"]
     assert fired.selection["rule"]["name"] == "weekly" and fired.count == 4
     listed = json.loads(ok("rules", "list", "ruled", "--json", env=env))
     assert [(r["name"], r["fired"], r["last_trigger"]) for r in listed] == [("weekly", 1, fired.id)]

@@ -425,11 +425,11 @@ def test_priorities_rank_wrong_and_far_inputs_first_and_trigger_records_them(cli
     items = client.trigger_items(trigger.id)
     assert set(items["id"]) == set(planted)
     assert items["priority"].is_monotonic_decreasing
-    assert [t.id for t in client.triggers(space=space_name)] == [trigger.id]
+    assert client.triggers(space=space_name)["id"].tolist() == [trigger.id]
     moved = client.set_trigger_status(trigger.id, "acknowledged")
     assert moved.status == "acknowledged"
-    assert [t.id for t in client.triggers(space=space_name, status="acknowledged")] == [trigger.id]
-    assert client.triggers(space=space_name, status="pending") == []
+    assert client.triggers(space=space_name, status="acknowledged")["id"].tolist() == [trigger.id]
+    assert client.triggers(space=space_name, status="pending").empty
     with pytest.raises(InvalidInput, match="status"):
         client.set_trigger_status(trigger.id, "shipped")
     with pytest.raises(NotFound):

@@ -165,7 +165,7 @@ def test_triggers_fire_for_the_filtered_top_and_for_a_selection(browser, explore
     triggers = page.locator("#trigger-table tbody tr")
     expect(triggers).to_have_count(1)
     expect(triggers.first).to_contain_text("five from December")
-    newest = client.triggers(seeded["space"])[0]
+    newest = client.triggers(seeded["space"])["trigger"].iloc[0]
     assert newest.count == 5 and newest.note == "five from December"
     expected = space.priorities(n=5, where={"dataset": "prod-2026-12"})["id"].tolist()
     assert client.trigger_items(newest.id)["id"].tolist() == expected
@@ -195,7 +195,7 @@ def test_triggers_fire_for_the_filtered_top_and_for_a_selection(browser, explore
     expect(page.locator("#selection-summary")).to_contain_text(f"{len(selected):,} points selected")
     page.click("#trigger-button")
     expect(triggers).to_have_count(2)
-    newest = client.triggers(seeded["space"])[0]
+    newest = client.triggers(seeded["space"])["trigger"].iloc[0]
     scored = set(space.priorities(n=None)["id"])
     held = client.trigger_items(newest.id)["id"].tolist()
     assert sorted(held) == sorted(set(selected) & scored) and held

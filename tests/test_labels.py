@@ -193,3 +193,30 @@ def test_the_loop_twice_lowers_the_error_rate_among_the_top_priorities(tmp_path)
     assert rates[0] > 0.8, rates
     assert rates[1] < rates[0] and rates[2] <= rates[1], rates
     assert rates[2] < 0.5 * rates[0], rates
+
+
+def test_a_trigger_says_what_is_labelled_and_is_done_when_all_is(client, space_name):
+    space, ids = triage_space(client, space_name)
+    space.compute_priorities()
+    trigger = space.trigger_retraining(n=3)
+    listed = client.triggers(space_name)
+    assert listed.columns[-1] == "trigger" and listed["trigger"].iloc[0].id == trigger.id
+    assert listed[["id", "status", "count", "labelled"]].values.tolist() == [
+        [trigger.id, "pending", 3, 0]
+    ]
+    items = client.trigger_items(trigger.id)
+    assert not items["labelled"].any() and items["label_now"].isna().all()
+    first, *rest = items["id"].tolist()
+    space.update([first], labels="cat")
+    items = client.trigger_items(trigger.id).set_index("id")
+    assert items.loc[first, "labelled"] and items.loc[first, "label_now"] == "cat"
+    assert not items.loc[rest, "labelled"].any()
+    listed = client.triggers(space_name)
+    assert listed["labelled"].tolist() == [1] and listed["status"].tolist() == ["pending"]
+    # an input outside the trigger changes nothing of it
+    other = next(i for i in ids if i not in items.index)
+    space.update([other], labels="dog")
+    assert client.triggers(space_name)["status"].tolist() == ["pending"]
+    space.import_labels(pd.DataFrame({"id": rest, "label": ["dog", "cat"]}), into_training=True)
+    listed = client.triggers(space_name)
+    assert listed["status"].tolist() == ["done"] and listed["labelled"].tolist() == [3]

@@ -64,6 +64,13 @@ class Trigger:
     deliveries: dict
     created_at: str
     updated_at: str
+    #: how many of its inputs have been labelled since it was recorded (listings only)
+    labelled: int | None = None
+
+
+#: the columns of ``client.triggers()``, the Trigger objects themselves last
+TRIGGER_COLUMNS = ["id", "space", "status", "count", "labelled", "strategy", "note",
+                   "created_at", "updated_at", "deliveries", "selection", "trigger"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -232,9 +239,19 @@ class Client:
         )
 
     # --- triggers -----------------------------------------------------------
-    def triggers(self, space: str | None = None, status: str | None = None) -> list[Trigger]:
+    def triggers(self, space: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """The retraining triggers (of ``space``, in ``status``), newest first, one row
+        each: id, space, status, count, labelled (how many of its inputs have been
+        labelled since), strategy, note, times, deliveries and selection; the
+        :class:`Trigger` objects themselves are in the ``trigger`` column."""
         info, _ = self._call("triggers", {"space": space, "status": status})
-        return [Trigger(**t) for t in info["triggers"]]
+        found = [Trigger(**t) for t in info["triggers"]]
+        rows = [
+            {**{name: getattr(t, name) for name in TRIGGER_COLUMNS if hasattr(t, name)},
+             "strategy": t.selection.get("strategy"), "trigger": t}
+            for t in found
+        ]  # fmt: skip
+        return pd.DataFrame(rows, columns=TRIGGER_COLUMNS)
 
     def set_trigger_status(self, trigger_id: int, status: str) -> Trigger:
         """Move a trigger along: pending, acknowledged, done or failed."""
@@ -242,7 +259,10 @@ class Client:
         return Trigger(**info["trigger"])
 
     def trigger_items(self, trigger_id: int) -> pd.DataFrame:
-        """The inputs a trigger selected, highest priority first."""
+        """The inputs a trigger selected, highest priority first, as selected, with
+        ``labelled`` (labelled since: it carries a label now, another than then) and
+        ``label_now``. A trigger whose inputs are all labelled by an update or
+        ``import_labels`` moves to done by itself."""
         _, table = self._call("trigger_items", {"trigger_id": trigger_id})
         return convert.frame(table)
 

@@ -70,7 +70,7 @@ def test_the_client_runs_on_the_memory_store(open_client):
 
     trigger = space.trigger_retraining(n=3, note="relabel three")
     assert (trigger.count, trigger.status, trigger.note) == (3, "pending", "relabel three")
-    assert [t.id for t in client.triggers("pets")] == [trigger.id]
+    assert client.triggers("pets")["id"].tolist() == [trigger.id]
     assert client.trigger_items(trigger.id)["id"].tolist() == top["id"].tolist()[:3]
 
     assert space.delete(ids=prod_ids[:5]) == 5

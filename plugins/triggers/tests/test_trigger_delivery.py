@@ -71,7 +71,7 @@ def test_unreachable_webhook_is_recorded_as_failed(tmp_path, monkeypatch):
     trigger = scored_space(client).trigger_retraining(n=2)
     hook = trigger.deliveries["webhook"]
     assert hook["ok"] is False and hook["attempts"] == 2 and "ConnectError" in hook["error"]
-    assert client.triggers()[0].deliveries["webhook"]["ok"] is False
+    assert client.triggers()["trigger"].iloc[0].deliveries["webhook"]["ok"] is False
     assert trigger.status == "pending"
     client.close()
 

@@ -46,9 +46,8 @@ def triage(space, n: int, prefix: str, seed: int, dataset: str = "prod", shift: 
 
 
 def rule_triggers(client, space: str, rule: str):
-    return [
-        t for t in client.triggers(space=space) if t.selection.get("rule", {}).get("name") == rule
-    ]
+    found = client.triggers(space=space)["trigger"]
+    return [t for t in found if t.selection.get("rule", {}).get("name") == rule]
 
 
 def items_of(client, triggers) -> list[list[str]]:
