@@ -289,6 +289,13 @@ def test_the_page_asks_for_a_token_when_the_server_wants_one(browser, tmp_path):
         page.goto(server.url + "/")
         dialog = page.locator("#token-dialog")
         expect(dialog).to_be_visible()
+        expect(page.locator("#token-title")).to_have_text("This server wants a token")
+        # a wrong token is told apart from none
+        page.fill("#token-input", "wrong")
+        page.click("#token-form button")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#token-title")).to_have_text("This server does not accept that token")
+        expect(page.locator("#status")).to_contain_text("not accepted")
         page.fill("#token-input", "open-sesame")
         page.click("#token-form button")
         page.wait_for_selector("body[data-state=ready]")
@@ -301,4 +308,92 @@ def test_the_page_asks_for_a_token_when_the_server_wants_one(browser, tmp_path):
         assert "token" not in fresh.url
         assert fresh.locator("#points").get_attribute("data-drawn") == "4"
     finally:
+        server.stop()
+
+
+def test_no_space_shows_a_message_and_no_legend(browser, tmp_path):
+    server = Server(tmp_path / "data")
+    try:
+        page, errors = open_page(browser, server.url + "/")
+        expect(page.locator("#map-message")).to_contain_text("No space yet")
+        expect(page.locator("#legend")).to_be_hidden()
+        assert not errors
+    finally:
+        server.stop()
+
+
+def test_priorities_are_computed_from_the_page_and_triggers_move_along(browser, tmp_path):
+    server = Server(tmp_path / "data")
+    client = Client(server.url)
+    try:
+        space = client.space("fresh")
+        rng = np.random.default_rng(2)
+        space.add(rng.normal(size=(60, 8)).astype(np.float32), dataset="train",
+                  labels=["a", "b"] * 30)  # fmt: skip
+        triage = space.add(rng.normal(size=(12, 8)).astype(np.float32), dataset="prod",
+                           context="triage", inferences="a")  # fmt: skip
+        page, errors = open_page(browser, f"{server.url}/#space=fresh")
+        # nothing scored: nothing to trigger, and the page says how to score
+        expect(page.locator("#priority-empty")).to_contain_text("Compute priorities")
+        expect(page.locator("#trigger-button")).to_be_disabled()
+        page.click("#compute-button")
+        expect(page.locator("#status")).to_contain_text("Priorities computed: 12 inputs scored")
+        expect(page.locator("#priority-table tbody tr")).to_have_count(12)
+        expect(page.locator("#trigger-button")).to_be_enabled()
+        assert space.priority_status()["scored"] == 12
+        page.fill("#top-n", "3")
+        page.locator("#top-n").dispatch_event("change")
+        expect(page.locator("#priority-table tbody tr")).to_have_count(3)
+        page.fill("#trigger-note", "a note long enough to need more than one line in the table")
+        page.click("#trigger-button")
+        row = page.locator("#trigger-table tbody tr").first
+        expect(row).to_contain_text("0/3")
+        note = row.locator("td.note")
+        expect(note).to_have_text("a note long enough to need more than one line in the table")
+        # the whole note is shown, not cut
+        assert note.evaluate("e => e.scrollWidth <= e.clientWidth")
+        # labels come back: the labelled count follows; the status moves from the page
+        made = client.triggers("fresh")["trigger"].iloc[0]
+        held = client.trigger_items(made.id)["id"].tolist()
+        space.update(held[:2], labels="b")
+        page.reload()
+        page.wait_for_selector("body[data-state=ready]")
+        row = page.locator("#trigger-table tbody tr").first
+        expect(row).to_contain_text("2/3")
+        row.locator("select").select_option("acknowledged")
+        expect(page.locator("#status")).to_contain_text(f"Trigger #{made.id} is acknowledged")
+        assert client.triggers("fresh")["status"].tolist() == ["acknowledged"]
+        assert set(held) <= set(triage) and not errors
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_points_are_coloured_by_whether_the_model_was_right(browser, tmp_path):
+    server = Server(tmp_path / "data")
+    client = Client(server.url)
+    try:
+        space = client.space("verdict")
+        rng = np.random.default_rng(3)
+        space.add(rng.normal(size=(10, 4)).astype(np.float32), dataset="d", labels="a")
+        space.add(rng.normal(size=(5, 4)).astype(np.float32), dataset="p", context="triage",
+                  inferences="a", labels=["a", "a", "a", "b", "b"])  # fmt: skip
+        space.add(rng.normal(size=(4, 4)).astype(np.float32), dataset="p", context="triage",
+                  inferences="b")  # fmt: skip
+        page, errors = open_page(browser, f"{server.url}/#space=verdict")
+        page.select_option("#colour-by", "model")
+        legend = page.locator("#legend")
+        expect(legend.locator(".row", has_text="wrong")).to_contain_text("2")
+        expect(legend.locator(".row", has_text="right")).to_contain_text("3")
+        expect(legend.locator(".row", has_text="unknown")).to_contain_text("14")
+        # the wrong ones are drawn last, over the others
+        last = page.evaluate(
+            "() => { const e = window.chromaExplorer; const d = e.state.data;"
+            " const order = e.map.order; const tail = [...order].slice(-2);"
+            " return tail.map(i => d.categories.label[d.codes.label[i]]); }"
+        )
+        assert last == ["b", "b"]
+        assert not errors
+    finally:
+        client.close()
         server.stop()

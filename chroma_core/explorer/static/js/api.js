@@ -26,6 +26,11 @@ export function setToken(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
 }
 
+/** Whether a token was given: a refusal then means that one is wrong. */
+export function hasToken() {
+  return Boolean(sessionStorage.getItem(TOKEN_KEY));
+}
+
 function headers(extra = {}) {
   const out = { Accept: "application/json", ...extra };
   const token = sessionStorage.getItem(TOKEN_KEY);
@@ -67,6 +72,12 @@ export const api = {
     call("POST", `${space(name)}/run/trigger_rules`, { params }).then((r) => r.rows),
   triggers: (name) =>
     call("GET", `api/v1/triggers?space=${encodeURIComponent(name)}`).then((r) => r.triggers),
+  setTriggerStatus: (id, status) =>
+    call("POST", `api/v1/triggers/${id}/status`, { status }).then((r) => r.trigger),
+  computePriorities: (name) =>
+    call("POST", `${space(name)}/run/priority`, { params: { background: true, only_new: true } }),
+  priorityStatus: (name) =>
+    call("POST", `${space(name)}/run/priority_status`, { params: {} }).then((r) => r.meta),
 };
 
 /** The map of a space: coordinates, priorities and category codes as typed arrays. */

@@ -2,7 +2,7 @@
 // retraining triggers. Every value shown comes from the server and goes into the page as
 // text, never as markup.
 
-import { ApiError, adoptTokenFromUrl, api, fetchMap, imageSource, setToken } from "./api.js";
+import { ApiError, adoptTokenFromUrl, api, fetchMap, hasToken, imageSource, setToken } from "./api.js";
 import {
   BACKGROUND,
   NONE,
@@ -37,7 +37,13 @@ const state = {
   selected: 0,
   current: null,
   tip: -1,
+  // rows in the top-priorities table: what a trigger without a selection takes
+  listed: 0,
 };
+
+// the colours of "model right / wrong"
+const RIGHT = "#2e9e5b";
+const WRONG = "#d64545";
 
 const map = new PointMap($("map"), { onHover: hover, onClick: clickPoint, onSelect: select });
 // for scripts driving the page (and tests): the state and the map
@@ -48,6 +54,7 @@ function el(tag, props = {}, ...children) {
   for (const [key, value] of Object.entries(props)) {
     if (key === "class") node.className = value;
     else if (key === "onclick") node.addEventListener("click", value);
+    else if (key.includes("-")) node.setAttribute(key, value);
     else node[key] = value;
   }
   for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
@@ -68,9 +75,13 @@ function showMessage(text) {
 
 function fail(error) {
   if (error instanceof ApiError && error.status === 401) {
+    const wrong = hasToken();
+    $("token-title").textContent = wrong
+      ? "This server does not accept that token"
+      : "This server wants a token";
     $("token-dialog").hidden = false;
     $("token-input").focus();
-    setStatus("This server wants a token.", "error");
+    setStatus(wrong ? "The token given is not accepted: give another." : "This server wants a token.", "error");
     return;
   }
   setStatus(error.message || String(error), "error");
@@ -97,6 +108,7 @@ async function loadOverview() {
     ...spaces.map((s) => el("option", { value: s.name }, `${s.name} (${count.format(s.count)})`)),
   );
   if (!spaces.length) {
+    $("legend").hidden = true;
     showMessage("No space yet: add embeddings with the client, then reload this page.");
     document.body.dataset.state = "ready";
     return;
@@ -198,6 +210,30 @@ function applyColours() {
         : []),
       legendRow(NONE, "unscored", n - scored),
     );
+  } else if (field === "model") {
+    const label = data.codes.label;
+    const inference = data.codes.inference;
+    const labels = data.categories.label;
+    const inferences = data.categories.inference;
+    const verdict = new Int8Array(n); // -1 unknown, 0 right, 1 wrong
+    const sizes = [0, 0, 0];
+    const right = rgb(RIGHT);
+    const wrong = rgb(WRONG);
+    const none = rgb(NONE);
+    for (let i = 0; i < n; i++) {
+      const known = label[i] >= 0 && inference[i] >= 0;
+      verdict[i] = known ? (labels[label[i]] === inferences[inference[i]] ? 0 : 1) : -1;
+      sizes[verdict[i] + 1]++;
+      paint(i, verdict[i] < 0 ? none : verdict[i] ? wrong : right);
+    }
+    // unknown under right under wrong: the mistakes stay in sight
+    order = Uint32Array.from(state.shuffled).sort((a, b) => verdict[a] - verdict[b]);
+    legend.replaceChildren(
+      el("h4", {}, "model"),
+      legendRow(WRONG, "wrong (label ≠ inference)", sizes[2]),
+      legendRow(RIGHT, "right", sizes[1]),
+      legendRow(NONE, "unknown (no label or no inference)", sizes[0]),
+    );
   } else {
     const codes = data.codes[field];
     const values = data.categories[field];
@@ -223,6 +259,8 @@ function applyColours() {
     }
     if (missing) rows.push(legendRow(NONE, "(none)", missing));
     legend.replaceChildren(el("h4", {}, field), ...rows);
+    // points without a value first, so those with one are drawn over them
+    if (missing) order = Uint32Array.from(state.shuffled).sort((a, b) => (codes[b] < 0) - (codes[a] < 0));
   }
   legend.hidden = n === 0;
   map.setColours(colours, faded, order);
@@ -427,11 +465,12 @@ async function loadPriorities() {
       return tr;
     }),
   );
+  state.listed = rows.length;
   const empty = $("priority-empty");
   empty.hidden = rows.length > 0;
   empty.textContent = filterWhere()
     ? "No scored input matches these filters."
-    : "No input is scored yet: run space.compute_priorities() with the client.";
+    : "No input is scored yet: Compute priorities scores them.";
   updateSelection();
 }
 
@@ -464,9 +503,13 @@ function updateSelection() {
     });
     summary.textContent = `${count.format(state.selected)} points selected on the map, ${count.format(scored)} of them scored.`;
     button.textContent = "Trigger retraining for the selection";
+    button.disabled = scored === 0;
+    button.title = scored ? "" : "None of the selected points is scored: compute priorities first.";
   } else {
     summary.textContent = `No points selected (shift-drag on the map): a trigger takes the top ${topN()} of the table.`;
     button.textContent = `Trigger retraining for the top ${topN()}`;
+    button.disabled = state.listed === 0;
+    button.title = state.listed ? "" : "No scored input to take: compute priorities first.";
   }
 }
 
@@ -485,6 +528,39 @@ async function trigger() {
   } catch (error) {
     fail(error);
   } finally {
+    updateSelection();
+  }
+}
+
+const STATUSES = ["pending", "acknowledged", "done", "failed"];
+
+async function changeStatus(id, status) {
+  const moved = await api.setTriggerStatus(id, status);
+  setStatus(`Trigger #${moved.id} is ${moved.status}.`, "ok");
+  await loadTriggers();
+}
+
+async function computePriorities() {
+  const space = state.space;
+  const button = $("compute-button");
+  button.disabled = true;
+  try {
+    await api.computePriorities(space);
+    let job = {};
+    const started = performance.now();
+    for (;;) {
+      job = (await api.priorityStatus(space)).job || {};
+      const seconds = ((performance.now() - started) / 1000).toFixed(0);
+      const counts = job.rows ? ` (${count.format(job.rows)} inputs)` : "";
+      setStatus(`Computing priorities: ${job.phase || "starting"}${counts}, ${seconds} s`);
+      if (job.state !== "running") break;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    }
+    if (job.state === "failed") throw new Error(`Computing priorities failed: ${job.error}`);
+    const scored = job.summary ? job.summary.scored : 0;
+    if (state.space === space) await loadSpace(space);
+    setStatus(`Priorities computed: ${count.format(scored)} inputs scored.`, "ok");
+  } finally {
     button.disabled = false;
   }
 }
@@ -500,13 +576,24 @@ async function loadTriggers() {
         { title: `${t.selection.strategy || ""}, n = ${t.selection.n ?? "all"}` },
         el("td", { class: "num" }, t.id),
         el("td", {}, new Date(t.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" })),
-        el("td", { class: "num" }, count.format(t.count)),
-        el("td", {}, el("span", { class: `pill ${t.status}` }, t.status)),
-        el("td", {}, t.note ?? ""),
+        el("td", { class: "num" }, `${count.format(t.labelled ?? 0)}/${count.format(t.count)}`),
+        el("td", {}, statusChoice(t)),
+        el("td", { class: "note" }, t.note ?? ""),
       ),
     ),
   );
   $("trigger-empty").hidden = triggers.length > 0;
+}
+
+function statusChoice(trigger) {
+  const choice = el(
+    "select",
+    { class: `pill ${trigger.status}`, "aria-label": `status of trigger ${trigger.id}` },
+    ...STATUSES.map((s) => el("option", { value: s }, s)),
+  );
+  choice.value = trigger.status;
+  choice.addEventListener("change", () => changeStatus(trigger.id, choice.value).catch(fail));
+  return choice;
 }
 
 // --- trigger rules ----------------------------------------------------------
@@ -586,6 +673,7 @@ function bind() {
   $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));
   $("zoom-fit").addEventListener("click", () => map.fit());
   $("trigger-button").addEventListener("click", trigger);
+  $("compute-button").addEventListener("click", guarded(computePriorities));
   $("rule-form").addEventListener("submit", guarded(addRule));
   $("rule-when").addEventListener("change", () => {
     $("rule-value").placeholder = RULE_VALUE[$("rule-when").value];
