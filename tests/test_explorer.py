@@ -134,7 +134,8 @@ def test_the_page_and_its_files_are_served(served):
     assert http.get("/explorer/../pyproject.toml").status_code == 404
     overview = http.get("/api/v1/explorer").json()
     assert overview["files"] is True
-    assert [m["name"] for m in overview["maps"]] == ["projection"]
+    # every installed map: PCA, and UMAP where umap-learn is installed (./dev test does)
+    assert [m["name"] for m in overview["maps"]] == ["projection", "projection_umap"]
 
 
 def test_the_map_carries_the_projection_with_priorities_and_catalogue(served):

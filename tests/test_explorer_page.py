@@ -397,3 +397,20 @@ def test_points_are_coloured_by_whether_the_model_was_right(browser, tmp_path):
     finally:
         client.close()
         server.stop()
+
+
+def test_the_page_lists_every_installed_map_and_draws_the_umap(browser, explorer):
+    server, _, seeded = explorer
+    page, errors = open_page(browser, f"{server.url}/#space={seeded['space']}")
+    options = page.locator("#map-algorithm option").all_text_contents()
+    assert options == ["projection", "projection_umap"]
+    before = page.evaluate("() => Array.from(window.chromaExplorer.state.data.x.slice(0, 5))")
+    page.select_option("#map-algorithm", "projection_umap")
+    page.wait_for_selector("body[data-state=ready]", timeout=120_000)
+    page.wait_for_function(
+        f"document.querySelector('#points').dataset.drawn === '{seeded['total']}'"
+    )
+    after = page.evaluate("() => Array.from(window.chromaExplorer.state.data.x.slice(0, 5))")
+    assert after != before
+    expect(page.locator("#map-summary")).to_contain_text("UMAP")
+    assert not errors

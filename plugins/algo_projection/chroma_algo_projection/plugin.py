@@ -58,6 +58,9 @@ class Projection(Algorithm):
     fields; ``meta`` says how many rows the space holds, how many each (dataset, context)
     gave to the sample, and what :meth:`project` reported."""
 
+    #: rows mapped when the caller gives no ``sample``: a slower method sets fewer
+    default_sample = MapParams().sample
+
     def options(self, params: dict) -> dict:
         """Take this method's own parameters out of ``params`` and check them."""
         return {}
@@ -69,7 +72,7 @@ class Projection(Algorithm):
         raise NotImplementedError
 
     def run(self, context, space, params):
-        settings = _params(params)
+        settings = _params(params, self.default_sample)
         options = self.options(params)
         checks.check_all_used(self.name, params)
         described = json.dumps([asdict(settings), options], sort_keys=True, default=str)
@@ -200,9 +203,9 @@ def _strata(keys: list, codes: np.ndarray, sampled: np.ndarray) -> list[dict]:
     return out
 
 
-def _params(params: dict) -> MapParams:
+def _params(params: dict, default_sample: int) -> MapParams:
     defaults = MapParams()
-    sample = checks.required_int("sample", params.pop("sample", defaults.sample), 1, MAX_SAMPLE)
+    sample = checks.required_int("sample", params.pop("sample", default_sample), 1, MAX_SAMPLE)
     seed = checks.required_int("seed", params.pop("seed", defaults.seed), 0)
     where = checks.optional_where("where", params.pop("where", defaults.where))
     parse(where)

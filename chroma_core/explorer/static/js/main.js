@@ -156,6 +156,7 @@ function describeMap() {
   if (meta.rows > n) parts[0] += ` (a sample of ${count.format(meta.rows)})`;
   const ratio = meta.explained_variance_ratio;
   if (ratio) parts.push(`${(meta.method || "").toUpperCase()} axes: ${percent(ratio[0])} + ${percent(ratio[1])} of variance`);
+  else if (meta.method === "umap") parts.push(`UMAP, ${meta.n_neighbors} neighbours: near points were near in the space`);
   $("map-summary").textContent = parts.join(" · ");
 }
 

@@ -1,0 +1,1 @@
+"""A neighbour-preserving map of a space (UMAP) for the explorer."""
