@@ -49,7 +49,7 @@ from chroma_wire.protocol import (
     TRANSPORT_HEADER,
     asks_json,
     decode_arrow,
-    decode_json,
+    decode_json_request,
     encode_arrow,
     encode_json,
     encode_json_table,
@@ -213,7 +213,7 @@ def _decode(request: Request, body: bytes | None):
         return shared.read(name)
     if request.headers.get("content-type", "").startswith(ARROW_TYPE):
         return decode_arrow(body or b"")
-    return decode_json(body or b""), None
+    return decode_json_request(body or b"")
 
 
 async def no_route(request: Request, exc: Exception) -> Response:

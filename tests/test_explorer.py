@@ -273,3 +273,18 @@ def test_the_map_and_its_cache_work_on_every_store(client, space_name):
     space.add(x[:3] + 10, dataset="late", context="triage")
     grown = space.run("projection")
     assert grown.attrs["meta"]["cached"] is False and len(grown) == 113
+
+
+def test_a_json_request_carries_its_table_as_rows(served):
+    server, space, ids, _ = served
+    http = httpx.Client(base_url=server.url, headers={"Accept": "application/json"})
+    url = f"/api/v1/spaces/{space.name}/update"
+    sent = http.post(url, json={"rows": [{"id": ids[0], "label": "fox"}]})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["count"] == 1 and sent.json()["rows"] == [{"id": ids[0]}]
+    assert space.get(ids=[ids[0]])["label"].tolist() == ["fox"]
+    for rows in ("nope", [1, 2], [{"id": ids[0], "label": {"a": [1]}}, {"id": 3}]):
+        refused = http.post(url, json={"rows": rows})
+        assert refused.status_code == 400 and refused.json()["error"] == "MalformedPayload", rows
+    missing = http.post(url, json={"rows": [{"id": "nope", "label": "x"}]})
+    assert missing.status_code == 404 and "nothing was updated" in missing.json()["detail"]

@@ -363,6 +363,26 @@ def test_priorities_are_computed_from_the_page_and_triggers_move_along(browser, 
         row.locator("select").select_option("acknowledged")
         expect(page.locator("#status")).to_contain_text(f"Trigger #{made.id} is acknowledged")
         assert client.triggers("fresh")["status"].tolist() == ["acknowledged"]
+        # its inputs, labelled from the page: the last one, into training
+        page.locator("#trigger-table tbody tr").first.locator("td").first.click()
+        expect(page.locator("#items-title")).to_have_text(
+            f"Trigger #{made.id}: 2 of 3 inputs labelled"
+        )
+        inputs = page.locator("#items-table input")
+        expect(inputs).to_have_count(3)
+        rest = [i for i in range(3) if inputs.nth(i).input_value() == ""]
+        assert len(rest) == 1
+        inputs.nth(rest[0]).fill("a")
+        page.check("#items-into-training")
+        page.click("#items-save")
+        expect(page.locator("#status")).to_contain_text("1 labels saved, moved into training")
+        expect(page.locator("#items-title")).to_have_text(
+            f"Trigger #{made.id}: 3 of 3 inputs labelled"
+        )
+        last = client.space("fresh").get(ids=[held[2]])
+        assert last["label"].tolist() == ["a"] and last["context"].tolist() == ["training"]
+        # every input labelled: the trigger is done
+        assert client.triggers("fresh")["status"].tolist() == ["done"]
         assert set(held) <= set(triage) and not errors
     finally:
         client.close()

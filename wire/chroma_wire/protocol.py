@@ -90,6 +90,21 @@ def decode_json(body: bytes) -> dict:
     return value
 
 
+def decode_json_request(body: bytes) -> tuple[dict, pa.Table | None]:
+    """The params of a JSON request and its table, which a JSON request (a browser's) may
+    carry as ``rows``: a list of objects, one per row, keyed by column."""
+    params = decode_json(body)
+    if "rows" not in params:
+        return params, None
+    rows = params.pop("rows")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise MalformedPayload("rows must be a list of objects, one per row")
+    try:
+        return params, pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise MalformedPayload(f"rows cannot be read as a table: {exc}") from None
+
+
 def asks_json(accept: str | None) -> bool:
     """Whether a request's Accept header asks for JSON rather than Arrow (a browser does;
     the client sends neither, and gets Arrow)."""

@@ -72,6 +72,8 @@ export const api = {
     call("POST", `${space(name)}/run/trigger_rules`, { params }).then((r) => r.rows),
   triggers: (name) =>
     call("GET", `api/v1/triggers?space=${encodeURIComponent(name)}`).then((r) => r.triggers),
+  triggerItems: (id) => call("GET", `api/v1/triggers/${id}/items`).then((r) => r.rows),
+  update: (name, rows) => call("POST", `${space(name)}/update`, { rows }),
   setTriggerStatus: (id, status) =>
     call("POST", `api/v1/triggers/${id}/status`, { status }).then((r) => r.trigger),
   computePriorities: (name) =>

@@ -39,6 +39,8 @@ const state = {
   tip: -1,
   // rows in the top-priorities table: what a trigger without a selection takes
   listed: 0,
+  // the trigger whose inputs are shown
+  trigger: null,
 };
 
 // the colours of "model right / wrong"
@@ -126,6 +128,10 @@ async function loadOverview() {
 }
 
 async function loadSpace(name) {
+  if (state.space !== name) {
+    state.trigger = null;
+    $("trigger-items").hidden = true;
+  }
   state.space = name;
   window.history.replaceState(null, "", `#space=${encodeURIComponent(name)}`);
   document.body.dataset.state = "loading";
@@ -574,7 +580,14 @@ async function loadTriggers() {
     ...triggers.map((t) =>
       el(
         "tr",
-        { title: `${t.selection.strategy || ""}, n = ${t.selection.n ?? "all"}` },
+        {
+          title: `${t.selection.strategy || ""}, n = ${t.selection.n ?? "all"}: click for its inputs`,
+          onclick: (event) => {
+            if (event.target.tagName !== "SELECT") showItems(t).catch(fail);
+          },
+          "data-id": t.id,
+          class: t.id === state.trigger ? "current" : "",
+        },
         el("td", { class: "num" }, t.id),
         el("td", {}, new Date(t.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" })),
         el("td", { class: "num" }, `${count.format(t.labelled ?? 0)}/${count.format(t.count)}`),
@@ -584,6 +597,53 @@ async function loadTriggers() {
     ),
   );
   $("trigger-empty").hidden = triggers.length > 0;
+}
+
+async function showItems(trigger) {
+  state.trigger = trigger.id;
+  const items = await api.triggerItems(trigger.id);
+  for (const row of $("trigger-table").tBodies[0].rows) {
+    row.classList.toggle("current", Number(row.dataset.id) === trigger.id);
+  }
+  const done = items.filter((item) => item.labelled).length;
+  $("items-title").textContent = `Trigger #${trigger.id}: ${count.format(done)} of ${count.format(items.length)} inputs labelled`;
+  $("items-table").tBodies[0].replaceChildren(
+    ...items.map((item) => {
+      const input = el("input", { type: "text", value: item.label_now ?? "", placeholder: item.inference ?? "label" });
+      input.dataset.id = item.id;
+      input.dataset.before = item.label_now ?? "";
+      return el(
+        "tr",
+        { title: item.input_uri || item.id },
+        el("td", { class: "mono" }, shortId(item.id)),
+        el("td", {}, item.inference ?? "–"),
+        el("td", {}, input),
+        el("td", {}, item.labelled ? "✓" : ""),
+      );
+    }),
+  );
+  $("trigger-items").hidden = false;
+}
+
+async function saveLabels() {
+  const training = $("items-into-training").checked;
+  const rows = [];
+  for (const input of $("items-table").querySelectorAll("input")) {
+    const label = input.value.trim();
+    if (label && label !== input.dataset.before) {
+      rows.push(training ? { id: input.dataset.id, label, context: "training" } : { id: input.dataset.id, label });
+    }
+  }
+  if (!rows.length) {
+    setStatus("No label changed.");
+    return;
+  }
+  await api.update(state.space, rows);
+  setStatus(`${count.format(rows.length)} labels saved${training ? ", moved into training" : ""}.`, "ok");
+  const id = state.trigger;
+  await loadTriggers();
+  const trigger = (await api.triggers(state.space)).find((t) => t.id === id);
+  if (trigger) await showItems(trigger);
 }
 
 function statusChoice(trigger) {
@@ -675,6 +735,11 @@ function bind() {
   $("zoom-fit").addEventListener("click", () => map.fit());
   $("trigger-button").addEventListener("click", trigger);
   $("compute-button").addEventListener("click", guarded(computePriorities));
+  $("items-save").addEventListener("click", guarded(saveLabels));
+  $("items-close").addEventListener("click", () => {
+    $("trigger-items").hidden = true;
+    state.trigger = null;
+  });
   $("rule-form").addEventListener("submit", guarded(addRule));
   $("rule-when").addEventListener("change", () => {
     $("rule-value").placeholder = RULE_VALUE[$("rule-when").value];
