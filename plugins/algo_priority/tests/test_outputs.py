@@ -102,3 +102,30 @@ def test_new_labelled_training_rows_refresh_stale_scores_in_the_background(tmp_p
     assert space.priority_status()["job"]["number"] == status["job"]["number"]
     assert never.priority_status()["job"] is None
     client.close()
+
+
+def test_labels_written_back_into_training_refresh_the_scores_in_the_background(
+    tmp_path, monkeypatch
+):
+    import time
+
+    monkeypatch.setenv("CHROMA_PRIORITY_REFRESH_SECONDS", "1.0")
+    rng = np.random.default_rng(6)
+    client = Client(path=tmp_path)
+    space = client.space("s")
+    space.add(rng.normal(0, 1, (60, 4)), dataset="train", labels=["a", "b"] * 30)
+    ids = space.add(rng.normal(0, 1, (10, 4)), dataset="prod", context="triage", inferences="a")
+    space.compute_priorities(k=3)
+    # two triage inputs labelled and moved into training: the training set changed
+    space.update(ids[:2], labels="b", context="training")
+    status = space.priority_status()
+    assert status["stale"] == 8
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = space.priority_status()
+        if status["stale"] == 0 and (status["job"] or {}).get("state") == "done":
+            break
+        time.sleep(0.05)
+    assert status["stale"] == 0 and status["scored"] == 8
+    assert set(space.priorities(n=None)["id"]) == set(ids[2:])
+    client.close()
