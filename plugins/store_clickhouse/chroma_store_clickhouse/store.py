@@ -379,14 +379,17 @@ class ClickHouseStore(
             self._max_seq[sid] = start + n
             self._check_new_ids(space, sid, rows.column("id"), seqs, start)
             if batch_key is not None and fingerprint is not None:
-                self._client().insert(
-                    "batch_keys",
-                    [[sid, batch_key, fingerprint.result(), start + 1, n, datetime.now(UTC)]],
-                    column_names=["space_id", "key", "fingerprint", "first_seq", "count",
-                                  "added_at"],
-                )  # fmt: skip
+                self._keep_batch_key(sid, batch_key, fingerprint.result(), seqs)
             self._insert_rows(row, rows, seqs)
         return seqs
+
+    def _keep_batch_key(self, sid: int, key: str, fingerprint: str, seqs: np.ndarray) -> None:
+        """Record a batch's key with its fingerprint and seqs, before its rows go in."""
+        self._client().insert(
+            "batch_keys",
+            [[sid, key, fingerprint, int(seqs[0]), len(seqs), datetime.now(UTC)]],
+            column_names=["space_id", "key", "fingerprint", "first_seq", "count", "added_at"],
+        )
 
     def _insert_rows(
         self, row: tuple, rows: pa.Table, seqs: np.ndarray, token: str | None = None
@@ -558,12 +561,7 @@ class ClickHouseStore(
                                         "seq": pa.array(seqs.astype(np.uint64))})
             )  # fmt: skip
             if batch_key is not None and fingerprint is not None:
-                self._client().insert(
-                    "batch_keys",
-                    [[sid, batch_key, fingerprint.result(), start + 1, n, datetime.now(UTC)]],
-                    column_names=["space_id", "key", "fingerprint", "first_seq", "count",
-                                  "added_at"],
-                )  # fmt: skip
+                self._keep_batch_key(sid, batch_key, fingerprint.result(), seqs)
             self._insert_rows(row, rows, seqs)
             self._tombstone(space, sid, replaced)
         return seqs, replaced

@@ -365,18 +365,20 @@ class SqliteStore(
                 return np.empty(0, dtype=np.int64)
             seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
             _insert_rows(conn, space, space_id, dim, seqs, parameters)
-            if fingerprint is not None:
-                # in the rows' transaction: the key is durable exactly when they are
-                now = time.time()
-                conn.execute(
-                    "INSERT INTO batch_keys (space, key, fingerprint, first_seq, count, "
-                    "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (space_id, batch_key, fingerprint.result(), max_seq + 1, n, now),
-                )
-                conn.execute(
-                    "DELETE FROM batch_keys WHERE added_at < ?", (now - self.batch_key_retention,)
-                )
+            if batch_key is not None and fingerprint is not None:
+                self._keep_batch_key(conn, space_id, batch_key, fingerprint.result(), seqs)
         return seqs
+
+    def _keep_batch_key(self, conn, space_id: int, key: str, fingerprint: str, seqs) -> None:
+        """Record a batch's key in the rows' transaction, so the key is durable exactly
+        when they are, and forget keys past their retention."""
+        now = time.time()
+        conn.execute(
+            "INSERT INTO batch_keys (space, key, fingerprint, first_seq, count, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (space_id, key, fingerprint, int(seqs[0]), len(seqs), now),
+        )
+        conn.execute("DELETE FROM batch_keys WHERE added_at < ?", (now - self.batch_key_retention,))
 
     def select(self, space: str, query: RowQuery) -> pa.Table:
         wide = query.include_embeddings
@@ -448,12 +450,8 @@ class SqliteStore(
                 _delete_rows(conn, space_id, replaced, replaced_ids)
             seqs = np.arange(max_seq + 1, max_seq + n + 1, dtype=np.int64)
             _insert_rows(conn, space, space_id, dim, seqs, parameters)
-            if fingerprint is not None:
-                conn.execute(
-                    "INSERT INTO batch_keys (space, key, fingerprint, first_seq, count, "
-                    "added_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (space_id, batch_key, fingerprint.result(), max_seq + 1, n, time.time()),
-                )
+            if batch_key is not None and fingerprint is not None:
+                self._keep_batch_key(conn, space_id, batch_key, fingerprint.result(), seqs)
         return seqs, np.array(replaced, dtype=np.int64)
 
     def select_vectors(
