@@ -202,10 +202,20 @@ def metadata_keys(node: Filter | None) -> list[str]:
 
 def render(node: Filter, leaf) -> str:
     """SQL text of a filter tree: ``leaf(cmp)`` renders each comparison (binding its values
-    as parameters); ``$and``/``$or`` become parenthesised AND/OR."""
+    as parameters); ``$and``/``$or`` become parenthesised AND/OR, a long list of terms as a
+    balanced tree of pairs, whose depth grows with the log of their number (a flat chain of
+    a thousand ORs is an expression a thousand deep, past what a SQL parser takes)."""
     if isinstance(node, And | Or):
         joiner = " AND " if isinstance(node, And) else " OR "
-        return "(" + joiner.join(render(item, leaf) for item in node.items) + ")"
+        return _balanced([render(item, leaf) for item in node.items], joiner)
     if isinstance(node, Cmp):
         return leaf(node)
     raise InvalidFilter(f"not a filter node: {node!r:.80}")
+
+
+def _balanced(parts: list[str], joiner: str) -> str:
+    if len(parts) <= 2:
+        return "(" + joiner.join(parts) + ")"
+    middle = len(parts) // 2
+    left, right = _balanced(parts[:middle], joiner), _balanced(parts[middle:], joiner)
+    return "(" + left + joiner + right + ")"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import socket
 import sys
@@ -68,6 +69,17 @@ def main(argv=None, prog: str = "chroma-server") -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+    if not app.state.tokens and not _loopback(settings.host):
+        print(
+            f"{prog}: WARNING: listening on {settings.host} with no bearer token: anyone who "
+            "can reach this address can read, change and delete every space. Give tokens "
+            "(--auth-token-file, or CHROMA_AUTH_TOKENS) or listen on 127.0.0.1.",
+            file=sys.stderr,
+            flush=True,
+        )
+        logging.getLogger("chroma.server").warning(
+            "listening on %s with no bearer token", settings.host
+        )
     guarded = ", bearer tokens required" if app.state.tokens else ""
     print(
         f"Chroma {chroma.store.name} store at {settings.path.resolve()}, "
@@ -83,6 +95,16 @@ def main(argv=None, prog: str = "chroma-server") -> None:
     # uvicorn's logging is configured by now: its access lines lose their secrets
     logging.getLogger("uvicorn.access").addFilter(HideSecrets())
     uvicorn.Server(config).run(sockets=[listener])
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine alone."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

@@ -744,6 +744,8 @@ def _ids(ids) -> list[str] | None:
         return None
     if isinstance(ids, str):
         ids = [ids]
+    if isinstance(ids, dict):
+        raise InvalidInput("ids must be a list of strings, got an object")
     if isinstance(ids, pa.Array | pa.ChunkedArray):
         ids = ids.to_pylist()
     try:

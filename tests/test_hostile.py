@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -790,6 +791,17 @@ def queries_body(params: dict, **columns) -> bytes:
     return encode_arrow(params, pa.table(columns))
 
 
+def offsets_past_values() -> bytes:
+    """Rows whose embedding list column has offsets pointing past its values: a good
+    stream with the offsets' bytes changed, which no Arrow writer would produce."""
+    embedding = pa.array([list(v) for v in vectors(2)], pa.list_(pa.float32()))
+    # ids of other lengths than the vectors, so only the embedding has these offsets
+    body = arrow_body(embedding=embedding, id=pa.array(["r0", "raw-long-id"]))
+    good = struct.pack("<3i", 0, DIM, 2 * DIM)
+    assert body.count(good) == 1
+    return body.replace(good, struct.pack("<3i", 0, DIM, 50 * DIM))
+
+
 GOOD = arrow_body()
 BOTH = tuple(STORES)
 # fmt: off
@@ -910,6 +922,10 @@ RAW: list[Raw] = [
     Raw("JSON not UTF-8", json_post("count", b'{"where": "\xff"}'), 400, "MalformedPayload",
         "not valid JSON"),
     Raw("JSON of a list", json_post("count", b"[]"), 400, "MalformedPayload", "must be an object"),
+    Raw("Arrow list offsets past their values", rows_post(offsets_past_values()), 400,
+        "MalformedPayload", "Arrow", stores=BOTH),
+    Raw("ids sent as a JSON object", json_post("get", b'{"ids": {"a": 1}}'), 400, "InvalidInput",
+        "ids must be a list of strings, got an object", stores=BOTH),
     Raw("JSON nested 100,000 deep", json_post("count", nested_json(100000)), 400,
         "MalformedPayload", "nested"),
     Raw("filter nested 200 deep", json_post("count", nested_json(200)), 400, "InvalidFilter",

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -198,3 +199,32 @@ def test_a_port_in_use_is_refused_before_listening_is_announced(tmp_path):
     assert run.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "--port" in run.stderr
     assert "listening" not in run.stdout and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("host", "tokens", "warned"), [
+    ("0.0.0.0", "", True), ("0.0.0.0", " , ", True), ("0.0.0.0", "t0ken", False),
+    ("127.0.0.1", "", False),
+])  # fmt: skip
+def test_listening_beyond_this_machine_without_a_token_is_warned_of(tmp_path, host, tokens, warned):
+    port = socket.create_server(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    env = {**os.environ, "CHROMA_PATH": str(tmp_path / "data"), "CHROMA_AUTH_TOKENS": tokens}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("chroma-server")), "--host", host,
+         "--port", str(number)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{number}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert "listening on" in out
+    assert ("WARNING: listening on 0.0.0.0 with no bearer token" in err) == warned, err

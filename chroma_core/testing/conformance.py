@@ -775,6 +775,17 @@ class StoreConformance:
         found, _ = filter_store.vectors("space", where=condition, with_vectors=False)
         assert len(found) == len(expected)
 
+    def test_a_filter_of_as_many_terms_as_allowed_is_answered(self, filter_store):
+        ids = list(FILTER_ROWS)
+        # 999 terms, one short of the most a filter may hold: each term a row's id, or none
+        terms = [{"id": ids[i % len(ids)]} for i in range(len(ids))]
+        terms += [{"id": f"absent-{i}"} for i in range(999 - len(terms))]
+        found = filter_store.get("space", where=parse({"$or": terms}))
+        assert sorted(ids_of(found)) == sorted(ids)
+        assert filter_store.count("space", parse({"$or": terms})) == len(ids)
+        everything = [{"id": {"$ne": f"absent-{i}"}} for i in range(999)]
+        assert filter_store.count("space", parse({"$and": everything})) == len(ids)
+
     def test_where_leaves_the_store_intact(self, filter_store):
         for where, _ in FILTER_CASES:
             filter_store.get("space", where=parse(where))
