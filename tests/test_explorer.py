@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -86,6 +87,26 @@ def test_images_under_an_allowed_directory_are_served(images):
 def test_anything_else_is_refused_as_not_found(images, path):
     with pytest.raises(NotFound, match="CHROMA_EXPLORER_FILES"):
         read_image(str(images / path), (str(images / "allowed"),))
+
+
+def test_a_directory_swapped_for_a_link_after_the_check_leads_nowhere(images, monkeypatch):
+    """The check sees ``allowed/cats`` as a directory; by the open it is a link out. The
+    open goes component by component from the listed directory and follows no link."""
+    outside = images / "outside"
+    outside.mkdir()
+    (outside / "a.png").write_bytes(b"confidential bytes")
+    cats = images / "allowed" / "cats"
+    (cats / "a.png").unlink()
+    cats.rmdir()
+    cats.symlink_to(outside)
+    # the state the check saw: the path resolving to itself, as before the swap
+    real_resolve = Path.resolve
+    target = images / "allowed" / "cats" / "a.png"
+    monkeypatch.setattr(
+        Path, "resolve", lambda self, strict=False: self if self == target else real_resolve(self)
+    )
+    with pytest.raises(NotFound, match="CHROMA_EXPLORER_FILES"):
+        read_image(str(target), (str(images / "allowed"),))
 
 
 def test_files_are_off_unless_directories_are_listed_and_paths_must_be_absolute(images):

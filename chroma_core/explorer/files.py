@@ -3,8 +3,9 @@
 ``CHROMA_EXPLORER_FILES`` lists directories (none by default, so nothing is served). A path
 is resolved with every symlink followed and served only if what it resolves to lies under
 one of them, so neither ``..`` nor a link pointing out of a listed directory reaches
-anything else; the file is then opened without following a link, in case one replaced it
-meanwhile, and must be a regular image file of at most ``MAX_BYTES``.
+anything else; the file is then opened one path component at a time from the listed
+directory, following no link, so a directory swapped for a link meanwhile leads nowhere,
+and must be a regular image file of at most ``MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,28 @@ def local_path(uri: str) -> Path:
     return path
 
 
+def _open_under(root: Path, parts: tuple[str, ...]) -> int:
+    """The file ``root``/``parts`` opened one component at a time from ``root``, none of
+    them followed if it is a link: a directory swapped for a link between the check of the
+    resolved path and the open cannot lead out of ``root`` (``OSError`` then)."""
+    if not parts:
+        raise IsADirectoryError(str(root))
+    nofollow = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    directory = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(
+                part, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow, dir_fd=directory
+            )
+            os.close(directory)
+            directory = inner
+        return os.open(
+            parts[-1], os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=directory
+        )
+    finally:
+        os.close(directory)
+
+
 def read_image(uri: str, roots: tuple[str, ...]) -> tuple[bytes, str]:
     """The bytes and media type of the image ``uri`` names, if it lies under ``roots``."""
     if not roots:
@@ -50,13 +73,14 @@ def read_image(uri: str, roots: tuple[str, ...]) -> tuple[bytes, str]:
     except (OSError, RuntimeError):
         raise refused from None
     allowed = [Path(root).resolve() for root in roots]
-    if not any(real.is_relative_to(root) for root in allowed):
+    root = next((root for root in allowed if real.is_relative_to(root)), None)
+    if root is None:
         raise refused
     media_type = mimetypes.guess_type(real.name)[0]
     if media_type not in IMAGE_TYPES:
         raise refused
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        fd = _open_under(root, real.relative_to(root).parts)
     except OSError:
         raise refused from None
     try:
