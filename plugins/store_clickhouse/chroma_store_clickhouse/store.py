@@ -145,10 +145,16 @@ class ClickHouseStore(
         client.close()
 
     def _query(self, sql: str, params: dict | None = None) -> list[tuple]:
-        return self._client().query(sql, parameters=params or {}).result_rows
+        try:
+            return self._client().query(sql, parameters=params or {}).result_rows
+        except Exception as exc:
+            raise _gone(exc) from None
 
     def _arrow(self, sql: str, params: dict | None = None) -> pa.Table:
-        return self._client().query_arrow(sql, parameters=params or {})
+        try:
+            return self._client().query_arrow(sql, parameters=params or {})
+        except Exception as exc:
+            raise _gone(exc) from None
 
     def _command(self, sql: str, params: dict | None = None, settings: dict | None = None):
         """Run DDL or a delete, on every server of the cluster when there is one."""
@@ -1186,3 +1192,15 @@ def _trigger_dict(row: tuple) -> dict:
     out["selection"] = json.loads(out["selection"])
     out["deliveries"] = json.loads(out["deliveries"])
     return out
+
+
+#: ClickHouse's names of a table or database that is not there
+_MISSING = ("UNKNOWN_TABLE", "UNKNOWN_DATABASE")
+
+
+def _gone(exc: Exception) -> Exception:
+    """``NotFound`` for a read whose space's tables were dropped under it (another server
+    deleted the space meanwhile); any other error as it is."""
+    if any(name in str(exc) for name in _MISSING):
+        return NotFound("the space this call reads was deleted while it ran (its tables are gone)")
+    return exc

@@ -18,7 +18,7 @@ from chroma_core.store import BatchAlreadyStored
 from chroma_store_clickhouse.connection import target
 from chroma_store_clickhouse.schema import SCHEMA_VERSION
 from chroma_store_clickhouse.store import ClickHouseStore
-from chroma_wire.errors import Conflict, InvalidInput, ServerError
+from chroma_wire.errors import Conflict, InvalidInput, NotFound, ServerError
 from tests.stores import store_settings
 
 
@@ -367,3 +367,20 @@ def test_a_hundred_thousand_ids_are_looked_up_as_a_set_not_a_literal_list(store)
     assert store.priorities("s", n=None).num_rows == n
     assert len(store.delete("s", ids=ids[: n - 10])) == n - 10
     assert store.get("s").column("id").to_pylist() == ids[n - 10 :]
+
+
+def test_a_space_deleted_under_a_read_is_not_found_not_a_server_error(store):
+    """A read that looked the space up, then found its tables gone (another server deleted
+    it meanwhile), answers NotFound."""
+    store.add("s", batch(5))
+    sid = store._space_row("s")[1]
+    assert store.count("s") == 5
+    # the tables gone from under the cached space row, as after another server's delete
+    store._command(f"DROP TABLE IF EXISTS rows_{sid}")
+    for read in (
+        lambda: store.get("s", limit=3),
+        lambda: store.count("s", where=parse({"dataset": "d"})),
+        lambda: store.vectors("s"),
+    ):
+        with pytest.raises(NotFound, match="deleted"):
+            read()
