@@ -8,13 +8,14 @@ Arrow table, so every transport carries the same shapes.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, is_dataclass
 
 import pyarrow as pa
 
 from chroma_core.service import Chroma
 from chroma_wire.checks import check_nesting
-from chroma_wire.errors import InvalidInput, NotFound
+from chroma_wire.errors import ChromaError, InvalidInput, NotFound, StorageFull
 from chroma_wire.operations import BY_NAME, Operation
 from chroma_wire.types import Result
 
@@ -35,7 +36,27 @@ def call(chroma: Chroma, op: str, params: dict, table: pa.Table | None = None) -
     kwargs = {name: params.get(name) for name in spec.required} | params
     if spec.table is not None and table is not None:
         kwargs[spec.table] = table
-    return _reply(spec, getattr(chroma, spec.name)(**kwargs))
+    try:
+        answer = getattr(chroma, spec.name)(**kwargs)
+    except ChromaError:
+        raise
+    except Exception as exc:
+        if _disk_full(exc):
+            raise StorageFull(
+                f"{op} stored nothing: the store's disk is full ({exc}); free space, then send "
+                "it again"
+            ) from exc
+        raise
+    return _reply(spec, answer)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the database's size limit) is full: SQLite's
+    SQLITE_FULL, an OS error ENOSPC or EDQUOT, ClickHouse's NOT_ENOUGH_SPACE."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return True
+    text = str(exc)
+    return "database or disk is full" in text or "NOT_ENOUGH_SPACE" in text
 
 
 def _reply(spec: Operation, answer) -> Reply:

@@ -1103,3 +1103,27 @@ def test_hostile_request(raw_arenas, store: str, case: Raw):
         assert reply_headers.get(PROTOCOL_HEADER) == PROTOCOL_VERSION
     assert httpx.get(f"{server.url}/healthz").json() == {"ok": True}
     assert_unchanged(before, snapshot(space))
+
+
+def test_a_full_disk_is_named_and_nothing_partial_is_stored(tmp_path, monkeypatch):
+    """SQLite's page limit stands for a full disk: the same SQLITE_FULL error. The add
+    that does not fit is a StorageFull naming it, stores nothing, and writes resume once
+    there is room."""
+    from chroma_client.errors import StorageFull
+
+    for key in [k for k in os.environ if k.startswith("CHROMA_")]:
+        monkeypatch.delenv(key)
+    client = Client(path=tmp_path / "data")
+    space = client.space("full")
+    space.add(vectors(10), dataset="d", ids=[f"a{i}" for i in range(10)])
+    conn = client._transport.chroma.store._conn()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    big = np.random.default_rng(0).normal(size=(20_000, DIM)).astype(np.float32)
+    with pytest.raises(StorageFull, match="disk is full"):
+        space.add(big, dataset="d", ids=[f"b{i}" for i in range(20_000)])
+    assert space.count() == 10
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    space.add(big[:100], dataset="d", ids=[f"b{i}" for i in range(100)])
+    assert space.count() == 110
+    client.close()

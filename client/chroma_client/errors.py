@@ -15,6 +15,7 @@ from chroma_wire.errors import (
     PayloadTooLarge,
     ProtocolMismatch,
     ServerError,
+    StorageFull,
     Unauthorized,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "ProtocolMismatch",
     "RetriesExhausted",
     "ServerError",
+    "StorageFull",
     "StreamError",
     "StreamFull",
     "Unauthorized",

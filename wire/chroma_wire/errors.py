@@ -95,6 +95,11 @@ class ServerError(ChromaError, status=500):
     """The server failed; the request may be retried."""
 
 
+class StorageFull(ServerError, status=507):
+    """The store's disk (or its database's size limit) is full: nothing of the request was
+    stored. Free space, then send it again."""
+
+
 def from_json(body: dict) -> ChromaError:
     """The exception a JSON error body describes (``ServerError`` when unknown)."""
     cls = ERRORS.get(str(body.get("error")), ServerError)
