@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -181,6 +182,7 @@ MIGRATIONS += (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 30.0
+log = logging.getLogger("chroma.store.sqlite")
 
 _SPACE = """SELECT s.name, s.metric, s.dim, s.row_count, s.model, s.created_at
     FROM spaces AS s"""
@@ -203,6 +205,14 @@ class SqliteStore(
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # a store's file is never empty once made: its content was lost
+            log.warning(
+                "the store's database file %s is empty: whatever it held is gone, and it "
+                "starts again as an empty store; restore a back-up (chroma import) if there "
+                "is one",
+                self.path,
+            )
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
