@@ -585,7 +585,7 @@ class Chroma:
         found = self.store.list_triggers(space, status)
         for trigger in found:
             # how many of its inputs have been labelled since it was recorded
-            items = self.trigger_items(trigger["id"])
+            items = self._items_with_labels(trigger["id"], trigger["space"])
             trigger["labelled"] = int(sum(items.column("labelled").to_pylist()))
         return found
 
@@ -602,8 +602,10 @@ class Chroma:
         has been labelled since (it now carries a label, another than it had), and
         ``label_now``, its label now (null for an input deleted since)."""
         trigger_id = checks.required_int("trigger_id", trigger_id, 1)
+        return self._items_with_labels(trigger_id, self.store.get_trigger(trigger_id)["space"])
+
+    def _items_with_labels(self, trigger_id: int, space: str) -> pa.Table:
         items = self.store.trigger_items(trigger_id)
-        space = self.store.get_trigger(trigger_id)["space"]
         ids = items.column("id").to_pylist()
         now = self.store.get(space, ids=ids) if ids else None
         current = {} if now is None else dict(
@@ -623,7 +625,7 @@ class Chroma:
         for trigger in self.store.list_triggers(space, None):
             if trigger["status"] not in ("pending", "acknowledged"):
                 continue
-            items = self.trigger_items(trigger["id"])
+            items = self._items_with_labels(trigger["id"], space)
             if not changed & set(items.column("id").to_pylist()):
                 continue
             if items.num_rows and all(items.column("labelled").to_pylist()):

@@ -371,17 +371,7 @@ class Space:
             metadata=metadata,
             ids=ids,
         )
-        spans = list(rows.spans(self.client.batch_rows))
-        if progress is None:
-            progress = len(spans) > 1 and sys.stderr.isatty()
-        with tqdm(
-            total=len(rows),
-            unit=" rows",
-            unit_scale=True,
-            disable=not progress,
-            desc=f"add to {self.name}",
-        ) as bar:
-            return self._add_batches(rows, spans, bar)
+        return self._send_batches("add", rows, progress)
 
     def upsert(
         self,
@@ -509,7 +499,7 @@ class Space:
             unit=" rows",
             unit_scale=True,
             disable=not progress,
-            desc=f"{op} {self.name}",
+            desc=f"{op} to {self.name}" if op == "add" else f"{op} {self.name}",
         ) as bar:
             return self._add_batches(rows, spans, bar, op)
 
