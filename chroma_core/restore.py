@@ -34,12 +34,24 @@ def check_time(name: str, value) -> str | None:
     return value
 
 
+#: the largest seq a back-up may carry. A store numbers rows from 1 and a back-up keeps
+#: them: a seq this large would take any store's counting past 2^53 (beyond which a number
+#: in JSON is no longer exact) long before its rows were written, and one near 2^63 would
+#: leave no seq for the next add.
+MAX_RESTORED_SEQ = 2**53 - 1
+
+
 def check_seqs(column: pa.ChunkedArray) -> np.ndarray:
-    """The seqs of restored rows: integers, positive, increasing from row to row."""
+    """The seqs of restored rows: integers, positive, increasing from row to row, at most
+    :data:`MAX_RESTORED_SEQ`."""
     if not pa.types.is_integer(column.type) or column.null_count:
         raise InvalidInput(f"seq must be integers without nulls, got Arrow type {column.type}")
-    if len(column) and pc.max(column).as_py() > np.iinfo(np.int64).max:
-        raise InvalidInput("seq is too large")
+    largest = pc.max(column).as_py() if len(column) else None
+    if largest is not None and largest > MAX_RESTORED_SEQ:
+        raise InvalidInput(
+            f"seq {largest} is beyond {MAX_RESTORED_SEQ} (2^53 - 1), the largest a back-up may "
+            "carry: this back-up was not written by an export"
+        )
     seqs = column.to_numpy().astype(np.int64, copy=False)
     if len(seqs) and (seqs[0] < 1 or (np.diff(seqs) <= 0).any()):
         raise InvalidInput("seq must be positive and increase from row to row")

@@ -111,7 +111,21 @@ class Chroma:
         self._closed = False
         self._watch_lock = threading.Lock()
         self._watchers = 0
+        self._remove_unfinished_restores()
         self.hook.chroma_started(context=self.context)
+
+    def _remove_unfinished_restores(self) -> None:
+        """Delete every space an import was writing when its server stopped: an import is
+        all or nothing, across crashes too."""
+        if not isinstance(self.store, Restore):
+            return
+        for name in self.store.unfinished_restores():
+            log.warning(
+                "space %r was being imported when Chroma last stopped; the part imported is "
+                "removed now: import it again",
+                name,
+            )
+            self.delete_space(name)
 
     # --- plugin support -----------------------------------------------------
     def version(self) -> dict:
@@ -519,7 +533,10 @@ class Chroma:
         if strategy == "diverse":
             scored, record = self._diverse(info, scored, n, duplicate_radius, record)
         items = scored.select(["id", "input_uri", "dataset", "label", "inference", "priority"])
-        trigger = self.store.create_trigger(info.name, items, note, record)
+        # recorded only if the space is still the one its scores were read from
+        trigger = self.store.create_trigger(
+            info.name, items, note, record, space_id=info.space_id or None
+        )
         self.hook.chroma_trigger_created(context=self.context, trigger=trigger, items=items)
         return self.store.get_trigger(trigger["id"])
 
@@ -672,6 +689,12 @@ class Chroma:
         if dim is not None and dim > MAX_DIM:
             raise InvalidInput(f"dim must be at most {MAX_DIM}, got {dim}")
         return target.restore_space(SpaceInfo(space, metric, dim, 0, model or {}, created_at or ""))
+
+    def restore_finish(self, space: str) -> bool:
+        """Mark a space :meth:`restore_space` made as whole: until then, a server that
+        starts removes it (the import that wrote it was cut short)."""
+        Restore.of(self.store).finish_restore(space)
+        return True
 
     def restore_rows(self, space: str, rows: pa.Table | None = None) -> int:
         """Store exported rows under the seqs they had (column ``seq``) and announce them

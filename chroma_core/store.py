@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 
 from chroma_core.filters import Filter
-from chroma_wire.errors import DimensionMismatch, NotSupported
+from chroma_wire.errors import DimensionMismatch, NotFound, NotSupported
 from chroma_wire.types import Neighbors, SpaceInfo
 
 # How long a store remembers a batch key, at least: a client retries within seconds, so a
@@ -69,6 +69,18 @@ def check_dimension(space: str, stored: int | None, rows: pa.Table) -> int:
             f"embeddings have dimension {dim} but space {space!r} holds dimension {stored}"
         )
     return dim
+
+
+def check_same_space(space: str, found: int, expected: int | None) -> None:
+    """Nothing when ``expected`` is None or names the space found under ``space`` now (its
+    ``space_id``, ``found``); ``NotFound`` when the space was deleted, and perhaps made
+    again, since the work writing to it read it. Called inside the write's transaction or
+    lock, so what was derived from a space never lands in another of the same name."""
+    if expected is not None and found != expected:
+        raise NotFound(
+            f"space {space!r} was deleted (and made again) since this work read it; "
+            "nothing of it was stored"
+        )
 
 
 class BatchAlreadyStored(Exception):  # noqa: N818 - an outcome, not a failure
@@ -235,12 +247,15 @@ class Store(ABC):
 
     # --- priorities ---------------------------------------------------------
     @abstractmethod
-    def replace_priorities(self, space: str, scores: pa.Table) -> None:
+    def replace_priorities(
+        self, space: str, scores: pa.Table, *, space_id: int | None = None
+    ) -> None:
         """Replace all priorities of the space at once.
 
         ``scores`` columns: ``id`` (string), ``priority`` (float64, finite), ``components``
         (string, a JSON object of the component scores), ``computed_at`` (string, ISO time).
-        Ids not stored in the space are ignored.
+        Ids not stored in the space are ignored. With ``space_id``, nothing is stored unless
+        the space is still that one (:func:`check_same_space`).
         """
 
     def priorities(
@@ -265,9 +280,16 @@ class Store(ABC):
     # --- triggers -----------------------------------------------------------
     @abstractmethod
     def create_trigger(
-        self, space: str, items: pa.Table, note: str | None, selection: dict
+        self,
+        space: str,
+        items: pa.Table,
+        note: str | None,
+        selection: dict,
+        *,
+        space_id: int | None = None,
     ) -> dict:
-        """Store a trigger (status ``pending``) with its items and return it as a dict.
+        """Store a trigger (status ``pending``) with its items and return it as a dict;
+        with ``space_id``, only while the space is still that one (:func:`check_same_space`).
 
         ``items`` columns: ``id``, ``input_uri``, ``dataset``, ``label``, ``inference``,
         ``priority``. The dict: ``id`` (int), ``space``, ``status``, ``note``,
@@ -346,6 +368,10 @@ class PagedBackup(Capability):
         (int64), the seq of the row scored."""
 
 
+#: the space setting a store may keep :meth:`Restore.unfinished_restores` in
+RESTORING_SETTING = "chroma.restoring"
+
+
 class Restore(Capability):
     """Writing a back-up back as it was exported: creation times, seqs, scores and
     triggers kept."""
@@ -355,7 +381,19 @@ class Restore(Capability):
     @abstractmethod
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
         """Create a space as an export recorded it: name, metric, model, ``created_at``
-        and ``dim`` (None: the first rows fix it); ``Conflict`` if it exists."""
+        and ``dim`` (None: the first rows fix it); ``Conflict`` if it exists.
+
+        The space is made *unfinished*, in the same write that makes it: listed by
+        :meth:`unfinished_restores` until :meth:`finish_restore` says it is whole, so a
+        restore cut short by a crash can be found and removed when the store opens again."""
+
+    @abstractmethod
+    def finish_restore(self, space: str) -> None:
+        """Mark a space :meth:`restore_space` made as whole, durably; nothing when it is."""
+
+    @abstractmethod
+    def unfinished_restores(self) -> list[str]:
+        """The spaces made by :meth:`restore_space` and not yet finished, by name."""
 
     @abstractmethod
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
@@ -408,9 +446,9 @@ class AddPriorities(Capability):
     ability = "add scores to the ones stored"
 
     @abstractmethod
-    def add_priorities(self, space: str, scores: pa.Table) -> int:
+    def add_priorities(self, space: str, scores: pa.Table, *, space_id: int | None = None) -> int:
         """Store the scores of rows that have none yet, in one transaction; returns how
-        many were stored.
+        many were stored (with ``space_id``, only while the space is still that one).
 
         ``scores`` columns as :meth:`Store.replace_priorities` takes them, one score an id.
         Ids of rows already scored keep their score, and ids not stored (deleted since

@@ -4,6 +4,8 @@ embedded and over HTTP, and every way a back-up can be refused."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -14,9 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from chroma_client import Client
-from chroma_client.errors import Conflict, InvalidBackup, InvalidInput, NotFound
+from chroma_client.errors import (
+    ChromaError,
+    Conflict,
+    ConnectionFailed,
+    InvalidBackup,
+    InvalidInput,
+    NotFound,
+)
 from chroma_core import restore
-from tests.stores import store_environment
+from tests.conftest import Server
+from tests.stores import STORES, store_environment
 
 DIM = 16
 MODEL = {"name": "resnet18", "layer": "avgpool"}
@@ -488,6 +498,8 @@ TRIGGER = {"id": 3, "status": "done", "count": 1, "created_at": "2024-05-01T12:0
 REFUSED = {
     "seqs not increasing": lambda: restore.check_seqs(pa.chunked_array([[3, 3]])),
     "seqs beyond int64": lambda: restore.check_seqs(pa.chunked_array([[2**63]], pa.uint64())),
+    "the last int64 seq": lambda: restore.check_seqs(pa.chunked_array([[1, 2**63 - 1]])),
+    "a seq beyond 2^53 - 1": lambda: restore.check_seqs(pa.chunked_array([[2**53]])),
     "seqs as text": lambda: restore.check_seqs(pa.chunked_array([["1"]])),
     "scores not a table": lambda: restore.check_scores({"id": ["a"]}),
     "scores without priority": lambda: restore.check_scores(SCORES.drop_columns(["priority"])),
@@ -533,3 +545,92 @@ def test_what_a_restore_sends_comes_out_in_the_stores_shape():
         **TRIGGER, "updated_at": None, "note": None, "selection": {}, "deliveries": {},
     }  # fmt: skip
     assert restore.check_seqs(pa.chunked_array([[1, 5]], pa.uint64())).tolist() == [1, 5]
+
+
+# --- an import is all or nothing, across crashes -----------------------------------------
+@pytest.mark.parametrize("store", STORES)
+def test_a_restore_never_finished_is_removed_when_the_store_opens_again(
+    store, tmp_path, monkeypatch, caplog
+):
+    client = embedded(store, tmp_path, monkeypatch)
+    client._call("restore_space", {"space": "half", "metric": "l2", "dim": 2})
+    client._call("restore_space", {"space": "whole", "metric": "l2", "dim": 2})
+    rows = pa.table(
+        {
+            "seq": pa.array([1, 2], pa.int64()),
+            "id": ["a", "b"],
+            "dataset": ["d", "d"],
+            "context": ["training", "training"],
+            "embedding": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32(), 2)),
+        }
+    )
+    for name in ("half", "whole"):
+        client._call("restore_rows", {"space": name}, rows)
+    client._call("restore_finish", {"space": "whole"})
+    client._call("restore_finish", {"space": "whole"})  # a second time changes nothing
+    client.close()  # as a server stops before the import of "half" finished
+
+    again = embedded(store, tmp_path, monkeypatch)
+    try:
+        assert again.spaces()["name"].tolist() == ["whole"]
+        assert again.space("whole").count() == 2
+        assert "'half' was being imported when Chroma last stopped" in caplog.text
+        # a space made under the name afterwards is a space like any other
+        again.space("half").add(np.ones((1, 2), np.float32))
+    finally:
+        again.close()
+    caplog.clear()
+    third = embedded(store, tmp_path, monkeypatch)
+    try:
+        assert sorted(third.spaces()["name"]) == ["half", "whole"]
+        assert "was being imported" not in caplog.text
+    finally:
+        third.close()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_server_killed_during_an_import_keeps_nothing_of_it(store, tmp_path, monkeypatch):
+    source = embedded("sqlite", tmp_path / "source", monkeypatch)
+    rng = np.random.default_rng(5)
+    n = 60_000
+    source.space("big").add(
+        rng.standard_normal((n, DIM)).astype(np.float32), ids=[f"r{i}" for i in range(n)]
+    )
+    source.export_to(tmp_path / "backup")
+    source.close()
+
+    server = Server(tmp_path / "data", env={"CHROMA_STORE": store})
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            Client(server.url, retries=0, batch_rows=500).import_from(tmp_path / "backup")
+        except ChromaError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    watcher = Client(server.url, retries=0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if watcher._call("space_info", {"space": "big"})[0]["space"]["count"]:
+                break
+        except NotFound:
+            pass
+        time.sleep(0.005)
+    server.kill()
+    thread.join(60)
+    error = outcome["error"]
+    assert isinstance(error, ConnectionFailed)
+    assert "'big' are removed when the server starts again" in str(error)
+
+    again = Server(tmp_path / "data", env={"CHROMA_STORE": store}, port=server.port)
+    try:
+        client = Client(again.url)
+        assert client.spaces().empty
+        assert "'big' was being imported when Chroma last stopped" in again.log.read_text()
+        assert client.import_from(tmp_path / "backup")["rows"] == n
+        assert client.space("big").count() == n
+    finally:
+        again.stop()

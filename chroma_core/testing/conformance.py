@@ -17,6 +17,7 @@ import json
 import threading
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,13 +162,15 @@ CALLS_ON_SPACE = {
 FILTER_ROWS = {
     # id: dataset, context, label, inference, input_uri, metadata
     "a": ("cifar10", "training", "cat", "cat", "s3://a.png",
-          {"confidence": 0.9, "n": 3, "tag": "x", "ok": True, "blank": None, "my-key": 1}),
+          {"confidence": 0.9, "n": 3, "tag": "x", "ok": True, "blank": None, "my-key": 1,
+           "big": 2**53}),
     "b": ("cifar10", "production", None, "dog", None,
-          {"confidence": 0.2, "n": 10, "tag": "y", "ok": False}),
+          {"confidence": 0.2, "n": 10, "tag": "y", "ok": False, "big": -(2**53)}),
     "c": ("mnist", "production", "3", "3", None,
-          {"confidence": 0.5, "n": -1.5, "tag": "x' OR 1=1 --", "ok": True}),
+          {"confidence": 0.5, "n": -1.5, "tag": "x' OR 1=1 --", "ok": True, "big": 2**53 - 1}),
     "d": ("mnist", "validation", "7", "1", None, None),
-    "e": ("mnist", "production", None, None, None, {"confidence": "high", "n": 3.0, "tag": "3"}),
+    "e": ("mnist", "production", None, None, None,
+          {"confidence": "high", "n": 3.0, "tag": "3", "big": 1e300}),
 }  # fmt: skip
 
 FILTER_CASES = [
@@ -206,6 +209,16 @@ FILTER_CASES = [
     ({"n": {"$in": [3, 10]}}, "abe"),
     ({"n": {"$nin": [3, 10]}}, "cd"),
     ({"n": {"$in": list(range(-2000, 2000))}}, "abe"),
+    # integers up to ±2^53, the largest metadata may hold, compare exactly on every store
+    ({"big": 2**53}, "a"),
+    ({"big": -(2**53)}, "b"),
+    ({"big": {"$gt": 2**53 - 1}}, "ae"),
+    ({"big": {"$gte": 2**53 - 1}}, "ace"),
+    ({"big": {"$lt": 2**53}}, "bc"),
+    ({"big": {"$lt": 0}}, "b"),
+    ({"big": {"$in": [2**53 - 1, 2**53]}}, "ac"),
+    ({"big": {"$nin": [2**53 - 1, 2**53]}}, "bde"),
+    ({"big": 9007199254740991.0}, "c"),
     # metadata strings, and values of the other type never matching
     ({"confidence": "high"}, "e"),
     ({"confidence": {"$lt": "z"}}, "e"),
@@ -380,8 +393,9 @@ class StoreConformance:
     def test_create_get_list_and_delete_spaces(self, store):
         info = store.create_space("beta", "cosine", {"name": "resnet18", "layer": "avgpool"})
         model = {"name": "resnet18", "layer": "avgpool"}
-        assert info == SpaceInfo("beta", "cosine", None, 0, model, info.created_at)
+        assert info == SpaceInfo("beta", "cosine", None, 0, model, info.created_at, info.space_id)
         assert info.created_at
+        assert info.space_id > 0
         store.create_space("alpha", "l2", {})
         store.create_space("gamma", "ip", {})
 
@@ -401,7 +415,9 @@ class StoreConformance:
         assert [s.count for s in store.list_spaces()] == [3]
         # asked not to count, no store counts, and every store says so the same way
         uncounted = store.get_space(space, count=False)
-        assert uncounted == SpaceInfo(space, "cosine", DIM, None, info.model, info.created_at)
+        assert uncounted == SpaceInfo(
+            space, "cosine", DIM, None, info.model, info.created_at, info.space_id
+        )
 
     def test_creating_an_existing_space_conflicts(self, store, space):
         with pytest.raises(Conflict, match=space):
@@ -968,7 +984,7 @@ class StoreConformance:
 
     def test_data_survives_closing_and_reopening(self, reopen):
         store = reopen()
-        store.create_space("space", "ip", {"name": "bert"})
+        made = store.create_space("space", "ip", {"name": "bert"})
         rows = batch(["a", "b", "c"], metadata={"k": "v"}, outputs=[[1.0, 2.0]] * 3)
         seqs = store.add("space", rows)
         store.delete("space", ids=["c"])
@@ -978,8 +994,9 @@ class StoreConformance:
         store.close()
 
         store = reopen()
-        assert store.get_space("space") == SpaceInfo(
-            "space", "ip", DIM, 2, {"name": "bert"}, store.get_space("space").created_at
+        found = store.get_space("space")
+        assert found == SpaceInfo(
+            "space", "ip", DIM, 2, {"name": "bert"}, found.created_at, made.space_id
         )
         got = store.get("space", include_embeddings=True)
         assert ids_of(got) == ["a", "b"]
@@ -991,6 +1008,42 @@ class StoreConformance:
         assert ids_of(store.trigger_items(trigger["id"])) == ["b"]
         assert store.max_seq("space") == seqs.max()
         assert store.add("space", batch(["c"]))[0] > seqs.max()
+        # a reopened store never gives a deleted space's number again
+        store.delete_space("space")
+        assert store.create_space("space", "ip", {}).space_id > made.space_id
+        store.close()
+        assert reopen().create_space("other", "ip", {}).space_id > made.space_id + 1
+
+    def test_a_space_made_again_under_a_deleted_name_is_another_space(self, store):
+        """What was derived from a deleted space (scores, a trigger) and is written under its
+        ``space_id`` never lands in the space made again under its name."""
+        old = store.create_space("again", "l2", {})
+        store.add("again", batch(["a", "b"]))
+        store.delete_space("again")
+        new = store.create_space("again", "l2", {})
+        store.add("again", batch(["a", "b"]))
+        assert new.space_id > old.space_id
+        assert store.get_space("again").space_id == new.space_id
+        assert [s.space_id for s in store.list_spaces()] == [new.space_id]
+
+        stale = {"space_id": old.space_id}
+        with pytest.raises(NotFound, match="'again' was deleted"):
+            store.replace_priorities("again", scores({"a": 0.9}), **stale)
+        with pytest.raises(NotFound, match="'again' was deleted"):
+            store.create_trigger("again", items({"a": 0.9}), None, {}, **stale)
+        if isinstance(store, AddPriorities):
+            with pytest.raises(NotFound, match="'again' was deleted"):
+                store.add_priorities("again", scores({"b": 0.5}), **stale)
+        assert store.priorities("again").num_rows == 0
+        assert store.list_triggers("again") == []
+
+        current = {"space_id": new.space_id}
+        store.replace_priorities("again", scores({"a": 0.9}), **current)
+        store.create_trigger("again", items({"a": 0.9}), None, {}, **current)
+        if isinstance(store, AddPriorities):
+            assert store.add_priorities("again", scores({"b": 0.5}), **current) == 1
+        assert ids_of(store.priorities("again"))[0] == "a"
+        assert len(store.list_triggers("again")) == 1
 
     def test_concurrent_adds_all_land_with_distinct_seqs(self, store, space):
         threads, batches, size = 4, 20, 5
@@ -1096,8 +1149,10 @@ class StoreConformance:
         require(store, Restore)
         info = SpaceInfo("restored", "ip", None, 0, {"name": "bert", "layer": 11},
                          "2023-01-02T03:04:05.678+00:00")  # fmt: skip
-        assert store.restore_space(info) == info
-        assert store.get_space("restored") == info
+        restored = store.restore_space(info)
+        assert restored == replace(info, space_id=restored.space_id)
+        assert restored.space_id > 0
+        assert store.get_space("restored") == restored
         with pytest.raises(Conflict, match="restored"):
             store.restore_space(info)
         with pytest.raises(Conflict):
@@ -1105,7 +1160,7 @@ class StoreConformance:
 
         # a space whose rows were all deleted keeps the dimension its first rows fixed
         fixed = SpaceInfo("emptied", "l2", DIM, 0, {}, "2023-01-02T03:04:05+00:00")
-        assert store.restore_space(fixed) == fixed
+        fixed = replace(fixed, space_id=store.restore_space(fixed).space_id)
         assert store.get_space("emptied") == fixed
         with pytest.raises(DimensionMismatch):
             store.restore_rows("emptied", batch(["a"], dim=DIM + 1), np.array([1]))

@@ -380,12 +380,21 @@ def import_from(
         with _bar(progress, sum(e["rows"] for e in chosen), "import") as bar:
             for entry, plan in zip(chosen, plans, strict=True):
                 _import_space(call, batch_rows, root, entry, plan, bar, created, summary)
-    except BaseException:
+    except BaseException as exc:
+        left = []
         for name in reversed(created):
             try:
                 call("delete_space", {"space": name})
             except ChromaError:
-                pass  # the error that stopped the import is the one to raise
+                left.append(name)  # the error that stopped the import is the one to raise
+        if left and isinstance(exc, ChromaError):
+            # the server went away: it removes what was imported when it starts again
+            exc.detail = (
+                f"the import was cut short: {exc.detail}. Nothing of it is kept: space(s) "
+                f"{', '.join(map(repr, reversed(left)))} are removed when the server starts "
+                "again (an import is all or nothing); import again once it answers"
+            )
+            exc.args = (exc.detail,)
         raise
     return summary
 
@@ -443,6 +452,8 @@ def _import_space(
         raise InvalidBackup(
             f"space {name!r} holds {stored} rows once imported, not {entry['rows']}"
         )
+    # from here on the space is whole: a server that starts keeps it
+    call("restore_finish", {"space": name})
     if renumbered:
         summary["renumbered_triggers"][name] = renumbered
     for key in ("rows", "priorities", "triggers", "trigger_items"):

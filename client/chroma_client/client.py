@@ -51,6 +51,9 @@ class SpaceSummary:
     created_at: str = ""
 
 
+_SUMMARY_FIELDS = tuple(SpaceSummary.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class Trigger:
     """A recorded retraining trigger and the outcome of each handler that delivered it."""
@@ -179,7 +182,7 @@ class Client:
     def spaces(self) -> pd.DataFrame:
         """Every space: name, dim, metric, count, model, created_at."""
         info, _ = self._call("spaces")
-        frame = pd.DataFrame(info["spaces"], columns=list(SpaceSummary.__dataclass_fields__))
+        frame = pd.DataFrame(info["spaces"], columns=list(_SUMMARY_FIELDS))
         frame["dim"] = frame["dim"].astype("Int64")
         return frame
 
@@ -305,7 +308,8 @@ class Space:
         return self.client._call(op, {"space": self.name, **(params or {})}, table)
 
     def info(self) -> SpaceSummary:
-        return SpaceSummary(**self._call("space_info")[0]["space"])
+        space = self._call("space_info")[0]["space"]
+        return SpaceSummary(**{name: space[name] for name in _SUMMARY_FIELDS if name in space})
 
     def status(self) -> dict:
         """The space (name, dim, metric, count) and its index: rows ``indexed`` and rows

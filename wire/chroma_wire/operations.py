@@ -113,6 +113,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("restore_trigger", "POST", "/api/v1/spaces/{space}/restore/triggers",
               ("space", "trigger"), ("space", "trigger"), table="items", reply="trigger",
               doc="store a backed-up trigger with its items"),
+    Operation("restore_finish", "POST", "/api/v1/spaces/{space}/restore/finish", SPACE, SPACE,
+              reply="finished", resend=SAFE,
+              doc="mark a restored space whole (until then a restart removes it)"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Operation] = {op.name: op for op in OPERATIONS}

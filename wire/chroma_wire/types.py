@@ -21,7 +21,13 @@ NEIGHBOR_COLUMNS = ("input_uri", "dataset", "context", "inference", "label")
 @dataclass
 class SpaceInfo:
     """A model space; ``count`` is its number of rows, or None where it was not counted
-    (counting a large space can take a while, and most callers do not need it)."""
+    (counting a large space can take a while, and most callers do not need it).
+
+    ``space_id`` is the store's number for this space, never given to another space of the
+    store and larger for a space made later: a space deleted and made again under the same
+    name gets a new, larger one, so whatever is derived from a space (an index, cached rows,
+    scores being computed) is told apart from what was derived from the space before it.
+    0 where a store did not say."""
 
     name: str
     metric: str
@@ -29,6 +35,7 @@ class SpaceInfo:
     count: int | None
     model: dict = field(default_factory=dict)
     created_at: str = ""
+    space_id: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -32,6 +32,7 @@ from chroma_core.store import (
     PagedBackup,
     Store,
     check_dimension,
+    check_same_space,
 )
 from chroma_store_memory.where import matching
 from chroma_wire.errors import Conflict, NotFound
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 SUFFIX = ".space"
 TRIGGER_COUNTER = "triggers.json"
+SPACE_COUNTER = "spaces.json"
 _STATE = b"chroma.space"
 _ROW_COLUMNS = ["seq", *CATALOGUE_COLUMNS]
 _PRIORITY_COLUMNS = ["id", "priority", "components", "computed_at"]
@@ -71,10 +73,15 @@ class _Space:
     batch_keys: Mapping[str, tuple[str, int, int, float]] = field(default_factory=dict)
     #: id: (the trigger without its space, its items in the order given)
     triggers: Mapping[int, tuple[dict, list[dict]]] = field(default_factory=dict)
+    #: never given to another space of the store
+    space_id: int = 0
 
     def info(self, count: bool) -> SpaceInfo:
         rows = self.rows.num_rows if count else None
-        return SpaceInfo(self.name, self.metric, self.dim, rows, dict(self.model), self.created_at)
+        return SpaceInfo(
+            self.name, self.metric, self.dim, rows, dict(self.model), self.created_at,
+            self.space_id,
+        )  # fmt: skip
 
 
 class MemoryStore(Store, PagedBackup):
@@ -98,6 +105,9 @@ class MemoryStore(Store, PagedBackup):
         last = json.loads(counter.read_text())["last_id"] if counter.exists() else 0
         # a trigger id is never given twice, even after its space was deleted
         self._last_trigger_id = max([last, *self._trigger_spaces])
+        counter = self.directory / SPACE_COUNTER
+        last = json.loads(counter.read_text())["last_id"] if counter.exists() else 0
+        self._last_space_id = max([last, *(s.space_id for s in self._spaces.values())])
 
     # --- state ----------------------------------------------------------------
     def _space(self, name: str) -> _Space:
@@ -127,7 +137,12 @@ class MemoryStore(Store, PagedBackup):
         with self._lock:
             if name in self._spaces:
                 raise Conflict(f"space {name!r} already exists")
-            space = _Space(name, metric, None, json.loads(json.dumps(model or {})), _now())
+            space_id = self._last_space_id + 1
+            # the counter goes to disk first: a crash after it only leaves a number unused
+            _write_json(self.directory / SPACE_COUNTER, {"last_id": space_id})
+            self._last_space_id = space_id
+            model = json.loads(json.dumps(model or {}))
+            space = _Space(name, metric, None, model, _now(), space_id=space_id)
             self._commit(space)
         return space.info(count=True)
 
@@ -237,11 +252,14 @@ class MemoryStore(Store, PagedBackup):
         return self._space(space).max_seq
 
     # --- priorities -----------------------------------------------------------
-    def replace_priorities(self, space: str, scores: pa.Table) -> None:
+    def replace_priorities(
+        self, space: str, scores: pa.Table, *, space_id: int | None = None
+    ) -> None:
         n = scores.num_rows
         columns = [_column(scores, name, n) for name in _PRIORITY_COLUMNS]
         with self._lock:
             old = self._space(space)
+            check_same_space(space, old.space_id, space_id)
             stored = set(old.rows.column("id").to_pylist())
             # a repeated id keeps its last score
             priorities = {
@@ -278,12 +296,19 @@ class MemoryStore(Store, PagedBackup):
 
     # --- triggers -------------------------------------------------------------
     def create_trigger(
-        self, space: str, items: pa.Table, note: str | None, selection: dict
+        self,
+        space: str,
+        items: pa.Table,
+        note: str | None,
+        selection: dict,
+        *,
+        space_id: int | None = None,
     ) -> dict:
         listed = _items(items)
         now = _now()
         with self._lock:
             old = self._space(space)
+            check_same_space(space, old.space_id, space_id)
             trigger_id = self._last_trigger_id + 1
             # the counter goes to disk first: a crash after it only leaves an id unused
             _write_json(self.directory / TRIGGER_COUNTER, {"last_id": trigger_id})
@@ -426,6 +451,7 @@ def _write(path: Path, space: _Space) -> None:
         "model": space.model,
         "created_at": space.created_at,
         "max_seq": space.max_seq,
+        "space_id": space.space_id,
         "priorities": [[i, *score] for i, score in space.priorities.items()],
         "batch_keys": {key: list(entry) for key, entry in space.batch_keys.items()},
         "triggers": [[trigger, items] for trigger, items in space.triggers.values()],
@@ -454,6 +480,7 @@ def _read(path: Path) -> _Space:
         priorities={i: (p, components, at) for i, p, components, at in state["priorities"]},
         batch_keys={key: tuple(entry) for key, entry in state["batch_keys"].items()},
         triggers={trigger["id"]: (trigger, items) for trigger, items in state["triggers"]},
+        space_id=state.get("space_id", 0),
     )
 
 

@@ -171,6 +171,9 @@ class _Space:
     """One online space in this service: its settings, model, and the rows waiting."""
 
     params: PriorityParams
+    #: the ``space_id`` of the space this state was made for: a space made again under a
+    #: deleted one's name gets state of its own, and none of the old one's rows
+    space_id: int = 0
     queue: deque[_Waiting] = field(default_factory=deque)
     queued: int = 0
     #: the rows a catch-up still has to read: those above this seq (0: every row, as when
@@ -197,7 +200,7 @@ class Online:
         self.context = context
         self.quiet_seconds = max(refresh_seconds, MIN_QUIET_SECONDS)
         self._spaces: dict[str, _Space] = {}
-        self._settings: dict[str, tuple[float, PriorityParams | None]] = {}
+        self._settings: dict[tuple[str, int], tuple[float, PriorityParams | None]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
@@ -211,29 +214,30 @@ class Online:
                    "since": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
         self.context.store.set_space_setting(space.name, SETTING, json.dumps(setting))
         with self._wake:
-            self._settings.pop(space.name, None)
-            _catch_up_after(self._entry(space.name, params), 0)
+            self._settings.pop((space.name, space.space_id), None)
+            _catch_up_after(self._entry(space, params), 0)
             self._wake.notify_all()
         return setting
 
     def disable(self, space: SpaceInfo) -> None:
         SpaceSettings.of(self.context.store).set_space_setting(space.name, SETTING, None)
         with self._wake:
-            self._settings.pop(space.name, None)
+            self._settings.pop((space.name, space.space_id), None)
             self._spaces.pop(space.name, None)
 
-    def params(self, space: str) -> PriorityParams | None:
+    def params(self, space: SpaceInfo) -> PriorityParams | None:
         """The space's online settings as the store has them (read at most every
         ``SETTING_SECONDS``), or None when it is not scored on arrival."""
         store = self.context.store
         if not isinstance(store, SpaceSettings):
             return None
+        key = (space.name, space.space_id)
         with self._lock:
-            cached = self._settings.get(space)
+            cached = self._settings.get(key)
         if cached is not None and time.monotonic() - cached[0] < SETTING_SECONDS:
             return cached[1]
         try:
-            text = store.space_settings(space).get(SETTING)
+            text = store.space_settings(space.name).get(SETTING)
         except NotFound:
             text = None
         params = None
@@ -241,14 +245,14 @@ class Online:
             value = json.loads(text)
             params = PriorityParams(k=int(value["k"]), shrinkage=float(value["shrinkage"]))
         with self._lock:
-            self._settings[space] = (time.monotonic(), params)
+            self._settings[key] = (time.monotonic(), params)
         return params
 
     # --- rows arriving ----------------------------------------------------------------
     def rows_added(self, space: SpaceInfo, seqs: np.ndarray, rows: pa.Table) -> None:
         """Queue the non-training rows of ``rows`` when ``space`` is scored on arrival;
         note labelled training rows, which make the model stale."""
-        params = self.params(space.name)
+        params = self.params(space)
         if params is None:
             return
         context = rows.column("context")
@@ -258,7 +262,7 @@ class Online:
             and (training & rows.column("label").is_valid().to_numpy(zero_copy_only=False)).any()
         ):
             with self._wake:
-                entry = self._entry(space.name, params)
+                entry = self._entry(space, params)
                 entry.stale_since = time.monotonic()
         if training.all():
             return
@@ -271,7 +275,7 @@ class Online:
             int(np.asarray(seqs)[~training].min()),
         )
         with self._wake:
-            entry = self._entry(space.name, params)
+            entry = self._entry(space, params)
             if entry.queued + len(item) > MAX_QUEUED_ROWS:
                 # the rows are stored: a catch-up reads them back from the first one dropped
                 # instead of memory holding them
@@ -297,22 +301,25 @@ class Online:
                 entry.stale_since = None
                 self._wake.notify_all()
 
-    def forget(self, space: str) -> None:
+    def forget(self, space: SpaceInfo) -> None:
         with self._wake:
-            self._spaces.pop(space, None)
-            self._settings.pop(space, None)
+            entry = self._spaces.get(space.name)
+            if entry is not None and entry.space_id == space.space_id:
+                del self._spaces[space.name]
+            self._settings.pop((space.name, space.space_id), None)
 
-    def _entry(self, space: str, params: PriorityParams) -> _Space:
-        """The space's state, made (to catch up first) when this service meets it or its
-        settings changed; the scoring thread is started and woken. Called with the lock."""
-        entry = self._spaces.get(space)
-        if entry is None or entry.params != params:
-            entry = self._spaces[space] = _Space(params)
+    def _entry(self, space: SpaceInfo, params: PriorityParams) -> _Space:
+        """The space's state, made (to catch up first) when this service meets it, its
+        settings changed or it is another space than the one of that name met before; the
+        scoring thread is started and woken. Called with the lock."""
+        entry = self._spaces.get(space.name)
+        if entry is None or entry.params != params or entry.space_id != space.space_id:
+            entry = self._spaces[space.name] = _Space(params, space.space_id)
             self._start()
             self._wake.notify_all()
         return entry
 
-    def status(self, space: str) -> dict | None:
+    def status(self, space: SpaceInfo) -> dict | None:
         params = self.params(space)
         if params is None:
             return None
@@ -414,6 +421,12 @@ class Online:
 
     def _serve(self, name: str, entry: _Space, batch: list[_Waiting]) -> None:
         space = self.context.store.get_space(name, count=False)
+        if space.space_id != entry.space_id:
+            # the space these rows came from was deleted: nothing of it is scored
+            with self._wake:
+                if self._spaces.get(name) is entry:
+                    del self._spaces[name]
+            return
         if entry.model is None or self._rebuild_due(entry):
             entry.stale_since = None
             # the build reads every labelled training row: minutes at a million
@@ -487,7 +500,9 @@ class Online:
             ids, scores["priority"], components.assign(training_version=model.version),
             datetime.now(UTC).isoformat(timespec="seconds"),
         )  # fmt: skip
-        return AddPriorities.of(self.context.store).add_priorities(space.name, table)
+        return AddPriorities.of(self.context.store).add_priorities(
+            space.name, table, space_id=space.space_id or None
+        )
 
 
 def _catch_up_after(entry: _Space, after: int) -> None:

@@ -67,11 +67,11 @@ class Priority(Algorithm, name="priority"):
         only_new = checks.flag("only_new", params.pop("only_new", False))
         background = checks.flag("background", params.pop("background", False))
         settings = _params(params)
-        _jobs(context).settings[space.name] = settings
+        _jobs(context).settings[_key(space)] = settings
         if not background:
             return self.compute(context, space, settings, only_new, _no_progress)
         job = _jobs(context).start(
-            space.name,
+            _key(space),
             lambda progress: self.compute(context, space, settings, only_new, progress),
         )
         return Result(pa.table({"id": pa.array([], pa.string())}), {"job": job})
@@ -190,7 +190,7 @@ class Priority(Algorithm, name="priority"):
         if not ids:
             if kept is None:
                 empty = scores_table([], [], pd.DataFrame(), computed_at)
-                store.replace_priorities(space.name, empty)
+                store.replace_priorities(space.name, empty, space_id=space.space_id or None)
             return Result(_result_table([], [], pd.DataFrame()), {"scored": 0, **summary})
         confidence, scores["margin"], scores["entropy"] = uncertainty(outputs)
         scores["confidence"] = confidence
@@ -205,7 +205,8 @@ class Priority(Algorithm, name="priority"):
         if kept is not None:
             # scores of earlier rows are kept as they are: same training set, same answer
             stored = pa.concat_tables([kept, stored])
-        store.replace_priorities(space.name, stored)
+        # stored only if the space is still the one these scores were computed from
+        store.replace_priorities(space.name, stored, space_id=space.space_id or None)
         seconds = time.perf_counter() - started
         log.info("priority of %s: stored %d scores after %.1f s", space.name, len(ids), seconds)
         context.metrics.histogram(
@@ -257,19 +258,35 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _key(space: SpaceInfo) -> tuple[str, int]:
+    """What a space's jobs are kept under: its name and its ``space_id``, so a space made
+    again under a deleted one's name never sees (nor is written to by) the old one's jobs."""
+    return (space.name, space.space_id)
+
+
 class Jobs:
     """Priority computations running in the background, one at a time per space, and how
-    far each has got (shown by ``priority_status``)."""
+    far each has got (shown by ``priority_status``); kept by :func:`_key`."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.by_space: dict[str, dict] = {}
-        self.threads: dict[str, threading.Thread] = {}
-        self.timers: dict[str, threading.Timer] = {}
-        self.settings: dict[str, PriorityParams] = {}
+        self.by_space: dict[tuple[str, int], dict] = {}
+        self.threads: dict[tuple[str, int], threading.Thread] = {}
+        self.timers: dict[tuple[str, int], threading.Timer] = {}
+        self.settings: dict[tuple[str, int], PriorityParams] = {}
         self.closed = False
 
-    def refresh_later(self, space: str, delay: float, start) -> None:
+    def forget(self, space: tuple[str, int]) -> None:
+        """Drop what is kept of a deleted space (a computation under way ends by finding it
+        gone: it stores nothing)."""
+        with self.lock:
+            timer = self.timers.pop(space, None)
+            if timer is not None:
+                timer.cancel()
+            self.by_space.pop(space, None)
+            self.settings.pop(space, None)
+
+    def refresh_later(self, space: tuple[str, int], delay: float, start) -> None:
         """Call ``start()`` once ``delay`` seconds pass without another call for ``space``
         (a bulk load of many batches sets off one refresh, after its last batch)."""
         with self.lock:
@@ -283,7 +300,7 @@ class Jobs:
             self.timers[space] = timer
             timer.start()
 
-    def _fire(self, space: str, delay: float, start) -> None:
+    def _fire(self, space: tuple[str, int], delay: float, start) -> None:
         with self.lock:
             self.timers.pop(space, None)
             running = (self.by_space.get(space) or {}).get("state") == "running"
@@ -293,25 +310,25 @@ class Jobs:
         try:
             start()
         except Exception:  # a space deleted meanwhile, or a start that lost a race
-            log.exception("refreshing the priorities of %s did not start", space)
+            log.exception("refreshing the priorities of %s did not start", space[0])
 
-    def start(self, space: str, work) -> dict:
+    def start(self, space: tuple[str, int], work) -> dict:
         with self.lock:
             current = self.by_space.get(space)
             if current is not None and current["state"] == "running":
-                raise Conflict(f"a priority computation of space {space!r} is already running")
+                raise Conflict(f"a priority computation of space {space[0]!r} is already running")
             number = 1 if current is None else current["number"] + 1
             job = {"number": number, "state": "running", "phase": "starting", "started_at": _now()}
             self.by_space[space] = job
             thread = threading.Thread(
-                target=self._run, args=(space, job, work), name=f"chroma-priority-{space}"
+                target=self._run, args=(space, job, work), name=f"chroma-priority-{space[0]}"
             )
             thread.daemon = True
             self.threads[space] = thread
             thread.start()
             return dict(job)
 
-    def _run(self, space: str, job: dict, work) -> None:
+    def _run(self, space: tuple[str, int], job: dict, work) -> None:
         def progress(phase: str, **counts) -> None:
             with self.lock:
                 job.update(phase=phase, **counts)
@@ -320,12 +337,12 @@ class Jobs:
             result = work(progress)
             outcome = {"state": "done", "phase": "done", "summary": result.meta}
         except Exception as exc:  # the job reports it; nobody waits on this thread
-            log.exception("priority computation of %s failed", space)
+            log.exception("priority computation of %s failed", space[0])
             outcome = {"state": "failed", "error": getattr(exc, "detail", None) or str(exc)}
         with self.lock:
             job.update(finished_at=_now(), **outcome)
 
-    def status(self, space: str) -> dict | None:
+    def status(self, space: tuple[str, int]) -> dict | None:
         with self.lock:
             job = self.by_space.get(space)
             return None if job is None else dict(job)
@@ -382,9 +399,7 @@ class PriorityOnline(Algorithm, name="priority_online"):
             online.enable(space, settings)
         else:
             online.disable(space)
-        return Result(
-            pa.table({"id": pa.array([], pa.string())}), {"online": online.status(space.name)}
-        )
+        return Result(pa.table({"id": pa.array([], pa.string())}), {"online": online.status(space)})
 
 
 class PriorityStatus(Algorithm, name="priority_status"):
@@ -405,8 +420,8 @@ class PriorityStatus(Algorithm, name="priority_status"):
             "scored": scores.num_rows,
             "unscored": others - scores.num_rows,
             "stale": stale,
-            "job": _jobs(context).status(space.name),
-            "online": _online(context).status(space.name),
+            "job": _jobs(context).status(_key(space)),
+            "online": _online(context).status(space),
         }
         return Result(pa.table({"id": pa.array([], pa.string())}), meta)
 
@@ -457,13 +472,13 @@ def chroma_rows_added(context, space, seqs, rows):
             return
         jobs = _jobs(context)
         # with the parameters of the last run this service made, else the defaults
-        settings = jobs.settings.get(space.name, PriorityParams())
+        settings = jobs.settings.get(_key(space), PriorityParams())
         jobs.start(
-            space.name,
+            _key(space),
             lambda progress: Priority().compute(context, space, settings, False, progress),
         )
 
-    _jobs(context).refresh_later(space.name, delay, start)
+    _jobs(context).refresh_later(_key(space), delay, start)
 
 
 def _labelled_training(rows: pa.Table) -> bool:
@@ -477,7 +492,10 @@ def _labelled_training(rows: pa.Table) -> bool:
 def chroma_space_deleted(context, space):
     online: Online | None = context.existing_state(ONLINE_STATE)
     if online is not None:
-        online.forget(space.name)
+        online.forget(space)
+    jobs: Jobs | None = context.existing_state(STATE)
+    if jobs is not None:
+        jobs.forget(_key(space))
 
 
 @hookimpl

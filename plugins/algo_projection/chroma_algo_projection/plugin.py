@@ -76,7 +76,7 @@ class Projection(Algorithm):
         options = self.options(params)
         checks.check_all_used(self.name, params)
         described = json.dumps([asdict(settings), options], sort_keys=True, default=str)
-        key = (space.name, space.created_at, self.name, described)
+        key = (space.name, space.space_id, self.name, described)
         # read before the rows, so rows added meanwhile make the stored map stale
         version = (context.store.max_seq(space.name), context.store.count(space.name))
         cache = _cache(context)

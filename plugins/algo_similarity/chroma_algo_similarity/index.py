@@ -1,10 +1,16 @@
 """One hnswlib index per model space, derived from the store and persisted beside it.
 
-The store is the truth. An index remembers the largest seq it holds (``indexed_seq``)
-and how many live rows it holds; on load it is checked against the store and rebuilt
-when they disagree, then caught up with the rows stored since. Its meta also holds the
-SHA-256 of the index file: a file torn by a crash or a lost disk write loads without
-complaint in hnswlib and answers wrongly, so a file that does not match is rebuilt too.
+The store is the truth. An index remembers the space it was built for (its ``space_id``),
+the largest seq it holds (``indexed_seq``) and how many live rows it holds; on load it is
+checked against the store and rebuilt when they disagree (another space of the same name,
+a seq beyond any the store gave, another row count), then caught up with the rows stored
+since. Its meta also holds the SHA-256 of the index file: a file torn by a crash or a lost
+disk write loads without complaint in hnswlib and answers wrongly, so a file that does not
+match is rebuilt too, as is a meta that is not what a save writes.
+
+An index whose space was deleted is dropped for good: rows of the deleted space still on
+their way to it are thrown away, and it is never saved again, so nothing of it reaches the
+index of a space made later under the same name.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -21,6 +28,7 @@ import hnswlib
 import numpy as np
 
 from chroma_core.distance import exact_knn
+from chroma_wire.errors import NotFound
 
 log = logging.getLogger("chroma.similarity")
 
@@ -32,6 +40,9 @@ SAVE_EVERY_SECONDS = 30.0
 CHUNK_ROWS = 5_000
 #: rows read back from the store at a time when catching up
 READ_ROWS = 100_000
+#: windows of ``READ_ROWS`` seqs one space's catch-up reads before the worker turns to the
+#: other spaces waiting, and comes back to it after them
+WINDOWS_PER_TURN = 5
 
 
 class SpaceIndex:
@@ -46,7 +57,10 @@ class SpaceIndex:
         ef: int = EF_SEARCH,
         save_every: float = SAVE_EVERY_SECONDS,
         stopping: threading.Event | None = None,
+        space_id: int = 0,
     ):
+        self.space = space
+        self.space_id = space_id
         self.path = directory / f"{space}.hnsw"
         self.meta_path = directory / f"{space}.json"
         self.tmp_path = directory / f"{space}.hnsw.tmp"
@@ -70,45 +84,70 @@ class SpaceIndex:
         self.tombstones: set[int] = set()
         self.dirty = False
         self.last_save = time.monotonic()
+        # set once the space is deleted: nothing is added to, opened or saved of it again
+        self.dropped = False
 
     # --- keeping up with the store ------------------------------------------
     def open(self, store, space: str) -> None:
         """Load the saved index if it agrees with the store, else start an empty one (the
-        worker then fills it); never waits for a build."""
+        worker then fills it); never waits for a build. ``NotFound`` once dropped."""
         with self.lock:
+            if self.dropped:
+                raise NotFound(f"space {space!r} was deleted")
             if self.index is None:
                 self._open(store, space)
 
-    def catch_up(self, store, space: str) -> None:
-        """Index every row stored after ``indexed_seq``, a chunk at a time, so that queries
-        get the lock between chunks."""
+    def _same_space(self, store, space: str) -> bool:
+        """Whether ``space`` in the store is still the space this index was built for."""
+        if self.dropped:
+            return False
+        return not self.space_id or store.get_space(space, count=False).space_id == self.space_id
+
+    def catch_up(self, store, space: str) -> bool:
+        """Index rows stored after ``indexed_seq``, a chunk at a time, so that queries get
+        the lock between chunks; True when it stopped to let other spaces have a turn
+        before it was done (the caller queues it again)."""
         self.open(store, space)
         with self.build_lock:
-            self._catch_up(store, space)
+            return self._catch_up(store, space)
 
-    def _catch_up(self, store, space: str) -> None:
+    def _catch_up(self, store, space: str) -> bool:
         """:meth:`catch_up` with ``build_lock`` held (it is not reentrant)."""
         # rows committed later get larger seqs, so everything up to here is visible now
         upper = store.max_seq(space)
-        while self.indexed_seq < upper and not self.stopping.is_set():
+        for _ in range(WINDOWS_PER_TURN):
+            if self.indexed_seq >= upper or self.stopping.is_set():
+                return False
             # a bounded range of seqs at a time, so memory stays bounded on big spaces
             last = min(self.indexed_seq + READ_ROWS, upper)
             window = np.arange(self.indexed_seq + 1, last + 1)
             seqs, vectors = store.vectors(space, seqs=window)
+            if not len(seqs):
+                # deleted rows, or restored ones numbered far apart, leave gaps of any size:
+                # the next window starts at the next stored row, not a window further
+                later, _ = store.vectors(space, after_seq=last, with_vectors=False)
+                later = later[later <= upper]
+                last = int(later.min()) - 1 if len(later) else upper
+            # read back: the rows are this space's only if it is still the same one now
+            if not self._same_space(store, space):
+                return False
             if len(seqs):
                 self._add_in_chunks(seqs, vectors)
             with self.lock:
                 # deleted seqs leave gaps: the window is done whatever it held
                 self.indexed_seq = max(self.indexed_seq, last)
+        return self.indexed_seq < upper and not self.stopping.is_set()
 
-    def add_new(self, store, space: str, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        """Index rows just stored; falls back to reading the store if there is a gap."""
+    def add_new(self, store, space: str, seqs: np.ndarray, vectors: np.ndarray) -> bool:
+        """Index rows just stored; falls back to reading the store if there is a gap (True
+        when that catch-up has more to do, as :meth:`catch_up`)."""
         self.open(store, space)
         with self.build_lock:
             if len(seqs) and int(seqs[0]) == self.indexed_seq + 1:
                 self._add_in_chunks(seqs, vectors)
             elif len(seqs) and int(seqs.max()) > self.indexed_seq:
-                self._catch_up(store, space)
+                return self._catch_up(store, space)
+        return False
 
     def _add_in_chunks(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         for start in range(0, len(seqs), CHUNK_ROWS):
@@ -140,19 +179,41 @@ class SpaceIndex:
     def _open(self, store, space: str) -> None:
         # what a save cut short left behind (the directory is this service's alone)
         for leftover in (self.tmp_path, self.tmp_meta_path):
-            leftover.unlink(missing_ok=True)
+            _remove(leftover)
         if self.path.exists() and self.meta_path.exists():
-            try:
-                self._load()
-                stored, _ = store.vectors(space, with_vectors=False)
-                if int((stored <= self.indexed_seq).sum()) == self.live:
-                    return
-                log.warning("index of %s disagrees with the store; rebuilding", space)
-            except (OSError, RuntimeError, ValueError, KeyError) as exc:
-                log.warning("index of %s unreadable (%s); rebuilding", space, exc)
-        elif self.path.exists():
+            problem = self._load_checked(store, space)
+            if problem is None:
+                return
+            log.warning("index of %s %s; rebuilding it from the store", space, problem)
+        elif self.path.exists() or self.path.is_symlink():
             log.warning("index of %s has no meta (a save was cut short); rebuilding", space)
+        # nothing of an index that is not used is left to be loaded later
+        for path in (self.path, self.meta_path):
+            _remove(path)
         self._new(capacity=max(1024, store.count(space)))
+
+    def _load_checked(self, store, space: str) -> str | None:
+        """Load the saved index; what is wrong with it, or None when it agrees with the
+        store (then it is loaded)."""
+        try:
+            problem = self._load()
+        except Exception as exc:  # whatever a damaged file makes hnswlib or json raise
+            problem = f"is unreadable ({type(exc).__name__}: {exc})"
+        if problem is None:
+            stored, _ = store.vectors(space, with_vectors=False)
+            if self.indexed_seq > store.max_seq(space):
+                problem = (
+                    f"claims seq {self.indexed_seq}, beyond the store's last "
+                    f"({store.max_seq(space)})"
+                )
+            elif int((stored <= self.indexed_seq).sum()) != self.live:
+                problem = "disagrees with the store's rows"
+            else:
+                return None
+        self.index = None
+        self.indexed_seq = 0
+        self.live = 0
+        return problem
 
     def _new(self, capacity: int) -> None:
         self.index = hnswlib.Index(space=self.metric, dim=self.dim)
@@ -164,19 +225,27 @@ class SpaceIndex:
         self.live = 0
         self.dirty = True
 
-    def _load(self) -> None:
+    def _load(self) -> str | None:
+        """Load the saved pair, or say why it cannot be used."""
         meta = json.loads(self.meta_path.read_text())
+        problem = _meta_problem(meta)
+        if problem is not None:
+            return problem
         if meta["dim"] != self.dim or meta["metric"] != self.metric:
-            raise ValueError("index was built for another dimension or metric")
-        if _sha256(self.path) != meta["sha256"]:
-            raise ValueError("index file does not match the checksum in its meta")
+            return "was built for another dimension or metric"
+        if meta.get("space_id", 0) != self.space_id:
+            return "was built for another space of the same name (deleted since)"
+        if not self.path.is_file() or _sha256(self.path) != meta["sha256"]:
+            return "does not match the checksum in its meta"
         index = hnswlib.Index(space=self.metric, dim=self.dim)
-        index.load_index(str(self.path), max_elements=meta["capacity"])
+        # the capacity the file itself records (checksummed above), never a larger one
+        index.load_index(str(self.path), max_elements=0)
         index.set_ef(self.ef)
         self.index = index
         self.indexed_seq = int(meta["indexed_seq"])
         self.live = int(meta["live"])
         self.dirty = False
+        return None
 
     def _add(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         if self.index is None:
@@ -207,11 +276,12 @@ class SpaceIndex:
         they replace the old, and the meta carries the file's checksum."""
         with self.save_lock:
             with self.lock:
-                if self.index is None or not self.dirty:
+                if self.index is None or not self.dirty or self.dropped:
                     return
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.index.save_index(str(self.tmp_path))
                 meta = {
+                    "space_id": self.space_id,
                     "dim": self.dim,
                     "metric": self.metric,
                     "indexed_seq": self.indexed_seq,
@@ -235,10 +305,12 @@ class SpaceIndex:
                 raise
 
     def drop(self) -> None:
+        """Forget the index and its files for good (its space was deleted)."""
         with self.save_lock, self.lock:
+            self.dropped = True
             self.index = None
             for path in (self.path, self.meta_path, self.tmp_path, self.tmp_meta_path):
-                path.unlink(missing_ok=True)
+                _remove(path)
 
     # --- search -------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
@@ -284,6 +356,34 @@ class SpaceIndex:
         if self.metric == "l2":
             np.sqrt(np.maximum(dists, 0, out=dists), out=dists, where=np.isfinite(dists))
         return seqs, dists
+
+
+#: what a save writes in a meta, and the type of each
+_META = {"dim": int, "metric": str, "indexed_seq": int, "live": int, "capacity": int,
+         "sha256": str}  # fmt: skip
+
+
+def _meta_problem(meta) -> str | None:
+    """What makes ``meta`` (read from a meta file) other than what a save writes."""
+    if not isinstance(meta, dict):
+        return f"has a meta that is {type(meta).__name__}, not an object"
+    for name, kind in _META.items():
+        value = meta.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"has a meta whose {name} is {value!r:.40}, not {kind.__name__}"
+    if not isinstance(meta.get("space_id", 0), int):
+        return "has a meta whose space_id is not a number"
+    if meta["indexed_seq"] < 0 or not 0 <= meta["live"] <= meta["capacity"]:
+        return "has a meta whose counts cannot be"
+    return None
+
+
+def _remove(path: Path) -> None:
+    """Remove what is at ``path``, a file, a link or a directory, if anything is."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _sha256(path: Path, sync: bool = False) -> str:

@@ -95,7 +95,9 @@ class MatchCache:
 
     def __init__(self, budget: int):
         self.budget = budget
-        self.entries: OrderedDict[tuple[str, str], Matches] = OrderedDict()
+        # by (space name, space_id, filter): a space made again under a deleted one's name
+        # never meets the old one's rows
+        self.entries: OrderedDict[tuple[str, int, str], Matches] = OrderedDict()
         self.size = 0
         self.lock = threading.Lock()
         # deletes seen per space: an entry read before a delete is not kept after it
@@ -104,7 +106,7 @@ class MatchCache:
     def matches(self, store, space, where, limit: int) -> Matches | None:
         """The rows of ``space`` matching ``where``, complete up to the store's newest row;
         None when more than ``limit`` rows match (the caller searches the index instead)."""
-        key = (space.name, repr(where))
+        key = (space.name, space.space_id, repr(where))
         with self.lock:
             cached = self.entries.get(key)
             if cached is not None:

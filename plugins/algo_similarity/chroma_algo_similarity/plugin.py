@@ -90,25 +90,38 @@ class Indexes:
         self.lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
-        self.catching_up: set[str] = set()
+        self.catching_up: set[SpaceIndex] = set()
         self.worker = threading.Thread(target=self._work, name="chroma-indexer", daemon=True)
         self.worker.start()
 
-    def get(self, space: str, metric: str, dim: int) -> SpaceIndex:
+    def get(self, info) -> SpaceIndex:
+        """The index of space ``info``: a new one when the one held is of another space of
+        that name (deleted since, here or by another server of the store), which is
+        dropped."""
         with self.lock:
-            index = self.by_space.get(space)
-            if index is None or index.dim != dim or index.metric != metric:
+            index = self.by_space.get(info.name)
+            if index is not None and index.space_id > info.space_id:
+                # ``info`` was read before its space was deleted and made again
+                raise NotFound(f"space {info.name!r} was deleted")
+            if (
+                index is None
+                or index.dim != info.dim
+                or index.metric != info.metric
+                or index.space_id != info.space_id
+            ):
+                if index is not None and index.space_id != info.space_id:
+                    index.drop()
                 index = SpaceIndex(
-                    self.directory, space, metric, dim, ef=self.ef, save_every=self.save_every,
-                    stopping=self.stopping,
+                    self.directory, info.name, info.metric, info.dim, ef=self.ef,
+                    save_every=self.save_every, stopping=self.stopping, space_id=info.space_id,
                 )  # fmt: skip
-                self.by_space[space] = index
+                self.by_space[info.name] = index
             return index
 
     def current(self, info, upto: int | None = None) -> SpaceIndex:
         """The space's index, opened without waiting; a catch-up is queued if it is behind
         the store's newest seq (``upto``, read from the store when not given)."""
-        index = self.get(info.name, info.metric, info.dim)
+        index = self.get(info)
         index.open(self.store, info.name)
         if upto is None:
             upto = self.store.max_seq(info.name)
@@ -117,11 +130,11 @@ class Indexes:
         return index
 
     def queue_catch_up(self, index: SpaceIndex, space: str) -> None:
-        # one catch-up queued per space is enough: it runs up to the newest seq
+        # one catch-up queued per index is enough: it runs up to the newest seq
         with self.lock:
-            if space in self.catching_up:
+            if index in self.catching_up:
                 return
-            self.catching_up.add(space)
+            self.catching_up.add(index)
         self.pending.put((index, space, None, None))
 
     def _work(self) -> None:
@@ -133,10 +146,12 @@ class Indexes:
             try:
                 if seqs is None:
                     with self.lock:
-                        self.catching_up.discard(space)
-                    index.catch_up(self.store, space)
+                        self.catching_up.discard(index)
+                    more = index.catch_up(self.store, space)
                 else:
-                    index.add_new(self.store, space, seqs, vectors)
+                    more = index.add_new(self.store, space, seqs, vectors)
+                if more:  # behind the other spaces waiting: no space starves the rest
+                    self.queue_catch_up(index, space)
             except NotFound:
                 # the space was dropped while its rows waited here: nothing is left to index
                 log.debug("space %s was dropped before its rows were indexed", space)
@@ -242,7 +257,10 @@ def chroma_rows_added(context, space, seqs, rows):
     indexes = _indexes(context)
     if indexes.lazy or _store_answers(context, space):
         return
-    index = indexes.get(space.name, space.metric, space.dim)
+    try:
+        index = indexes.get(space)
+    except NotFound:  # deleted, and made again, since these rows were stored
+        return
     if indexes.pending.qsize() < HANDOFF_BATCHES:
         indexes.pending.put((index, space.name, np.asarray(seqs), embeddings_of(rows)))
     else:
@@ -256,7 +274,7 @@ def chroma_rows_deleted(context, space, seqs):
     indexes = _indexes(context)
     indexes.matches.remove(space.name, np.asarray(seqs))
     index = indexes.by_space.get(space.name)
-    if index is not None:
+    if index is not None and index.space_id == space.space_id:
         index.remove(np.asarray(seqs))
 
 
@@ -266,9 +284,11 @@ def chroma_space_deleted(context, space):
     indexes.matches.forget(space.name)
     with indexes.lock:
         index = indexes.by_space.pop(space.name, None)
-    if index is None:
-        index = SpaceIndex(indexes.directory, space.name, "l2", 0)
-    index.drop()
+        if index is None:
+            index = SpaceIndex(indexes.directory, space.name, "l2", 0)
+        # under the lock: an index of a space made again meanwhile is not made before the
+        # old one's files are gone
+        index.drop()
 
 
 @hookimpl

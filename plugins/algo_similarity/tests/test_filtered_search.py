@@ -92,7 +92,7 @@ class Store:
 
 
 class Space:
-    name, metric = "s", "l2"
+    name, metric, space_id = "s", "l2", 1
 
 
 def test_cache_reads_the_store_once_then_only_new_rows_and_keeps_to_its_budget():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -415,3 +416,114 @@ def test_a_catch_up_stops_at_the_end_of_its_window_when_the_service_closes(tmp_p
     found, _ = neighbor_ids(again, "s", data[:5], k=1)
     assert [ids[0] for ids in found] == [f"rs{i}" for i in range(5)]
     again.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda meta: [meta], id="meta-a-list"),
+        pytest.param(lambda meta: None, id="meta-null"),
+        pytest.param(lambda meta: {**meta, "capacity": "lots"}, id="capacity-text"),
+        pytest.param(lambda meta: {**meta, "live": True}, id="live-a-boolean"),
+        pytest.param(lambda meta: {k: v for k, v in meta.items() if k != "dim"}, id="no-dim"),
+        pytest.param(lambda meta: {**meta, "indexed_seq": meta["indexed_seq"] + 50}, id="ahead"),
+        pytest.param(lambda meta: {**meta, "space_id": meta["space_id"] + 1}, id="other-space"),
+    ],
+)
+def test_an_index_whose_meta_is_not_what_a_save_writes_is_rebuilt(tmp_path, damage, caplog):
+    data = clustered(400, seed=3)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    ids = add(chroma, "s", data[:300])
+    wait_for_index(chroma, "s")
+    chroma.close()
+    meta_path = tmp_path / "indexes" / "s.json"
+    meta_path.write_text(json.dumps(damage(json.loads(meta_path.read_text()))))
+
+    again = service(tmp_path)
+    try:
+        neighbor_ids(again, "s", data[:1])  # the index is opened before more rows come
+        # rows added after the start are found too: an index claiming seqs it never held
+        # would hide them from unfiltered queries
+        ids += add(again, "s", data[300:], ids=[f"y{i}" for i in range(100)])
+        wait_for_index(again, "s")
+        found, _ = neighbor_ids(again, "s", data, k=1)
+        assert sum(f[0] == i for f, i in zip(found, ids, strict=True)) >= 396
+        assert "rebuilding" in caplog.text
+        index = again.context.existing_state("algo_similarity").by_space["s"]
+        assert index.live == 400 and index.indexed_seq == 400
+    finally:
+        again.close()
+
+
+def test_leftovers_of_a_save_cut_short_are_removed_whatever_they_are(tmp_path):
+    data = clustered(300, seed=4)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    ids = add(chroma, "s", data)
+    wait_for_index(chroma, "s")
+    chroma.close()
+    directory = tmp_path / "indexes"
+    (directory / "s.hnsw.tmp").mkdir()
+    (directory / "s.hnsw.tmp" / "part").write_bytes(b"x")
+    (directory / "s.json.tmp").mkdir()
+
+    again = service(tmp_path)
+    try:
+        found, _ = neighbor_ids(again, "s", data[:20], k=1)
+        assert [f[0] for f in found] == ids[:20]
+        assert not (directory / "s.hnsw.tmp").exists() and not (directory / "s.json.tmp").exists()
+    finally:
+        again.close()
+
+
+def test_an_index_file_that_is_a_directory_is_replaced_by_a_rebuilt_one(tmp_path):
+    data = clustered(300, seed=5)
+    chroma = service(tmp_path)
+    chroma.space("s")
+    ids = add(chroma, "s", data)
+    wait_for_index(chroma, "s")
+    chroma.close()
+    index_file = tmp_path / "indexes" / "s.hnsw"
+    index_file.unlink()
+    index_file.mkdir()
+
+    again = service(tmp_path)
+    try:
+        found, _ = neighbor_ids(again, "s", data[:20], k=1)
+        assert [f[0] for f in found] == ids[:20]
+        wait_for_index(again, "s")
+    finally:
+        again.close()
+    assert index_file.is_file()
+    assert json.loads((tmp_path / "indexes" / "s.json").read_text())["live"] == 300
+
+
+def test_a_gap_of_a_trillion_seqs_is_jumped_and_other_spaces_are_not_kept_waiting(tmp_path):
+    import pyarrow as pa
+
+    data = clustered(2100, seed=6)
+    chroma = service(tmp_path)
+    try:
+        chroma.restore_space("far", dim=16)
+        far = _rows(data[:2], 0).append_column("seq", pa.array([1, 10**12], pa.int64()))
+        chroma.restore_rows("far", far)
+        # a later add follows the largest seq, whatever it is
+        after = add(chroma, "far", data[2:100], ids=[f"f{i}" for i in range(98)])
+        chroma.space("near")
+        ids = add(chroma, "near", data[100:])
+        status = wait_for_index(chroma, "near", timeout=120)
+        assert status["index"]["pending"] == 0 and status["index"]["indexed"] == 2000
+        found, _ = neighbor_ids(chroma, "near", data[100:120], k=1)
+        assert [f[0] for f in found] == ids[:20]
+        status = wait_for_index(chroma, "far", timeout=120)
+        assert status["index"] == {
+            "kind": "hnsw",
+            "indexed": 100,
+            "pending": 0,
+            "indexed_seq": 10**12 + 98,
+        }
+        found, _ = neighbor_ids(chroma, "far", data[:100], k=1)
+        assert [f[0] for f in found] == ["x0", "x1", *after]
+    finally:
+        chroma.close()

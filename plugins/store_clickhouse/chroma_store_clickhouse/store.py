@@ -31,6 +31,7 @@ from chroma_core.config import Settings
 from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
+    RESTORING_SETTING,
     AddPriorities,
     BatchAlreadyStored,
     FollowRows,
@@ -44,6 +45,7 @@ from chroma_core.store import (
     SpaceSettings,
     Store,
     check_dimension,
+    check_same_space,
     repeated,
 )
 from chroma_store_clickhouse import cell_join, schema
@@ -253,7 +255,7 @@ class ClickHouseStore(
     def _info(self, row: tuple, count: bool) -> SpaceInfo:
         name, sid, metric, dim, model, created_at, _ = row
         rows = self._count(sid) if count else None
-        return SpaceInfo(name, metric, dim or None, rows, json.loads(model), created_at)
+        return SpaceInfo(name, metric, dim or None, rows, json.loads(model), created_at, sid)
 
     def _count(self, sid: int, where: Filter | None = None) -> int:
         condition, params = self._condition(sid, where=where)
@@ -263,7 +265,13 @@ class ClickHouseStore(
         return self._new_space(name, metric, model, _now())
 
     def _new_space(
-        self, name: str, metric: str, model: dict, created: str, dim: int | None = None
+        self,
+        name: str,
+        metric: str,
+        model: dict,
+        created: str,
+        dim: int | None = None,
+        restoring: bool = False,
     ) -> SpaceInfo:
         with self._lock:
             try:
@@ -280,6 +288,13 @@ class ClickHouseStore(
                 ddl = schema.vector_index(sid, metric, dim)
                 if ddl:
                     self._command(ddl)
+            # before the space row, which makes the space: a restore is unfinished from its
+            # first moment, and a space made after a crash here never inherits the mark
+            self._client().insert(
+                "space_settings",
+                [[sid, RESTORING_SETTING, _now(), int(restoring), time.time_ns()]],
+                column_names=["space_id", "name", "value", "present", "version"],
+            )
             self._write_space(row)
             self._max_seq[sid] = 0
         return replace(self._info(row, count=False), count=0)
@@ -626,11 +641,14 @@ class ClickHouseStore(
             return self._current_max_seq(sid)
 
     # --- priorities -------------------------------------------------------------
-    def replace_priorities(self, space: str, scores: pa.Table) -> None:
+    def replace_priorities(
+        self, space: str, scores: pa.Table, *, space_id: int | None = None
+    ) -> None:
         priority = scores.column("priority").cast(pa.float64())
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid = row[1]
+            check_same_space(space, sid, space_id)
             # past any generation a crash left written but never named by the space row
             written = self._query(f"SELECT max(generation) FROM priorities_{sid}")[0][0] or 0
             generation = max(row[6], written) + 1
@@ -706,9 +724,10 @@ class ClickHouseStore(
         "(SELECT space_id FROM spaces FINAL WHERE deleted = 0)"
     )
 
-    def create_trigger(self, space, items, note, selection) -> dict:
+    def create_trigger(self, space, items, note, selection, *, space_id=None) -> dict:
         with self._lock:
             sid = self._space_row(space, fresh=True)[1]
+            check_same_space(space, sid, space_id)
             # past the items of any trigger a crash left without its row
             trigger_id = (
                 self._query(
@@ -861,7 +880,21 @@ class ClickHouseStore(
 
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
         created = info.created_at or _now()
-        return self._new_space(info.name, info.metric, info.model, created, info.dim)
+        return self._new_space(
+            info.name, info.metric, info.model, created, info.dim, restoring=True
+        )
+
+    def finish_restore(self, space: str) -> None:
+        self.set_space_setting(space, RESTORING_SETTING, None)
+
+    def unfinished_restores(self) -> list[str]:
+        found = self._query(
+            "SELECT name FROM spaces FINAL WHERE deleted = 0 AND space_id IN ("
+            "SELECT space_id FROM space_settings WHERE name = {n:String} "
+            "GROUP BY space_id HAVING argMax(present, version) = 1) ORDER BY name",
+            {"n": RESTORING_SETTING},
+        )
+        return [name for (name,) in found]
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
         n, seqs = rows.num_rows, np.asarray(seqs, dtype=np.int64)
@@ -931,13 +964,14 @@ class ClickHouseStore(
             self._client().insert_arrow(f"priorities_{sid}", table)
 
     # --- scores added as rows arrive, settings -------------------------------------
-    def add_priorities(self, space: str, scores: pa.Table) -> int:
+    def add_priorities(self, space: str, scores: pa.Table, *, space_id: int | None = None) -> int:
         ids = scores.column("id").combine_chunks().cast(pa.string())
         priority = scores.column("priority").cast(pa.float64())
         chunks = _id_chunks(ids)
         with self._lock:
             row = self._space_row(space, fresh=True)
             sid, generation = row[1], row[6]
+            check_same_space(space, sid, space_id)
             live = self._live_ids(sid, chunks)
             if live is None or live.num_rows == 0:
                 return 0

@@ -23,6 +23,7 @@ from chroma_core.filters import Filter
 from chroma_core.schema import batch_fingerprint_soon, embeddings_of
 from chroma_core.store import (
     BATCH_KEY_RETENTION_SECONDS,
+    RESTORING_SETTING,
     AddPriorities,
     BatchAlreadyStored,
     FollowRows,
@@ -32,6 +33,7 @@ from chroma_core.store import (
     SpaceSettings,
     Store,
     check_dimension,
+    check_same_space,
     repeated,
 )
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
@@ -184,7 +186,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 30.0
 log = logging.getLogger("chroma.store.sqlite")
 
-_SPACE = """SELECT s.name, s.metric, s.dim, s.row_count, s.model, s.created_at
+_SPACE = """SELECT s.name, s.metric, s.dim, s.row_count, s.model, s.created_at, s.space_id
     FROM spaces AS s"""
 _TRIGGER = """SELECT t.id, s.name, t.status, t.note, t.selection, t.count, t.created_at,
     t.updated_at, t.deliveries FROM triggers AS t JOIN spaces AS s ON s.space_id = t.space"""
@@ -322,7 +324,13 @@ class SqliteStore(
         return self._new_space(name, metric, model, _now())
 
     def _new_space(
-        self, name: str, metric: str, model: dict, created_at: str, dim: int | None = None
+        self,
+        name: str,
+        metric: str,
+        model: dict,
+        created_at: str,
+        dim: int | None = None,
+        restoring: bool = False,
     ) -> SpaceInfo:
         model_json = _json(model or {}, "model")
         with self._write() as conn:
@@ -332,9 +340,15 @@ class SqliteStore(
                 "INSERT INTO spaces (name, metric, dim, model, created_at) VALUES (?, ?, ?, ?, ?)",
                 (name, metric, dim, model_json, created_at),
             )
-            for statement in space_tables(int(cursor.lastrowid or 0)):
+            space_id = int(cursor.lastrowid or 0)
+            for statement in space_tables(space_id):
                 conn.execute(statement)
-        return SpaceInfo(name, metric, dim, 0, json.loads(model_json), created_at)
+            if restoring:
+                conn.execute(
+                    "INSERT INTO space_settings (space, name, value) VALUES (?, ?, ?)",
+                    (space_id, RESTORING_SETTING, _now()),
+                )
+        return SpaceInfo(name, metric, dim, 0, json.loads(model_json), created_at, space_id)
 
     def get_space(self, name: str, *, count: bool = True) -> SpaceInfo:
         row = self._conn().execute(_SPACE + " WHERE s.name = ?", (name,)).fetchone()
@@ -502,10 +516,12 @@ class SqliteStore(
         return _space(self._conn(), space)[2]
 
     # --- priorities ---------------------------------------------------------
-    def replace_priorities(self, space: str, scores: pa.Table) -> None:
+    def replace_priorities(
+        self, space: str, scores: pa.Table, *, space_id: int | None = None
+    ) -> None:
         ids, values, components, computed_at = _score_columns(scores)
         with self._write() as conn:
-            space_id = _space(conn, space)[0]
+            space_id = _space(conn, space, space_id)[0]
             conn.execute("DELETE FROM priorities WHERE space = ?", (space_id,))
             conn.executemany(
                 "INSERT OR REPLACE INTO priorities (space, id, priority, components, computed_at) "
@@ -535,13 +551,19 @@ class SqliteStore(
 
     # --- triggers -----------------------------------------------------------
     def create_trigger(
-        self, space: str, items: pa.Table, note: str | None, selection: dict
+        self,
+        space: str,
+        items: pa.Table,
+        note: str | None,
+        selection: dict,
+        *,
+        space_id: int | None = None,
     ) -> dict:
         columns = _columns(items, _ITEM_COLUMNS, ("id",))
         selection_json = _json(selection or {}, "selection")
         now = _now()
         with self._write() as conn:
-            space_id = _space(conn, space)[0]
+            space_id = _space(conn, space, space_id)[0]
             trigger_id = conn.execute(
                 "INSERT INTO triggers (space, status, note, selection, count, created_at, "
                 "updated_at) VALUES (?, 'pending', ?, ?, ?, ?, ?)",
@@ -648,7 +670,21 @@ class SqliteStore(
 
     def restore_space(self, info: SpaceInfo) -> SpaceInfo:
         created_at = info.created_at or _now()
-        return self._new_space(info.name, info.metric, info.model, created_at, info.dim)
+        return self._new_space(
+            info.name, info.metric, info.model, created_at, info.dim, restoring=True
+        )
+
+    def finish_restore(self, space: str) -> None:
+        self.set_space_setting(space, RESTORING_SETTING, None)
+
+    def unfinished_restores(self) -> list[str]:
+        with self._read() as conn:
+            found = conn.execute(
+                "SELECT s.name FROM space_settings AS t JOIN spaces AS s "
+                "ON s.space_id = t.space WHERE t.name = ? ORDER BY s.name",
+                (RESTORING_SETTING,),
+            ).fetchall()
+        return [name for (name,) in found]
 
     def restore_rows(self, space: str, rows: pa.Table, seqs: np.ndarray) -> None:
         n, seqs = rows.num_rows, np.asarray(seqs, dtype=np.int64)
@@ -700,10 +736,10 @@ class SqliteStore(
                 raise Conflict(f"{which} one score in space {space!r}") from None
 
     # --- scores added as rows arrive, settings -------------------------------------
-    def add_priorities(self, space: str, scores: pa.Table) -> int:
+    def add_priorities(self, space: str, scores: pa.Table, *, space_id: int | None = None) -> int:
         ids, values, components, computed_at = _score_columns(scores)
         with self._write() as conn:
-            space_id = _space(conn, space)[0]
+            space_id = _space(conn, space, space_id)[0]
             before = conn.total_changes
             conn.executemany(
                 "INSERT INTO priorities (space, id, priority, components, computed_at) "
@@ -766,12 +802,17 @@ class SqliteStore(
 
 
 # --- queries --------------------------------------------------------------------
-def _space(conn: sqlite3.Connection, name: str) -> tuple[int, int | None, int]:
+def _space(
+    conn: sqlite3.Connection, name: str, expected: int | None = None
+) -> tuple[int, int | None, int]:
+    """``(space_id, dim, max_seq)`` of space ``name``, which must be space ``expected``
+    when that is given."""
     row = conn.execute(
         "SELECT space_id, dim, max_seq FROM spaces WHERE name = ?", (name,)
     ).fetchone()
     if row is None:
         raise NotFound(f"space {name!r} does not exist")
+    check_same_space(name, row[0], expected)
     return row
 
 
@@ -948,8 +989,8 @@ def _stored_id(conn: sqlite3.Connection, space_id: int, space: str, ids: list) -
 
 
 def _space_info(row: tuple) -> SpaceInfo:
-    name, metric, dim, count, model, created_at = row
-    return SpaceInfo(name, metric, dim, count, json.loads(model), created_at)
+    name, metric, dim, count, model, created_at, space_id = row
+    return SpaceInfo(name, metric, dim, count, json.loads(model), created_at, space_id)
 
 
 # --- Arrow <-> SQLite -------------------------------------------------------------
