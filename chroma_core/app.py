@@ -212,7 +212,7 @@ def _decode(request: Request, body: bytes | None):
             raise Unreadable("this server does not take requests through shared memory")
         return shared.read(name)
     if request.headers.get("content-type", "").startswith(ARROW_TYPE):
-        return decode_arrow(body or b"")
+        return decode_arrow(body or b"", request.app.state.chroma.settings.max_body_bytes)
     return decode_json_request(body or b"")
 
 

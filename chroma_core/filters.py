@@ -19,6 +19,7 @@ from typing import Any
 
 from chroma_wire.checks import class_name, optional_where
 from chroma_wire.errors import InvalidFilter
+from chroma_wire.limits import MAX_EXACT_INTEGER
 from chroma_wire.types import CATALOGUE_FIELDS
 
 OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
@@ -141,10 +142,12 @@ def _scalar(key: str, op: str, value: Any) -> Any:
             raise InvalidFilter(f"infinite values are not valid for {key!r}")
         return value
     if isinstance(value, int):
-        # stores compare numbers as doubles, which hold no integer this large
-        if abs(value) > _LARGEST_DOUBLE:
+        # every store compares metadata numbers as doubles, exact up to 2^53 only
+        if abs(value) > MAX_EXACT_INTEGER:
             raise InvalidFilter(
-                f"value for {key!r} is too large to compare ({value.bit_length()} bits)"
+                f"the integer {value} for {key!r} is beyond ±2^53 ({MAX_EXACT_INTEGER}), where "
+                "numbers stop being exact: metadata numbers are compared as 64-bit floats; "
+                "store and compare such a value as text"
             )
         return value
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
@@ -152,9 +155,6 @@ def _scalar(key: str, op: str, value: Any) -> Any:
     raise InvalidFilter(
         f"value for {key!r} {op} must be a string, number, bool or null, got {type(value).__name__}"
     )
-
-
-_LARGEST_DOUBLE = int(2.0**1023 * (2 - 2.0**-52))
 
 
 def _text(key: str, value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -12,7 +13,13 @@ import pyarrow.compute as pc
 
 from chroma_wire.checks import check_text
 from chroma_wire.errors import DimensionMismatch, InvalidInput
-from chroma_wire.limits import MAX_DIM, MAX_ID_CHARS, MAX_METADATA_CHARS, MAX_TEXT_CHARS
+from chroma_wire.limits import (
+    MAX_DIM,
+    MAX_EXACT_INTEGER,
+    MAX_ID_CHARS,
+    MAX_METADATA_CHARS,
+    MAX_TEXT_CHARS,
+)
 from chroma_wire.rows import REQUIRED_TEXT, TEXT_FIELDS, rows_schema
 
 
@@ -141,11 +148,24 @@ def _check_metadata(column: pa.Array) -> None:
             raise InvalidInput(f"metadata of row {i} must be a JSON object")
 
 
+# an integer beyond 2^53 has 16 digits or more: only texts holding such a run are parsed
+# a second time, number by number
+_LONG_DIGITS = re.compile(r"\d{16}")
+
+
 def metadata_object(row: int, text: str):
     """The JSON value of row ``row``'s metadata text, refusing what stores would read another
     way: NaN and Infinity (not JSON; SQLite refuses them), a key twice in one object (SQLite
-    reads the first, Python the last) and nesting deeper than Python can follow."""
+    reads the first, Python the last), integers beyond ±2^53 (compared exactly by one store
+    and rounded by another) and nesting deeper than Python can follow."""
     try:
+        if _LONG_DIGITS.search(text):
+            return json.loads(
+                text,
+                object_pairs_hook=_unique_keys,
+                parse_constant=_no_constant,
+                parse_int=_exact_integer,
+            )
         return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except _MetadataError as exc:
         raise InvalidInput(f"metadata of row {row} {exc}") from None
@@ -167,6 +187,16 @@ def _unique_keys(pairs: list) -> dict:
             if key in seen:
                 raise _MetadataError(f"has the key {key!r:.80} twice in one object")
             seen.add(key)
+    return value
+
+
+def _exact_integer(digits: str) -> int:
+    value = int(digits)
+    if abs(value) > MAX_EXACT_INTEGER:
+        raise _MetadataError(
+            f"holds the integer {digits:.40}, beyond ±2^53 ({MAX_EXACT_INTEGER}) where numbers "
+            "stop being exact: metadata numbers are compared as 64-bit floats; send it as text"
+        )
     return value
 
 

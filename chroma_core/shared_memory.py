@@ -14,8 +14,10 @@ a minute later (it died meanwhile) are removed by the server, and all of them at
 
 The server opens only names of the form ``chroma-<letters, digits, _ or ->`` directly inside
 its directory, through a descriptor of the directory and with ``O_NOFOLLOW``, and maps only a
-regular file owned by its own user that no other user can write (a file another user could
-truncate while it is mapped would crash the server), no larger than ``max_body_bytes``.
+regular file owned by its own user that no other user can write, no larger than
+``max_body_bytes``. It reads a request file into its own memory in one copy rather than
+mapping it: a map of a file the client truncates meanwhile would kill the server (SIGBUS)
+the moment it touched the missing pages.
 
 ``CHROMA_SHARED_MEMORY=0`` turns it off; ``CHROMA_SHARED_MEMORY_DIR`` picks another directory.
 """
@@ -25,7 +27,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import mmap
 import os
 import re
 import secrets
@@ -138,9 +139,9 @@ class SharedMemory:
             _check_file(name, info, self.max_bytes)
             if info.st_size == 0:
                 return decode_arrow(b"")
-            # the table refers to the map, which lives (after the client removes the file)
-            # as long as some array holds on to it
-            return decode_arrow(mmap.mmap(fd, info.st_size, access=mmap.ACCESS_READ))
+            # copied, never mapped: a client (of the server's own user) that truncates its
+            # file while the server reads a map of it would kill the server with SIGBUS
+            return decode_arrow(_read_whole(name, fd, info.st_size), self.max_bytes)
         finally:
             os.close(fd)
 
@@ -180,6 +181,23 @@ class SharedMemory:
         self._remove_replies(float("inf"))
         self._unlink(self.proof)
         os.close(self._dir_fd)
+
+
+def _read_whole(name: str, fd: int, size: int) -> pa.Buffer:
+    """The file's ``size`` bytes, read into one Arrow buffer (the table refers to it without
+    another copy); ``MalformedPayload`` if the file is shorter by then (it changed)."""
+    buffer = pa.allocate_buffer(size)
+    view = memoryview(buffer).cast("B")
+    done = 0
+    while done < size:
+        got = os.preadv(fd, [view[done:]], done)
+        if got == 0:
+            raise MalformedPayload(
+                f"the shared-memory request {name!r} shrank to {done} bytes while it was read; "
+                "leave the file as it is until the reply is in"
+            )
+        done += got
+    return buffer
 
 
 def _check_file(name: str, info: os.stat_result, max_bytes: int) -> None:

@@ -595,9 +595,12 @@ CASES: list[Case] = [
            lambda a: a.s.count(where={"score": {"$lt": float("inf")}})),
     refuse("infinity in $in", InvalidFilter, "infinite",
            lambda a: a.s.count(where={"score": {"$in": [1, float("-inf")]}})),
-    refuse("integer beyond a double", InvalidFilter, "too large",
+    refuse("integer beyond a double", InvalidFilter, r"beyond ±2\^53",
            lambda a: a.s.count(where={"score": 10 ** 400})),
-    accept("integer beyond 64 bits", counts({"score": {"$lt": 10 ** 30}}, 7)),
+    refuse("integer beyond 64 bits", InvalidFilter, r"beyond ±2\^53",
+           lambda a: a.s.count(where={"score": {"$lt": 10 ** 30}})),
+    accept("a float beyond 2^53", counts({"score": {"$lt": 1e30}}, 7)),
+    accept("the integer 2^53", counts({"score": {"$lt": 2 ** 53}}, 7)),
     refuse("where of a list", InvalidFilter, "where must be a dict",
            lambda a: a.s.count(where=[{"label": "1"}])),
     refuse("where of a string", InvalidFilter, "where must be a dict",
@@ -791,6 +794,19 @@ def queries_body(params: dict, **columns) -> bytes:
     return encode_arrow(params, pa.table(columns))
 
 
+def compressed_past_the_limit() -> bytes:
+    """Two rows and a column of zeros, zstd-compressed: some kilobytes that hold four times
+    the server's body limit once decompressed."""
+    table = pa.table({"zeros": pa.array(np.zeros(MAX_BODY, np.float32))})
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    assert len(body) < MAX_BODY // 100
+    return body
+
+
 def offsets_past_values() -> bytes:
     """Rows whose embedding list column has offsets pointing past its values: a good
     stream with the offsets' bytes changed, which no Arrow writer would produce."""
@@ -917,6 +933,19 @@ RAW: list[Raw] = [
         "PayloadTooLarge",
         "limit",
     ),
+    Raw("zstd Arrow expanding past the body limit", rows_post(compressed_past_the_limit()), 413,
+        "PayloadTooLarge", "once decompressed.*CHROMA_MAX_BODY_BYTES", stores=BOTH),
+    Raw("metadata integer beyond 2^53", rows_post(metadata_rows('{"n": 9007199254740993}')),
+        400, "InvalidInput", r"row 0 holds the integer 9007199254740993, beyond ±2\^53",
+        stores=BOTH),
+    Raw("metadata integer beyond 2^64",
+        rows_post(metadata_rows('{"a": [1, {"n": -123456789012345678901234567890}]}')), 400,
+        "InvalidInput", "row 0 holds the integer -123456789012345678901234567890", stores=BOTH),
+    Raw("filter integer beyond 2^53", json_post("count", b'{"where": {"n": 9007199254740993}}'),
+        400, "InvalidFilter", r"9007199254740993 for 'n' is beyond ±2\^53", stores=BOTH),
+    Raw("filter integer beyond 2^64 in a list",
+        json_post("count", b'{"where": {"n": {"$in": [1, 18446744073709551617]}}}'), 400,
+        "InvalidFilter", "18446744073709551617", stores=BOTH),
     Raw("JSON that is not JSON", json_post("count", b"{oops"), 400, "MalformedPayload",
         "not valid JSON"),
     Raw("JSON not UTF-8", json_post("count", b'{"where": "\xff"}'), 400, "MalformedPayload",

@@ -4,6 +4,8 @@ and batches of one add sent in order."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -331,3 +333,39 @@ def test_bad_input_in_a_later_batch_stores_nothing(shm_server, space_name):
         space.add(bad, dataset="d")
     assert space.count() == 0
     assert client._transport.carried["shm"] == 0
+
+
+TRUNCATED_AFTER_READ = """
+import os, sys
+import numpy as np, pyarrow as pa
+from chroma_core.shared_memory import SharedMemory
+from chroma_wire.protocol import write_arrow
+
+directory = sys.argv[1]
+shared = SharedMemory(directory, 1 << 30)
+table = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(
+    pa.array(np.ones(1_000_000, np.float32)), 100)})
+path = os.path.join(directory, "chroma-request")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+with open(fd, "wb") as file:
+    write_arrow(file, {}, table)
+_, read = shared.read("chroma-request")
+os.truncate(path, 4096)  # the client cuts its file once the server has read the request
+total = float(np.asarray(read.column("embedding").combine_chunks().flatten()).sum())
+print(total)
+"""
+
+
+def test_a_request_file_truncated_after_the_server_read_it_never_takes_the_server_down(
+    tmp_path,
+):
+    # a map of the file would fault (SIGBUS, the process killed) on the first page beyond
+    # the cut it touched; the server's copy is its own
+    done = subprocess.run(
+        [sys.executable, "-c", TRUNCATED_AFTER_READ, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert float(done.stdout) == 1_000_000.0

@@ -17,6 +17,9 @@ MAX_PAGE_ROWS = 100_000
 MAX_PAGE_BYTES = 256 << 20
 #: what stores hold in an integer column
 MAX_INT = (1 << 63) - 1
+#: the largest integer, either sign, metadata may hold or a filter compare it with: every
+#: store compares metadata numbers as 64-bit floats, exact for every integer up to 2^53
+MAX_EXACT_INTEGER = 1 << 53
 #: lists and dicts inside one parameter; deeper ones would exhaust Python's stack in the
 #: code that reads them (json, repr), far below which a where filter stops at 16 levels
 MAX_NESTING = 64

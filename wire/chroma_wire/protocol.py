@@ -15,11 +15,12 @@ request came through ``shm`` or the ``socket``.
 from __future__ import annotations
 
 import json
+import struct
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chroma_wire.errors import MalformedPayload
+from chroma_wire.errors import MalformedPayload, PayloadTooLarge
 from chroma_wire.operations import OPERATIONS
 
 # 2: an add carries the batch_key parameter, which a server of version 1 refuses
@@ -57,10 +58,19 @@ def write_arrow(sink, params: dict, table: pa.Table) -> None:
         writer.write_table(table)
 
 
-def decode_arrow(body) -> tuple[dict, pa.Table]:
+def decode_arrow(body, max_bytes: int | None = None) -> tuple[dict, pa.Table]:
     """The params and table of an Arrow IPC stream held in ``body`` (bytes or any buffer,
     such as a memory map; the table refers to it without a copy); ``MalformedPayload`` if
-    it is not one."""
+    it is not one. With ``max_bytes``, a compressed stream that would hold more than that
+    once decompressed is ``PayloadTooLarge``, found from its headers before anything is
+    decompressed."""
+    if max_bytes is not None:
+        size = arrow_size(body)
+        if size > max(max_bytes, len(memoryview(body))):
+            raise PayloadTooLarge(
+                f"the Arrow body holds {size} bytes once decompressed, more than the "
+                f"{max_bytes} a request may carry (CHROMA_MAX_BODY_BYTES)"
+            )
     try:
         with pa.ipc.open_stream(pa.py_buffer(body)) as reader:
             table = reader.read_all()
@@ -73,6 +83,76 @@ def decode_arrow(body) -> tuple[dict, pa.Table]:
     raw = metadata.pop(PARAMS_KEY, b"{}")
     params = decode_json(raw)
     return params, table.replace_schema_metadata(metadata or None)
+
+
+def arrow_size(body) -> int:
+    """The bytes the record and dictionary batches of the Arrow IPC stream ``body`` hold
+    once read: their buffers' lengths, and for a compressed buffer the length its header
+    gives, read from the messages' metadata without decompressing anything."""
+    total = 0
+    try:
+        for message in pa.ipc.MessageReader.open_stream(pa.py_buffer(body)):
+            if message.type in ("record batch", "dictionary"):
+                total += _batch_size(message.metadata, message.body)
+    except (pa.ArrowException, OSError, ValueError, struct.error, IndexError) as exc:
+        raise MalformedPayload(f"the body is not a readable Arrow IPC stream: {exc}") from None
+    return total
+
+
+def _batch_size(metadata: pa.Buffer, body: pa.Buffer | None) -> int:
+    """The size of one batch message's buffers once decompressed, from its flatbuffer
+    metadata (format/Message.fbs: Message.header, RecordBatch.buffers and .compression)."""
+    meta = memoryview(metadata)
+    data = memoryview(body) if body is not None else memoryview(b"")
+    message = _table(meta, struct.unpack_from("<I", meta, 0)[0])
+    header = message.child(2)
+    if message.scalar(1, "B") == 2:  # a DictionaryBatch holds its RecordBatch as ``data``
+        header = header.child(1)
+    compressed = header.has(3)
+    total = 0
+    for offset, length in header.structs(2, "<qq"):
+        if offset < 0 or length < 0 or offset + length > len(data):
+            raise ValueError("a buffer lies outside the message body")
+        if compressed and length >= 8:
+            raw = struct.unpack_from("<q", data, offset)[0]
+            total += length - 8 if raw == -1 else raw
+        else:
+            total += length
+    return total
+
+
+class _table:  # noqa: N801 - a view, named as the flatbuffer reads
+    """A flatbuffer table at ``pos`` of ``buf``: its fields by number."""
+
+    def __init__(self, buf: memoryview, pos: int):
+        self.buf, self.pos = buf, pos
+        vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+        size = struct.unpack_from("<H", buf, vtable)[0]
+        self.fields = struct.unpack_from(f"<{(size - 4) // 2}H", buf, vtable + 4)
+
+    def has(self, field: int) -> bool:
+        return field < len(self.fields) and self.fields[field] != 0
+
+    def _at(self, field: int) -> int:
+        if not self.has(field):
+            raise ValueError(f"a batch message lacks field {field}")
+        return self.pos + self.fields[field]
+
+    def scalar(self, field: int, kind: str) -> int:
+        return (
+            struct.unpack_from("<" + kind, self.buf, self._at(field))[0] if self.has(field) else 0
+        )
+
+    def child(self, field: int) -> _table:
+        at = self._at(field)
+        return _table(self.buf, at + struct.unpack_from("<I", self.buf, at)[0])
+
+    def structs(self, field: int, layout: str) -> list[tuple]:
+        at = self._at(field)
+        vector = at + struct.unpack_from("<I", self.buf, at)[0]
+        count = struct.unpack_from("<I", self.buf, vector)[0]
+        width = struct.calcsize(layout)
+        return [struct.unpack_from(layout, self.buf, vector + 4 + width * i) for i in range(count)]
 
 
 def encode_json(params: dict) -> bytes:
