@@ -110,3 +110,24 @@ def test_a_directory_is_refused_to_a_second_client_in_the_same_process(tmp_path)
     second = Client(path=tmp_path / "data")
     assert second.spaces().empty
     second.close()
+
+
+def test_a_deleted_lock_file_lets_no_second_chroma_in(tmp_path):
+    path = tmp_path / "data"
+    holder = open_embedded(path, "sqlite", hold=120)
+    try:
+        assert wait_for_line(holder) == "opened 1"
+        (path / "chroma.lock").unlink()  # as a clean-up script might
+        second = open_embedded(path, "sqlite")
+        line = wait_for_line(second)
+        assert second.wait(timeout=60) == 3
+        assert line.startswith("DirectoryInUse") and "chroma.lock was deleted" in line
+        with pytest.raises(DirectoryInUse, match="chroma.lock was deleted"):
+            Client(path=path)
+        assert holder.poll() is None
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    again = Client(path=path)
+    assert again.spaces()["name"].tolist() == ["s"]
+    again.close()
