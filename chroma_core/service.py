@@ -50,6 +50,7 @@ from chroma_wire.errors import Conflict, DimensionMismatch, InvalidInput, NotFou
 from chroma_wire.limits import (
     MAX_DIM,
     MAX_K,
+    MAX_NEIGHBORS,
     MAX_PAGE_BYTES,
     MAX_PAGE_ROWS,
     MAX_QUERIES,
@@ -365,6 +366,12 @@ class Chroma:
         else:
             queries = _queries(queries, info)
             labels = pa.array(np.arange(len(queries)))
+        if len(queries) * k > MAX_NEIGHBORS:
+            raise InvalidInput(
+                f"nearest_neighbors asks for {len(queries) * k:,} neighbours ({len(queries):,} "
+                f"queries x k={k}), more than the {MAX_NEIGHBORS:,} one call returns; send at "
+                f"most {max(1, MAX_NEIGHBORS // k):,} queries a call (the Python client does)"
+            )
         if info.dim is None:
             return Result(_neighbors_table(labels[:0], [], [], [], None), {"method": "empty"})
         ask = k + 1 if self_seqs is not None else k

@@ -322,6 +322,26 @@ def test_nearest_neighbors_agree_with_exact_search(client, space_name, metric):
         np.testing.assert_allclose(rows["distance"], distance[q], rtol=1e-4, atol=1e-4)
 
 
+def test_more_neighbours_than_one_call_returns_are_asked_in_batches(
+    client, space_name, monkeypatch
+):
+    space = client.space(space_name)
+    data = vectors(200, 8, seed=5)
+    ids = space.add(data, dataset="d")
+    whole = space.nearest_neighbors(data[:10], k=5)
+    by_id = space.nearest_neighbors(ids=ids[:10], k=4)
+    assert "calls" not in whole.attrs["meta"]
+    # as if a call returned 20 neighbours at most: 4 queries a call, or 5 ids
+    monkeypatch.setattr("chroma_client.client.MAX_NEIGHBORS", 20)
+    batched = space.nearest_neighbors(data[:10], k=5)
+    assert batched.attrs["meta"]["calls"] == 3
+    pd.testing.assert_frame_equal(batched, whole, check_like=False)
+    assert sorted(set(batched["query"])) == list(range(10))
+    by_id_batched = space.nearest_neighbors(ids=ids[:10], k=4)
+    assert by_id_batched.attrs["meta"]["calls"] == 2
+    pd.testing.assert_frame_equal(by_id_batched, by_id)
+
+
 def test_nearest_neighbors_of_stored_ids_exclude_the_input_itself(client, space_name):
     space = client.space(space_name)
     data = vectors(100, 8, seed=3)

@@ -994,6 +994,22 @@ RAW: list[Raw] = [
         "either queries or ids",
     ),
     Raw(
+        "more neighbours than a call returns",
+        lambda: (
+            "POST",
+            "nearest_neighbors",
+            ARROW,
+            queries_body(
+                {"k": 10_000},
+                embedding=pa.FixedSizeListArray.from_arrays(pa.array(np.ones(404, np.float32)), 4),
+            ),
+        ),
+        400,
+        "InvalidInput",
+        r"asks for 1,010,000 neighbours \(101 queries x k=10000\), more than the 1,000,000",
+        stores=BOTH,
+    ),
+    Raw(
         "queries without an embedding column",
         lambda: ("POST", "nearest_neighbors", ARROW, queries_body({}, vector=pa.array([1]))),
         400,

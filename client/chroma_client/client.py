@@ -36,7 +36,7 @@ from chroma_client.transport import (
     Outgoing,
 )
 from chroma_client.watch import Watch
-from chroma_wire.limits import MAX_WATCH_SECONDS
+from chroma_wire.limits import MAX_NEIGHBORS, MAX_QUERIES, MAX_WATCH_SECONDS
 
 DEFAULT_BATCH_ROWS = 50_000
 
@@ -611,11 +611,26 @@ class Space:
         excluded): query, rank, id, distance, input_uri, dataset, context, inference, label.
         ``frame.attrs["meta"]`` says how the search was answered."""
         table = None if queries is None else convert.queries_table(queries)
-        info, out = self._call(
-            "nearest_neighbors", {"ids": _id_list(ids), "k": k, "where": where}, table
-        )
-        frame = convert.frame(out)
-        frame.attrs["meta"] = info.get("meta", {})
+        listed = _id_list(ids)
+        # a call returns at most MAX_NEIGHBORS neighbours: more go in several calls (more
+        # queries than a call takes, or a bad k, go in one, for the server to refuse)
+        n = table.num_rows if table is not None else len(listed or ())
+        per_call = max(1, MAX_NEIGHBORS // k) if isinstance(k, int) and k > 0 else n
+        if n > MAX_QUERIES:
+            per_call = n
+        frames: list[pd.DataFrame] = []
+        meta: dict = {}
+        for start in range(0, max(n, 1), per_call):
+            part = None if table is None else table.slice(start, per_call)
+            some = None if listed is None else listed[start : start + per_call]
+            info, out = self._call("nearest_neighbors", {"ids": some, "k": k, "where": where}, part)
+            page = convert.frame(out)
+            if table is not None and start:
+                page["query"] += start
+            frames.append(page)
+            meta = meta or info.get("meta", {})
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        frame.attrs["meta"] = {**meta, "calls": len(frames)} if len(frames) > 1 else meta
         return frame
 
     def run(self, algorithm: str, **params) -> pd.DataFrame:

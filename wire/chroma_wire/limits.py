@@ -1,9 +1,12 @@
 """The limits both ends enforce: the client checks them before it sends, the server again
 because it trusts no client."""
 
-#: nearest neighbours a query may ask for, and query vectors in one call
+#: nearest neighbours a query may ask for, query vectors in one call, and neighbours one
+#: call may return in all (queries x k): its reply is built whole in memory, some 60 bytes
+#: and the neighbours' catalogue a neighbour. The client asks in batches that fit.
 MAX_K = 10_000
 MAX_QUERIES = 100_000
+MAX_NEIGHBORS = 1_000_000
 #: dimensions of an embedding
 MAX_DIM = 65_536
 #: characters of an id, of other catalogue text, and of a row's metadata JSON
