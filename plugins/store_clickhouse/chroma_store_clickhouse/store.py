@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +53,7 @@ from chroma_store_clickhouse import cell_join, schema
 from chroma_store_clickhouse.arrow import matrix, strings
 from chroma_store_clickhouse.connection import Target, target
 from chroma_store_clickhouse.ivf import InvertedFile
+from chroma_store_clickhouse.repair import repair_empty_definitions
 from chroma_store_clickhouse.where import compile_where, listed
 from chroma_wire.errors import ChromaError, Conflict, NotFound, ServerError
 from chroma_wire.types import CATALOGUE_COLUMNS, Neighbors, SpaceInfo
@@ -103,6 +105,9 @@ class ClickHouseStore(
         self._spaces: dict[str, tuple[float, tuple]] = {}
         self._space_epoch = 0
         self._last_version = 0
+        if where.embedded:
+            # what a crash or a full disk left that would stop the engine from starting
+            repair_empty_definitions(Path(where.options["dsn"][len("chdb://") :]))
         try:
             admin = where.client(None)
             admin.command(self._statement(f"CREATE DATABASE IF NOT EXISTS {where.database}"))
