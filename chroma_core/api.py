@@ -15,7 +15,13 @@ import pyarrow as pa
 
 from chroma_core.service import Chroma
 from chroma_wire.checks import check_nesting
-from chroma_wire.errors import ChromaError, InvalidInput, NotFound, StorageFull
+from chroma_wire.errors import (
+    ChromaError,
+    InvalidInput,
+    NotFound,
+    StorageDamaged,
+    StorageFull,
+)
 from chroma_wire.operations import BY_NAME, Operation
 from chroma_wire.types import Result
 
@@ -41,6 +47,11 @@ def call(chroma: Chroma, op: str, params: dict, table: pa.Table | None = None) -
     except ChromaError:
         raise
     except Exception as exc:
+        if _damaged(exc):
+            raise StorageDamaged(
+                f"{op} failed: the store's files are damaged ({exc}); see the server log and "
+                "docs/reliability.md"
+            ) from exc
         if _disk_full(exc):
             raise StorageFull(
                 f"{op} stored nothing: the store's disk is full ({exc}); free space, then send "
@@ -48,6 +59,13 @@ def call(chroma: Chroma, op: str, params: dict, table: pa.Table | None = None) -
             ) from exc
         raise
     return _reply(spec, answer)
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether ``exc`` says a store's file is damaged (SQLite's SQLITE_CORRUPT and
+    SQLITE_NOTADB, met outside the store's own checks)."""
+    text = str(exc)
+    return "database disk image is malformed" in text or "file is not a database" in text
 
 
 def _disk_full(exc: BaseException) -> bool:

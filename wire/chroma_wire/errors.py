@@ -59,6 +59,10 @@ class InvalidBackup(InvalidInput):
     missing or changed file, or counts and dimensions that disagree with its manifest."""
 
 
+class RequestTimeout(ChromaError, status=408):
+    """A request's body stopped arriving before it was complete."""
+
+
 class NotFound(ChromaError, status=404):
     """A space, id, trigger or algorithm does not exist."""
 
@@ -93,6 +97,11 @@ class NotSupported(ChromaError, status=501):
 
 class ServerError(ChromaError, status=500):
     """The server failed; the request may be retried."""
+
+
+class StorageDamaged(ServerError, status=500):
+    """The store's files are damaged: the server refuses writes to them and names what to
+    do (see docs/reliability.md)."""
 
 
 class StorageFull(ServerError, status=507):

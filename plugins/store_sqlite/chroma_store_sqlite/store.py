@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -36,6 +37,7 @@ from chroma_core.store import (
     check_same_space,
     repeated,
 )
+from chroma_store_sqlite import damage
 from chroma_store_sqlite.checkpoint import WAL_BYTES, Checkpointer
 from chroma_store_sqlite.where import compile_where
 from chroma_wire.errors import ChromaError, Conflict, InvalidInput, NotFound
@@ -225,8 +227,20 @@ class SqliteStore(
         #: batch keys older than this many seconds are forgotten as later adds commit
         self.batch_key_retention = BATCH_KEY_RETENTION_SECONDS
         self._checkpointer: Checkpointer | None = None
+        #: set once the file is known to be damaged: every write is refused with it
+        self._damage: str | None = None
+        # the log's frames as written, read before SQLite replays (and drops) any of them
+        before = damage.committed_frames(Path(f"{self.path}-wal"))
         try:
-            self._migrate()
+            conn = self._conn()
+            lost = damage.lost_commits(self.path, before, damage.replayed_frames(conn))
+            if lost is not None:
+                log.error("the SQLite database %s: %s", self.path, lost)
+            problem = damage.quick_check(conn, self.path)
+            if problem is not None:
+                self._damaged(problem)
+            if self._damage is None or self._schema_version(conn) != SCHEMA_VERSION:
+                self._migrate()
         except BaseException:
             self.close()
             raise
@@ -264,8 +278,20 @@ class SqliteStore(
             self._local.conn = conn
         return conn
 
+    def _damaged(self, problem: str) -> None:
+        """Note that the file is damaged: said once, loudly; writes are refused from now."""
+        if self._damage is None:
+            self._damage = problem
+            log.error("%s", damage.damaged(self.path, problem).detail)
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self._damage is not None:
+            raise damage.damaged(self.path, self._damage)
         conn = self._conn()
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
@@ -274,9 +300,12 @@ class SqliteStore(
                 conn.execute("COMMIT")
                 if self._checkpointer is not None:
                     self._checkpointer.committed(conn)
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if damage.is_damage(exc):
+                    self._damaged(str(exc))
+                    raise damage.damaged(self.path, str(exc)) from exc
                 raise
 
     @contextmanager
@@ -286,9 +315,19 @@ class SqliteStore(
         conn.execute("BEGIN")
         try:
             yield conn
+        except sqlite3.DatabaseError as exc:
+            if damage.is_damage(exc):
+                self._damaged(str(exc))
+                raise damage.damaged(self.path, str(exc)) from exc
+            raise
         finally:
             if conn.in_transaction:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.DatabaseError:
+                    # a read commits nothing; one that met damage may not end cleanly
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
 
     def _migrate(self) -> None:
         conn = self._conn()
