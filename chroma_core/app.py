@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -33,6 +34,7 @@ from chroma_wire.errors import (
     NotFound,
     PayloadTooLarge,
     ProtocolMismatch,
+    RequestTimeout,
     ServerError,
 )
 from chroma_wire.protocol import (
@@ -42,7 +44,6 @@ from chroma_wire.protocol import (
     PROTOCOL_VERSION,
     ROUTES,
     SHM_HEADER,
-    SHM_REPLY_ACCEPT,
     SHM_REPLY_HEADER,
     SHM_ROUTE,
     SHM_UNREADABLE,
@@ -175,7 +176,7 @@ def _answer(op, chroma: Chroma, request: Request, params: dict, table, carried: 
     if out is not None and asks_json(request.headers.get("accept")):
         return Response(encode_json_table(result, out), media_type=JSON_TYPE, headers=headers)
     shared: SharedMemory | None = request.app.state.shared_memory
-    if out is not None and shared and request.headers.get(SHM_REPLY_HEADER) == SHM_REPLY_ACCEPT:
+    if out is not None and shared and shared.accepts_reply(request.headers.get(SHM_REPLY_HEADER)):
         name = shared.write_reply(result, out)
         if name is not None:
             headers[SHM_REPLY_HEADER] = name
@@ -194,7 +195,18 @@ async def _body(request: Request, limit: int) -> bytes | None:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body has {declared} bytes, more than the limit of {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    seconds = request.app.state.chroma.settings.client_timeout_seconds
+    parts = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(parts.__anext__(), seconds)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body stopped arriving: nothing for {seconds:g} s after {size} bytes "
+                "(CHROMA_CLIENT_TIMEOUT_SECONDS)"
+            ) from None
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {limit} bytes")

@@ -37,6 +37,11 @@ class Settings:
     #: one JSON line on stderr per HTTP request
     log_requests: bool = False
     max_body_bytes: int = 1 << 30
+    #: seconds a client may take to send a request's head, between two parts of its body,
+    #: or to take a part of its reply, before it is dropped
+    client_timeout_seconds: float = 30.0
+    #: connections (and requests under way) at once; beyond, a new one is answered 503
+    max_connections: int = 512
     #: bearer tokens the HTTP API accepts; none configured means no authentication
     auth_tokens: tuple[str, ...] = ()
     auth_token_file: str | None = None

@@ -13,6 +13,7 @@ import uvicorn
 from chroma_core.app import create_app
 from chroma_core.config import Settings
 from chroma_core.monitoring import HideSecrets
+from chroma_core.slow_clients import SlowReaders, protocol_with_deadline
 from chroma_wire.errors import ChromaError
 
 
@@ -87,10 +88,12 @@ def main(argv=None, prog: str = "chroma-server") -> None:
         flush=True,
     )
     config = uvicorn.Config(
-        app,
+        SlowReaders(app, settings.client_timeout_seconds),
         log_level=settings.log_level,
         # the request log replaces uvicorn's access lines rather than doubling them
         access_log=not settings.log_requests,
+        http=protocol_with_deadline(settings.client_timeout_seconds),
+        limit_concurrency=settings.max_connections,
     )
     # uvicorn's logging is configured by now: its access lines lose their secrets
     logging.getLogger("uvicorn.access").addFilter(HideSecrets())
