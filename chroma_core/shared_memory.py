@@ -7,10 +7,14 @@ stream to a file of its own in that directory and names the file in the ``X-Chro
 header, and the server maps the file instead of reading the body from the socket. The client
 removes its file once the reply is in.
 
-A client that sends ``X-Chroma-Shm-Reply: accept`` may get a large Arrow reply the same way:
-the server writes it to a new file, names it in the ``X-Chroma-Shm-Reply`` reply header with
-an empty body, and the client maps it and removes it. Reply files the client has not removed
-a minute later (it died meanwhile) are removed by the server, and all of them at shutdown.
+A client that sends ``X-Chroma-Shm-Reply: accept <key>``, the key derived from the proof
+file's bytes (so only a client that reads this directory can send it), may get a large
+Arrow reply the same way: the server writes it to a new file, names it in the
+``X-Chroma-Shm-Reply`` reply header with an empty body, and the client maps it and removes
+it. Replies parked and not yet taken hold at most ``max_bytes`` in all (beyond, replies go
+on the socket); a sweep every few seconds removes the files clients took from the count,
+and removes those still there a minute after they were written (their client died
+meanwhile); all of them go at shutdown.
 
 The server opens only names of the form ``chroma-<letters, digits, _ or ->`` directly inside
 its directory, through a descriptor of the directory and with ``O_NOFOLLOW``, and maps only a
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -38,7 +43,7 @@ import pyarrow as pa
 
 from chroma_core.config import Settings
 from chroma_wire.errors import MalformedPayload, PayloadTooLarge
-from chroma_wire.protocol import decode_arrow, write_arrow
+from chroma_wire.protocol import SHM_REPLY_ACCEPT, decode_arrow, reply_key, write_arrow
 
 DEFAULT_DIRECTORY = "/dev/shm"
 PREFIX = "chroma-"
@@ -48,6 +53,8 @@ REPLY_PREFIX = f"{PREFIX}reply-"
 REPLY_MIN_BYTES = 1 << 20
 # a reply file still there this many seconds after it was written is the server's to remove
 REPLY_LIFETIME = 60.0
+# seconds between two sweeps of the reply files
+SWEEP_SECONDS = 5.0
 
 log = logging.getLogger("chroma.server")
 
@@ -68,8 +75,14 @@ class SharedMemory:
         self.max_bytes = max_bytes
         self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._secret = secrets.token_bytes(32)
-        self._replies: dict[str, float] = {}
+        self._reply_key = reply_key(self._secret)
+        # name: (when written, bytes) of each reply file not yet known to be taken
+        self._replies: dict[str, tuple[float, int]] = {}
         self._replies_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._sweeper = threading.Thread(
+            target=self._sweep_every, name="chroma-shm-sweeper", daemon=True
+        )
         self.proof = f"{PREFIX}proof-{secrets.token_hex(16)}"
         try:
             with self._create(self.proof) as file:
@@ -77,6 +90,19 @@ class SharedMemory:
         except OSError:
             os.close(self._dir_fd)
             raise
+        self._sweeper.start()
+
+    def accepts_reply(self, header: str | None) -> bool:
+        """Whether a request's ``X-Chroma-Shm-Reply`` header shows its client reads this
+        directory (``accept <key>``)."""
+        if not header or not header.startswith(SHM_REPLY_ACCEPT + " "):
+            return False
+        return hmac.compare_digest(header[len(SHM_REPLY_ACCEPT) + 1 :].strip(), self._reply_key)
+
+    def parked(self) -> tuple[int, int]:
+        """Reply files not yet known to be taken, and their bytes."""
+        with self._replies_lock:
+            return len(self._replies), sum(size for _, size in self._replies.values())
 
     def _create(self, name: str):
         fd = os.open(
@@ -150,22 +176,54 @@ class SharedMemory:
         socket (too small to gain, or the directory is full)."""
         if table.nbytes < REPLY_MIN_BYTES:
             return None
-        self._remove_replies(time.monotonic() - REPLY_LIFETIME)
         name = f"{REPLY_PREFIX}{secrets.token_hex(16)}"
+        with self._replies_lock:
+            parked = sum(size for _, size in self._replies.values())
+            if parked + table.nbytes > self.max_bytes:
+                return None  # clients are slow to take theirs: this one goes on the socket
+            self._replies[name] = (time.monotonic(), table.nbytes)
         try:
             with self._create(name) as file:
-                with self._replies_lock:
-                    self._replies[name] = time.monotonic()
                 write_arrow(file, params, table)
         except OSError as exc:
             log.warning("shared-memory reply not written, sending it on the socket: %s", exc)
+            with self._replies_lock:
+                self._replies.pop(name, None)
             self._unlink(name)
             return None
         return name
 
+    def _sweep_every(self) -> None:
+        while not self._closing.wait(SWEEP_SECONDS):
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Forget the replies their clients took, and remove those left too long."""
+        now = time.monotonic() if now is None else now
+        with self._replies_lock:
+            names = list(self._replies.items())
+        taken, old = [], []
+        for name, (when, _) in names:
+            try:
+                os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                taken.append(name)
+                continue
+            except OSError:
+                pass
+            if when <= now - REPLY_LIFETIME:
+                old.append(name)
+        with self._replies_lock:
+            for name in taken + old:
+                self._replies.pop(name, None)
+        for name in old:
+            self._unlink(name)
+        if old:
+            log.info("removed %d shared-memory replies no client took", len(old))
+
     def _remove_replies(self, written_before: float) -> None:
         with self._replies_lock:
-            old = [name for name, when in self._replies.items() if when <= written_before]
+            old = [name for name, (when, _) in self._replies.items() if when <= written_before]
             for name in old:
                 del self._replies[name]
         for name in old:
@@ -178,6 +236,7 @@ class SharedMemory:
             pass
 
     def close(self) -> None:
+        self._closing.set()
         self._remove_replies(float("inf"))
         self._unlink(self.proof)
         os.close(self._dir_fd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from chroma_wire.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SHM_HEADER,
+    SHM_REPLY_HEADER,
     SHM_ROUTE,
     TRANSPORT_HEADER,
     write_arrow,
@@ -369,3 +371,42 @@ def test_a_request_file_truncated_after_the_server_read_it_never_takes_the_serve
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert float(done.stdout) == 1_000_000.0
+
+
+def test_replies_are_parked_only_for_clients_that_read_the_directory(shm_server, space_name):
+    client = Client(shm_server.url)
+    client.space(space_name).add(vectors(5_000))  # a reply of some 2.5 MB of vectors
+    url = f"{shm_server.url}/api/v1/spaces/{space_name}/get"
+    body = {"include_embeddings": True}
+    for header in ("accept", "accept 0123", "accept " + "0" * 64, ""):
+        reply = httpx.post(url, json=body, headers={SHM_REPLY_HEADER: header})
+        assert reply.status_code == 200 and SHM_REPLY_HEADER not in reply.headers
+        assert len(reply.content) > 2_000_000
+    assert leftovers(shm_server.shm) == []
+    # the client that negotiated gets its reply through a file, and takes it
+    assert len(client.space(space_name).get(include_embeddings=True)) == 5_000
+    assert client._transport.carried["shm reply"] == 1
+    assert leftovers(shm_server.shm) == []
+
+
+def test_parked_replies_are_capped_and_swept(tmp_path):
+    from chroma_core.shared_memory import REPLY_LIFETIME, SharedMemory
+
+    table = pa.table({"x": pa.array(np.zeros(1 << 19, np.float32))})  # 2 MiB
+    shared = SharedMemory(str(tmp_path), max_bytes=5 << 20)
+    try:
+        first, second = shared.write_reply({}, table), shared.write_reply({}, table)
+        assert first and second
+        # a third would park more than max_bytes: it goes on the socket
+        assert shared.write_reply({}, table) is None
+        assert shared.parked() == (2, 2 * table.nbytes)
+        os.unlink(tmp_path / first)  # its client took it
+        shared.sweep()
+        assert shared.parked() == (1, table.nbytes)
+        assert shared.write_reply({}, table) is not None
+        # a minute on, what no client took is removed
+        shared.sweep(now=time.monotonic() + REPLY_LIFETIME + 1)
+        assert shared.parked() == (0, 0)
+        assert leftovers(tmp_path) == []
+    finally:
+        shared.close()

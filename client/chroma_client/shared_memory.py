@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from chroma_client.errors import ServerError
 from chroma_wire.protocol import SHM_ROUTE, decode_arrow, write_arrow
+from chroma_wire.protocol import reply_key as protocol_reply_key
 
 PREFIX = "chroma-"
 REPLY_NAME = re.compile(r"^chroma-reply-[0-9a-f]{32}$")
@@ -48,6 +49,8 @@ class SharedMemory:
 
     directory: str
     max_bytes: int
+    #: what ``X-Chroma-Shm-Reply`` carries after ``accept``: derived from the proof file
+    reply_key: str = ""
 
     def write(self, params: dict, table: pa.Table) -> str | None:
         """The path of a new file holding the request's Arrow stream, or None when it
@@ -118,7 +121,7 @@ def negotiate(http: httpx.Client) -> SharedMemory | None:
     content = _read_proof(os.path.join(directory, proof))
     if content is None or not hmac.compare_digest(hashlib.sha256(content).hexdigest(), digest):
         return None
-    return SharedMemory(directory, max_bytes)
+    return SharedMemory(directory, max_bytes, protocol_reply_key(content))
 
 
 def _read_proof(path: str, limit: int = 4096) -> bytes | None:

@@ -200,7 +200,9 @@ class Http:
         params = dict(params)
         path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: _path_part(params.pop(m.group(1))), template)
         headers = (
-            {protocol.SHM_REPLY_HEADER: protocol.SHM_REPLY_ACCEPT} if self._shm is not None else {}
+            {protocol.SHM_REPLY_HEADER: f"{protocol.SHM_REPLY_ACCEPT} {self._shm.reply_key}"}
+            if self._shm is not None and self._shm.reply_key
+            else {}
         )
         if method == "GET" or method == "DELETE":
             query = {k: v for k, v in params.items() if v is not None}

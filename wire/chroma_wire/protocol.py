@@ -7,13 +7,15 @@ table the body is an Arrow IPC stream whose schema metadata carries the dict as 
 A client on the server's machine may instead write a request's Arrow stream to a file in
 the directory ``GET /api/v1/shm`` advertises and send an empty body naming the file in
 ``X-Chroma-Shm`` (the server's side is ``chroma_core.shared_memory``); with
-``X-Chroma-Shm-Reply: accept`` a large Arrow reply comes back the same way, named in the
+``X-Chroma-Shm-Reply: accept <key>`` (the key derived from the proof file's bytes, see
+:func:`reply_key`) a large Arrow reply comes back the same way, named in the
 ``X-Chroma-Shm-Reply`` reply header. Every reply says in ``X-Chroma-Transport`` whether the
 request came through ``shm`` or the ``socket``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
@@ -33,6 +35,16 @@ SHM_ROUTE = "/api/v1/shm"
 SHM_HEADER = "X-Chroma-Shm"
 SHM_REPLY_HEADER = "X-Chroma-Shm-Reply"
 SHM_REPLY_ACCEPT = "accept"
+
+
+def reply_key(proof: bytes) -> str:
+    """What a client that read the server's proof file sends after ``accept`` in
+    ``X-Chroma-Shm-Reply``: a reply is parked in shared memory only for a client that can
+    read that file, so a client elsewhere never makes the server park replies it cannot
+    pick up."""
+    return hashlib.sha256(b"chroma-shm-reply:" + proof).hexdigest()
+
+
 TRANSPORT_HEADER = "X-Chroma-Transport"
 # a reply header: the server could not open the named file, so the client resends the body
 SHM_UNREADABLE = "unreadable"
