@@ -457,8 +457,23 @@ def chroma_settings():
 @hookimpl
 def chroma_rows_added(context, space, seqs, rows):
     _online(context).rows_added(space, seqs, rows)
+    if _labelled_training(rows):
+        _refresh_later(context, space)
+
+
+@hookimpl
+def chroma_rows_deleted(context, space, seqs):
+    # the rows are gone, and whether they were labelled training rows with them: the
+    # refresh looks, once the deletes have been quiet a while, whether the scores went
+    # stale (a row moved out of training by an update is deleted and added again)
+    _refresh_later(context, space)
+
+
+def _refresh_later(context: PluginContext, space: SpaceInfo) -> None:
+    """Recompute the space's stored scores in the background once its training rows have
+    been quiet for ``priority_refresh_seconds``, if they went stale meanwhile."""
     delay = context.plugin_settings["priority_refresh_seconds"]
-    if delay <= 0 or not _labelled_training(rows):
+    if delay <= 0:
         return
 
     def start() -> None:

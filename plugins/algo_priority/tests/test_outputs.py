@@ -129,3 +129,38 @@ def test_labels_written_back_into_training_refresh_the_scores_in_the_background(
     assert status["stale"] == 0 and status["scored"] == 8
     assert set(space.priorities(n=None)["id"]) == set(ids[2:])
     client.close()
+
+
+def test_rows_moved_out_of_training_or_deleted_refresh_the_scores_in_the_background(
+    tmp_path, monkeypatch
+):
+    import time
+
+    monkeypatch.setenv("CHROMA_PRIORITY_REFRESH_SECONDS", "1.0")
+    rng = np.random.default_rng(7)
+    client = Client(path=tmp_path)
+    space = client.space("s")
+    training = space.add(rng.normal(0, 1, (60, 4)), dataset="train", labels=["a", "b"] * 30)
+    space.add(rng.normal(0, 1, (10, 4)), dataset="prod", context="triage", inferences="a")
+    space.compute_priorities(k=3)
+
+    def refreshed(after: int) -> dict:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = space.priority_status()
+            job = status["job"] or {}
+            if status["stale"] == 0 and job.get("state") == "done" and job["number"] > after:
+                return status
+            time.sleep(0.05)
+        raise AssertionError(f"no refresh: {space.priority_status()}")
+
+    # a labelled training row moved out of training: the training set shrank
+    space.update(training[:2], context="triage")
+    assert space.priority_status()["stale"] == 10
+    first = refreshed(0)
+    assert first["scored"] == 12
+    # labelled training rows deleted: the same
+    space.delete(ids=training[2:4])
+    assert space.priority_status()["stale"] == 12
+    assert refreshed(first["job"]["number"])["scored"] == 12
+    client.close()

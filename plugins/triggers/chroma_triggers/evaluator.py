@@ -191,6 +191,11 @@ class Evaluator:
         try:
             work()
         except Exception:  # the thread outlives any one failure; the next tick tries again
+            with self._lock:
+                closing = self._closed
+            if closing:  # the store may be closing under a check that was under way
+                log.debug("trigger rules: a check was cut short by the service closing")
+                return
             log.exception("trigger rules: evaluation failed")
 
     def _sweep(self) -> None:
