@@ -456,13 +456,20 @@ def test_an_index_whose_meta_is_not_what_a_save_writes_is_rebuilt(tmp_path, dama
         again.close()
 
 
-def test_leftovers_of_a_save_cut_short_are_removed_whatever_they_are(tmp_path):
-    data = clustered(300, seed=4)
-    chroma = service(tmp_path)
+def saved_index(path, seed: int):
+    """A space of 300 rows whose index was saved by a service that closed: its vectors and
+    ids."""
+    data = clustered(300, seed=seed)
+    chroma = service(path)
     chroma.space("s")
     ids = add(chroma, "s", data)
     wait_for_index(chroma, "s")
     chroma.close()
+    return data, ids
+
+
+def test_leftovers_of_a_save_cut_short_are_removed_whatever_they_are(tmp_path):
+    data, ids = saved_index(tmp_path, seed=4)
     directory = tmp_path / "indexes"
     (directory / "s.hnsw.tmp").mkdir()
     (directory / "s.hnsw.tmp" / "part").write_bytes(b"x")
@@ -478,12 +485,7 @@ def test_leftovers_of_a_save_cut_short_are_removed_whatever_they_are(tmp_path):
 
 
 def test_an_index_file_that_is_a_directory_is_replaced_by_a_rebuilt_one(tmp_path):
-    data = clustered(300, seed=5)
-    chroma = service(tmp_path)
-    chroma.space("s")
-    ids = add(chroma, "s", data)
-    wait_for_index(chroma, "s")
-    chroma.close()
+    data, ids = saved_index(tmp_path, seed=5)
     index_file = tmp_path / "indexes" / "s.hnsw"
     index_file.unlink()
     index_file.mkdir()
