@@ -570,7 +570,7 @@ class Chroma:
     def watch(self, space: str, *, after=None, min_priority=None, where=None, wait=0.0, limit=1000):
         """New scored inputs and triggers of ``space`` after position ``after`` (None: from
         now), waiting up to ``wait`` seconds for one (:mod:`chroma_core.watch`)."""
-        self._space(space)
+        space_id = self._space(space).space_id
         store = self.store
         if not isinstance(store, FollowRows):
             raise NotSupported(f"the {store.name} store cannot be watched (it cannot follow rows)")
@@ -580,7 +580,11 @@ class Chroma:
         parsed = filters.parse(
             watching.NOT_TRAINING if where is None else {"$and": [watching.NOT_TRAINING, where]}
         )
-        position = watching.now(store, space) if after is None else watching.parse_position(after)
+        position = (
+            watching.now(store, space, space_id)
+            if after is None
+            else watching.parse_position(after)
+        )
         with self._watch_lock:
             # past this many waiting at once, a watch answers at once (its client asks
             # again): waiting watches each hold a worker thread
@@ -590,8 +594,15 @@ class Chroma:
         try:
             deadline = time.monotonic() + wait
             while True:
-                answer = watching.events_after(store, space, position, min_priority, parsed, limit)
-                if answer["events"] or self._closed or time.monotonic() >= deadline:
+                answer = watching.events_after(
+                    store, space, position, min_priority, parsed, limit, space_id
+                )
+                if (
+                    answer["events"]
+                    or answer["replaced"]
+                    or self._closed
+                    or time.monotonic() >= deadline
+                ):
                     return answer
                 position = watching.parse_position(answer["position"])
                 time.sleep(min(WATCH_POLL_SECONDS, max(0.0, deadline - time.monotonic())))

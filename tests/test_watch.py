@@ -142,6 +142,36 @@ def test_bad_watches_are_refused_naming_the_parameter(client):
         space.watch(where={"dataset": {"$like": "p%"}}).poll()
 
 
+def test_a_position_of_a_deleted_space_starts_over_at_the_space_made_after_it(client):
+    space = client.space("live")
+    training(space)
+    space.score_on_arrival(k=10)
+    watch = space.watch(wait=2)
+    watch.poll()
+    triage(space, [f"old{i}" for i in range(30)], seed=1)
+    seen = drain(watch, 30)
+    assert [e.input["id"] for e in seen] == [f"old{i}" for i in range(30)]
+    position = watch.position
+    assert watch.replaced is False
+
+    client.delete_space("live")
+    again = client.space("live")
+    training(again)
+    again.score_on_arrival(k=10)
+    # fewer rows than the old space had: their seqs all lie below the old position's
+    triage(again, [f"new{i}" for i in range(10)], seed=2)
+    resumed = again.watch(after=position, wait=2)
+    got = drain(resumed, 10)
+    assert [e.input["id"] for e in got] == [f"new{i}" for i in range(10)]
+    assert resumed.replaced is True
+    # its positions are the new space's: resuming from them repeats nothing
+    later = again.watch(after=resumed.position, wait=0)
+    assert later.poll() == [] and later.replaced is False
+    # a position as watches gave before they named the space is of the space there is
+    old_style = ":".join(resumed.position.split(":")[:2])
+    assert again.watch(after=old_style, wait=0).poll() == []
+
+
 def test_a_watch_resumes_across_a_server_killed_mid_watch(tmp_path):
     env = server_env("sqlite", CHROMA_PRIORITY_REFRESH_SECONDS="0")
     server = Server(tmp_path / "data", env=env)

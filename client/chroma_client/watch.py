@@ -57,7 +57,9 @@ class Watch:
     event it yielded. A server that cannot be reached is asked again, with back-off, for
     up to ``retry_for`` seconds in a row before ``ConnectionFailed`` is raised.
     ``waiting_for`` names the first input stored but not yet scored, which the watch
-    waits for (inputs show in the order they were stored), or is None."""
+    waits for (inputs show in the order they were stored), or is None. ``replaced`` turns
+    True when the position it resumed from was of a space since deleted and made again
+    under the name: the watch started over at the new space's first input."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class Watch:
         #: where the next request starts: after every event fetched
         self._from: str | None = after
         self.waiting_for: dict | None = None
+        self.replaced = False
 
     def __iter__(self) -> Iterator[Watched]:
         return self
@@ -114,6 +117,7 @@ class Watch:
             wait = max(0.0, min(wait, self._deadline - time.monotonic()))
         answer = self._ask({**self._params, "wait": wait, "after": self._from})
         self.waiting_for = answer.get("waiting_for")
+        self.replaced = self.replaced or bool(answer.get("replaced"))
         self._from = answer["position"]
         return [self._event(raw) for raw in answer["events"]]
 
