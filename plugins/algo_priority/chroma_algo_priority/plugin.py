@@ -33,7 +33,7 @@ from chroma_core.filters import parse
 from chroma_core.hookspecs import hookimpl
 from chroma_core.schema import embeddings_of
 from chroma_wire import checks
-from chroma_wire.errors import Conflict, InvalidInput
+from chroma_wire.errors import Conflict, InvalidInput, NotFound
 from chroma_wire.types import Result, SpaceInfo
 
 log = logging.getLogger("chroma.priority")
@@ -309,7 +309,9 @@ class Jobs:
             return
         try:
             start()
-        except Exception:  # a space deleted meanwhile, or a start that lost a race
+        except (NotFound, Conflict) as exc:  # deleted meanwhile, or a start that lost a race
+            log.info("refreshing the priorities of %s did not start: %s", space[0], exc.detail)
+        except Exception:
             log.exception("refreshing the priorities of %s did not start", space[0])
 
     def start(self, space: tuple[str, int], work) -> dict:
