@@ -107,10 +107,10 @@ class SlowReaders:
                 return await send(message)
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            pieces = [body[i : i + PIECE_BYTES] for i in range(0, len(body), PIECE_BYTES)]
-            pieces = pieces or [b""]
-            for number, piece in enumerate(pieces):
-                last = number == len(pieces) - 1
+            # one piece cut at a time: the reply is never held twice
+            for start in range(0, max(len(body), 1), PIECE_BYTES):
+                last = start + PIECE_BYTES >= len(body)
+                piece = body[start : start + PIECE_BYTES]
                 try:
                     await asyncio.wait_for(
                         send({"type": "http.response.body", "body": piece,
@@ -124,7 +124,7 @@ class SlowReaders:
                         "dropping %s: it took none of its reply for %.0f s (%d of %d bytes sent)",
                         f"{client[0]}:{client[1]}" if client else "a client",
                         self.seconds,
-                        number * PIECE_BYTES,
+                        start,
                         len(body),
                     )
                     raise ClientStoppedReading from None

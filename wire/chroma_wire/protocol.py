@@ -116,7 +116,7 @@ def _batch_size(metadata: pa.Buffer, body: pa.Buffer | None) -> int:
     metadata (format/Message.fbs: Message.header, RecordBatch.buffers and .compression)."""
     meta = memoryview(metadata)
     data = memoryview(body) if body is not None else memoryview(b"")
-    message = _table(meta, struct.unpack_from("<I", meta, 0)[0])
+    message = _FlatTable(meta, struct.unpack_from("<I", meta, 0)[0])
     header = message.child(2)
     if message.scalar(1, "B") == 2:  # a DictionaryBatch holds its RecordBatch as ``data``
         header = header.child(1)
@@ -133,7 +133,7 @@ def _batch_size(metadata: pa.Buffer, body: pa.Buffer | None) -> int:
     return total
 
 
-class _table:  # noqa: N801 - a view, named as the flatbuffer reads
+class _FlatTable:
     """A flatbuffer table at ``pos`` of ``buf``: its fields by number."""
 
     def __init__(self, buf: memoryview, pos: int):
@@ -155,9 +155,9 @@ class _table:  # noqa: N801 - a view, named as the flatbuffer reads
             struct.unpack_from("<" + kind, self.buf, self._at(field))[0] if self.has(field) else 0
         )
 
-    def child(self, field: int) -> _table:
+    def child(self, field: int) -> _FlatTable:
         at = self._at(field)
-        return _table(self.buf, at + struct.unpack_from("<I", self.buf, at)[0])
+        return _FlatTable(self.buf, at + struct.unpack_from("<I", self.buf, at)[0])
 
     def structs(self, field: int, layout: str) -> list[tuple]:
         at = self._at(field)
