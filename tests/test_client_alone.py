@@ -101,3 +101,14 @@ def test_the_client_package_alone_talks_to_a_server(server, tmp_path):
     assert answer["wrong_dimension"] == "DimensionMismatch"
     assert answer["exported_rows"] == 4
     assert "needs the server package" in answer["embedded"]
+
+
+def test_every_error_a_server_can_send_is_a_type_the_client_exports():
+    import chroma_client.errors as client_errors
+    from chroma_wire.errors import ERRORS
+
+    # the wire's vocabulary; a server's own start-up errors never travel
+    sent = {name: kind for name, kind in ERRORS.items() if kind.__module__ == "chroma_wire.errors"}
+    assert sorted(name for name in sent if name not in client_errors.__all__) == []
+    for name, kind in sent.items():
+        assert getattr(client_errors, name) is kind
