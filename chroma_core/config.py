@@ -74,7 +74,18 @@ class Settings:
                 values[name] = convert(name, extra[name], _kind(f.default), f.default)
         values.update({k: v for k, v in given.items() if k in own})
         settings = cls(**values)
+        for name, least in _LEAST.items():
+            value = getattr(settings, name)
+            if value < least:
+                flag = " (--max-body-bytes)" if name == "max_body_bytes" else ""
+                raise InvalidInput(
+                    f"CHROMA_{name.upper()}{flag} must be at least {least:g}, got {value!r:.40}"
+                )
         return replace(settings, path=Path(settings.path))
+
+
+#: the least value of each numeric core setting (a timeout of 0 would drop every client)
+_LEAST = {"max_body_bytes": 1, "client_timeout_seconds": 0.001, "max_connections": 1}
 
 
 @dataclass(frozen=True)

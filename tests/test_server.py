@@ -206,3 +206,20 @@ def test_settings_come_from_flags_over_environment():
 
     with pytest.raises(InvalidInput, match="CHROMA_PORT"):
         Settings.from_env({"CHROMA_PORT": "eighty"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("CHROMA_CLIENT_TIMEOUT_SECONDS", "0", "CHROMA_CLIENT_TIMEOUT_SECONDS must be at least"),
+        ("CHROMA_CLIENT_TIMEOUT_SECONDS", "-5", "got -5.0"),
+        ("CHROMA_MAX_CONNECTIONS", "0", "CHROMA_MAX_CONNECTIONS must be at least 1"),
+        ("CHROMA_MAX_BODY_BYTES", "-1", r"CHROMA_MAX_BODY_BYTES \(--max-body-bytes\)"),
+    ],
+)
+def test_limits_that_would_refuse_every_client_stop_the_start(variable, value, named):
+    from chroma_core.config import Settings
+    from chroma_wire.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=named):
+        Settings.from_env({variable: value})
